@@ -1,0 +1,1 @@
+"""Audio embedding browser: all logic, importable without Streamlit."""

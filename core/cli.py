@@ -1,0 +1,228 @@
+"""Command-line interface over ``core``: batch work without the browser.
+
+Exit codes, for every command: 0 everything worked; 1 partly done (some
+files failed, they are listed and the rest were stored); 2 nothing done (bad
+usage, unknown or unavailable model, dimension or grid mismatch), with a
+one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from core import audio
+from core.models.base import ModelError, availability, catalogue, normalise_key
+from core.store import DEFAULT_DB, Store, StoreError
+
+OK, PARTIAL, NOTHING = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage: reported in one line with exit code 2."""
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _existing_store(db: str) -> Store:
+    if not Path(db).expanduser().exists():
+        raise UsageError(f"No database at {db}; run `python -m core extract` first or pass --db.")
+    return Store(db)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_extract(args) -> int:
+    from tqdm import tqdm
+
+    from core.extract import extract, read_metadata_csv
+
+    for p in args.paths:
+        if not Path(p).expanduser().exists():
+            raise UsageError(f"{p} does not exist.")
+    keys = [normalise_key(k) for k in args.model]
+    metadata = read_metadata_csv(args.metadata, args.paths) if args.metadata else None
+    bar = tqdm(total=None, unit="file", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(done: int, total: int, path: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(Path(path).name[-30:], refresh=False)
+        bar.update(1)
+
+    try:
+        report = extract(args.paths, keys, db=args.db, window_s=args.segment, hop_s=args.hop,
+                         metadata=metadata, progress=progress)
+    finally:
+        bar.close()
+    for space in report.replaced_spaces:
+        print(f"note: {space} was re-extracted from scratch: its adapter version or weights changed.", file=sys.stderr)
+    summary = (f"{report.files} files: {report.stored} stored, {report.skipped} already up to date, "
+               f"{len(report.failed_paths)} failed; {report.audio_s:.1f} s of audio in {report.seconds:.1f} s.")
+    print(summary, file=sys.stderr)
+    if report.failures:
+        print("Failed files:", file=sys.stderr)
+        for f in report.failures:
+            print(f"  {f.path} [{f.model}]: {f.message}", file=sys.stderr)
+        return PARTIAL
+    return OK
+
+
+def cmd_models(args) -> int:
+    rows = []
+    for entry in catalogue():
+        ok, reason = availability(entry)
+        rows.append({"key": entry.key, "dim": entry.dim, "available": ok, "reason": reason,
+                     "family": entry.family, "sample_rate": entry.sample_rate, "licence": entry.licence,
+                     "weights": entry.weights, "outputs": {f"{entry.key}/{k}": d for k, d in entry.outputs.items()},
+                     "suited_for": list(entry.suited_for), "description": entry.description})
+    if args.json:
+        _print_json(rows)
+    else:
+        width = max(len(r["key"]) for r in rows)
+        for r in rows:
+            state = "available" if r["available"] else "unavailable"
+            line = f"{r['key']:<{width}}  {r['dim']:>5}-D  {state}"
+            print(line + (f"  ({r['reason']})" if r["reason"] else ""))
+    return OK
+
+
+def cmd_info(args) -> int:
+    info = _existing_store(args.db).info()
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"{info['tracks']} tracks, {info['segments']} segments, grid {info['grid']}")
+        for space, n in info["embeddings"].items():
+            print(f"  {space}: {n} vectors")
+        print(f"{info['failures']} failed files in the latest runs; {info['missing_files']} tracks whose files are gone")
+        for p in info["missing_paths"]:
+            print(f"  missing: {p}")
+    return OK
+
+
+def cmd_project(args) -> int:
+    from core.reduce import cached_projection
+
+    store = _existing_store(args.db)
+    space = _stored_space(store, args.model)
+    result = cached_projection(store, space, args.method, level=args.level)
+    out = {"model": space, "method": args.method, "level": args.level, "n": int(len(result["ids"])),
+           "seconds": result["seconds"], "cached": result["cached"],
+           "trustworthiness": result["info"].get("trustworthiness"), **{
+               k: v for k, v in result["info"].items() if k != "trustworthiness"}}
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{space} {args.method} ({args.level}): {out['n']} points in {out['seconds']:.2f} s"
+              f"{' (cached)' if out['cached'] else ''}, trustworthiness@10 = {out['trustworthiness']:.3f}")
+    return OK
+
+
+def _stored_space(store: Store, key: str) -> str:
+    space = normalise_key(key)
+    if store.space(space) is None:
+        have = ", ".join(store.spaces()["space"]) or "none"
+        raise UsageError(f"No embeddings for {space!r} in {store.path.name} (stored: {have}).")
+    return space
+
+
+def cmd_export(args) -> int:
+    from core.exchange import export_parquet
+
+    store = _existing_store(args.db)
+    n = export_parquet(store, _stored_space(store, args.model), args.out)
+    print(f"wrote {n} rows to {args.out}", file=sys.stderr)
+    return OK
+
+
+def cmd_import(args) -> int:
+    from core.exchange import import_parquet
+
+    if not Path(args.file).is_file():
+        raise UsageError(f"{args.file} does not exist.")
+    n = import_parquet(Store(args.db), args.file, normalise_key(args.model))
+    print(f"imported {n} vectors as {normalise_key(args.model)}", file=sys.stderr)
+    return OK
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Audio embedding browser, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def db_arg(p):
+        p.add_argument("--db", default=str(DEFAULT_DB), help="DuckDB file (default: cache/embeddings.duckdb)")
+
+    p = sub.add_parser("extract", help="embed files and folders into the store")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", action="append", required=True, help="model key; repeat for several")
+    db_arg(p)
+    p.add_argument("--segment", type=float, default=audio.DEFAULT_WINDOW_S, help="segment window in seconds")
+    p.add_argument("--hop", type=float, default=audio.DEFAULT_HOP_S, help="segment hop in seconds")
+    p.add_argument("--metadata", help="CSV with a 'path' column (relative to the folder given)")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("models", help="list the model catalogue")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("info", help="what the store holds")
+    db_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("project", help="compute and cache a 2-D projection")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", required=True, choices=["pca", "std-pca", "tsne", "umap"])
+    p.add_argument("--level", default="segment", choices=["segment", "track"])
+    db_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_project)
+
+    p = sub.add_parser("export", help="write a model's embeddings to Parquet")
+    p.add_argument("--model", required=True)
+    db_arg(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="store precomputed embeddings from Parquet")
+    p.add_argument("file")
+    p.add_argument("--model", required=True)
+    db_arg(p)
+    p.set_defaults(func=cmd_import)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return NOTHING if exc.code else OK
+    try:
+        return args.func(args)
+    except (UsageError, ModelError, StoreError, ValueError) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return NOTHING
+    except KeyboardInterrupt:
+        print("interrupted: finished tracks are stored; run the same command again to resume.", file=sys.stderr)
+        return PARTIAL

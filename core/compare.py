@@ -1,0 +1,560 @@
+"""Metrics between embedding spaces of the same items, and against labels.
+
+Every space here holds the same items in the same row order (one shared
+segment grid), so rows can be compared across models.  Neighbours are exact
+and cosine: vectors are L2-normalised and scored by blocked matrix products,
+which at 20,000 items is faster than building any index and gives the exact
+answer.  Slices of one recording look alike, so every neighbour-based metric
+can exclude neighbours that share the query's group (source file, speaker,
+track); without that, nearest-neighbour accuracy is inflated enormously.
+
+Collections above ``max_points`` are scored on a random sample with a fixed
+seed, and the result says so.  Every function works on numpy arrays only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from core.search import normalize
+
+#: Items scored by :func:`metrics_table` before it samples (about 30 s for 3 models on 2 cores).
+MAX_POINTS = 20_000
+
+#: Items on which silhouette is computed; it costs a full distance matrix.
+SILHOUETTE_MAX_POINTS = 10_000
+
+#: Items on which trustworthiness is computed; sklearn sorts a full distance matrix.
+TRUSTWORTHINESS_MAX_POINTS = 5_000
+
+#: Above this many items k-means uses sklearn's MiniBatchKMeans.
+MINIBATCH_KMEANS_ABOVE = 10_000
+
+#: Similarity values held at once by :func:`knn` (64 MB of float32).
+_BLOCK_VALUES = 1 << 24
+
+SEED = 0
+
+#: One line per metric, for the UI.
+EXPLANATIONS = {
+    "knn_acc": "Share of items whose k nearest neighbours (cosine, own group excluded) vote for their own label; "
+               "k=1 asks whether the single closest item agrees.",
+    "macro_f1": "F1 of those k-NN votes averaged over labels, so rare labels count as much as common ones.",
+    "silhouette": "How much closer items are to their own label than to the next label (cosine); "
+                  "-1 to 1, higher means labels form tight, separate clusters.",
+    "nmi": "Normalised mutual information between k-means clusters (k = number of labels) and the labels; "
+           "0 is unrelated, 1 identical.",
+    "ari": "Adjusted Rand index between k-means clusters and the labels; 0 is chance, 1 identical.",
+    "hubness": "Skewness of how often each item appears among others' k nearest neighbours; "
+               "high means a few 'hub' items are everybody's neighbour, which hurts search.",
+    "trustworthiness": "Share of the 2-D map's neighbourhoods that are true neighbours in the embedding space "
+                       "(cosine); 1 means the map invents no false neighbours.",
+    "cka": "Debiased linear CKA: how similar the two spaces' overall geometry is, from 0 (unrelated) to 1 "
+           "(identical up to rotation and scale).",
+    "jaccard_at_k": "Mean overlap of each item's k nearest neighbours in the two spaces (Jaccard); "
+                    "1 − this is how much the models disagree about what sounds alike.",
+}
+
+#: What :func:`metrics_table` reports about group exclusion, for the UI.
+GROUP_NOTE = ("Neighbours from the query's own group are excluded: slices of one recording look alike, "
+              "and log-mel 1-NN accuracy on UrbanSound8K falls from 0.91 to 0.31 once they are.")
+
+
+class CompareError(ValueError):
+    """A metric cannot be computed; the message says what to change."""
+
+
+def _codes(values: np.ndarray, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and distinct values of a label or group column, refusing missing values rather than making them a class."""
+    v = np.asarray(values)
+    if v.shape != (n,):
+        raise CompareError(f"The {what} column has {v.size} values for {n} items.")
+    if v.dtype.kind == "O":
+        if any(x is None or (isinstance(x, float) and x != x) for x in v):
+            raise CompareError(f"The {what} column has missing values; drop those items or fill them in.")
+        v = v.astype(str)
+    elif v.dtype.kind == "f" and np.isnan(v).any():
+        raise CompareError(f"The {what} column has missing values; drop those items or fill them in.")
+    uniques, codes = np.unique(v, return_inverse=True)
+    return codes.reshape(n).astype(np.int64), uniques
+
+
+def _nested(fine: np.ndarray, coarse: np.ndarray) -> bool:
+    """Whether every group of ``fine`` lies inside one group of ``coarse``, so excluding ``coarse`` suffices."""
+    return len(np.unique(fine * (coarse.max() + 1) + coarse)) == fine.max() + 1
+
+
+def _group_codes(groups, n: int) -> list[np.ndarray]:
+    """Code arrays of the group columns, without any that another one already excludes."""
+    if groups is None:
+        return []
+    columns = [groups] if np.ndim(groups) == 1 else list(groups)
+    kept = [_codes(g, n, "group")[0] for g in columns]
+    for fine in list(kept):
+        if any(other is not fine and _nested(fine, other) for other in kept):
+            kept = [c for c in kept if c is not fine]
+    return kept
+
+
+def knn(
+    vectors: np.ndarray,
+    *,
+    k: int = 10,
+    groups: np.ndarray | Sequence[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine k nearest neighbours of every item, never itself nor its own group.
+
+    Parameters
+    ----------
+    vectors : np.ndarray [shape=(n, dim)]
+    k : int > 0
+    groups : np.ndarray [shape=(n,)] or sequence of them, optional
+        Items sharing any of these values with the query (source file,
+        speaker, track) are not its neighbours.
+
+    Returns
+    -------
+    indices : np.ndarray [shape=(n, k), dtype=int64]
+        Nearest first; ties broken by lower index.  ``-1`` where fewer than
+        ``k`` items are left after exclusion.
+    similarities : np.ndarray [shape=(n, k), dtype=float32]
+        Cosine similarity; ``-inf`` where the index is ``-1``.
+    """
+    x = normalize(vectors)
+    n = len(x)
+    if k < 1:
+        raise CompareError(f"k must be at least 1, not {k}.")
+    group_codes = _group_codes(groups, n)
+    kk = min(k, n)
+    indices = np.full((n, k), -1, dtype=np.int64)
+    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    step = max(1, min(n, _BLOCK_VALUES // max(n, 1)))
+    block = np.empty((step, n), dtype=np.float32)
+    same = np.empty((step, n), dtype=bool)
+    for start in range(0, n, step):
+        rows = np.arange(start, min(n, start + step))
+        s = block[:len(rows)]
+        np.matmul(x[rows], x.T, out=s)
+        s[np.arange(len(rows)), rows] = -np.inf
+        for codes in group_codes:
+            eq = same[:len(rows)]
+            np.equal(codes[rows, None], codes[None, :], out=eq)
+            np.copyto(s, -np.inf, where=eq)
+        top = np.argpartition(s, n - kk, axis=1)[:, n - kk:]
+        top_sims = np.take_along_axis(s, top, axis=1)
+        order = np.lexsort((top, -top_sims), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        top_sims = np.take_along_axis(top_sims, order, axis=1)
+        top[~np.isfinite(top_sims)] = -1
+        indices[rows, :kk] = top
+        sims[rows, :kk] = top_sims
+    return indices, sims
+
+
+def _vote(neighbour_labels: np.ndarray) -> np.ndarray:
+    """Majority label per row; a tie goes to the tied label whose first vote comes from the nearer neighbour."""
+    valid = neighbour_labels >= 0
+    counts = ((neighbour_labels[:, :, None] == neighbour_labels[:, None, :]) & valid[:, None, :]).sum(axis=2)
+    counts[~valid] = -1
+    winner = np.take_along_axis(neighbour_labels, np.argmax(counts, axis=1)[:, None], axis=1)[:, 0]
+    winner[~valid.any(axis=1)] = -1
+    return winner
+
+
+def knn_classification(indices: np.ndarray, labels: np.ndarray, *, k: int | None = None) -> dict:
+    """Leave-one-out k-NN classification from precomputed neighbours, so one neighbour search serves every k.
+
+    The query itself is never among its neighbours (see :func:`knn`), which
+    makes this leave-one-out.  Each item is predicted by the majority label
+    of its k nearest neighbours; a tie goes to the tied label held by the
+    nearest neighbour among them, which for k=2 means the 1-NN label.  An
+    item with no neighbour left after group exclusion counts as wrong.
+
+    Parameters
+    ----------
+    indices : np.ndarray [shape=(n, k_max), dtype=int64]
+        From :func:`knn`, nearest first.
+    labels : np.ndarray [shape=(n,)]
+    k : int, optional
+        Neighbours that vote (the first ``k`` columns); all by default.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (float), ``macro_f1`` (float, sklearn's macro-average
+        over the true labels) and ``predictions`` (np.ndarray [shape=(n,)],
+        values of ``labels``; ``None`` where no neighbour was left).
+    """
+    from sklearn.metrics import f1_score
+
+    idx = np.asarray(indices)
+    n = len(idx)
+    k = idx.shape[1] if k is None else k
+    if not 1 <= k <= idx.shape[1]:
+        raise CompareError(f"k={k} needs at least that many neighbour columns; there are {idx.shape[1]}.")
+    y, uniques = _codes(labels, n, "label")
+    idx = idx[:, :k]
+    pred = _vote(np.where(idx >= 0, y[np.maximum(idx, 0)], -1))
+    predictions = np.where(pred >= 0, uniques[np.maximum(pred, 0)].astype(object), None)
+    return {
+        "accuracy": float(np.mean(pred == y)) if n else float("nan"),
+        "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)),
+        "predictions": predictions,
+    }
+
+
+def _sample(n: int, max_points: int, seed: int) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def silhouette(vectors: np.ndarray, labels: np.ndarray, *, max_points: int = SILHOUETTE_MAX_POINTS,
+               seed: int = SEED) -> float:
+    """sklearn's cosine silhouette of the labels, on a random sample of at most ``max_points`` items.
+
+    Parameters
+    ----------
+    vectors : np.ndarray [shape=(n, dim)]
+    labels : np.ndarray [shape=(n,)]
+
+    Returns
+    -------
+    float
+        NaN when the (sampled) items hold fewer than two labels, or every item
+        has its own label.
+    """
+    from sklearn.metrics import silhouette_score
+
+    x = np.asarray(vectors)
+    y = _codes(labels, len(x), "label")[0]
+    rows = _sample(len(x), max_points, seed)
+    n_labels = len(np.unique(y[rows]))
+    if not 2 <= n_labels <= len(rows) - 1:
+        return float("nan")
+    return float(silhouette_score(x[rows], y[rows], metric="cosine"))
+
+
+def kmeans_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int = SEED) -> dict:
+    """NMI and ARI between k-means clusters (k = number of labels) and the labels.
+
+    k-means runs on L2-normalised vectors, so that its clusters follow the
+    same cosine geometry as every other metric here; above
+    ``MINIBATCH_KMEANS_ABOVE`` items it is sklearn's MiniBatchKMeans.
+
+    Parameters
+    ----------
+    vectors : np.ndarray [shape=(n, dim)]
+    labels : np.ndarray [shape=(n,)]
+
+    Returns
+    -------
+    dict
+        ``nmi`` and ``ari`` (floats; NaN with fewer than two labels).
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    x = normalize(vectors)
+    y = _codes(labels, len(x), "label")[0]
+    n_clusters = len(np.unique(y))
+    if n_clusters < 2 or n_clusters > len(x):
+        return {"nmi": float("nan"), "ari": float("nan")}
+    if len(x) > MINIBATCH_KMEANS_ABOVE:
+        model = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
+    else:
+        model = KMeans(n_clusters=n_clusters, random_state=seed, n_init=3)
+    clusters = model.fit_predict(x)
+    return {"nmi": float(normalized_mutual_info_score(y, clusters)), "ari": float(adjusted_rand_score(y, clusters))}
+
+
+def _hsic_terms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row norms² and K̃·1 of the linear Gram matrix with zeroed diagonal, without forming it."""
+    sq = np.einsum("ij,ij->i", x, x)
+    return sq, x @ x.sum(axis=0) - sq
+
+
+def _hsic(x: np.ndarray, y: np.ndarray, cross: float) -> float:
+    """Unbiased HSIC of linear kernels (Song et al. 2012), given ‖XᵀY‖²_F, in feature space."""
+    n = len(x)
+    sq_x, k1 = _hsic_terms(x)
+    sq_y, l1 = _hsic_terms(y)
+    trace = cross - np.dot(sq_x, sq_y)
+    return (trace + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * np.dot(k1, l1)) / (n * (n - 3))
+
+
+def cka(a: np.ndarray, b: np.ndarray, *, debiased: bool = True) -> float:
+    """Linear CKA between two spaces of the same items: similarity of geometry, blind to rotation and scale.
+
+    The debiased form uses the unbiased HSIC estimator (Song et al. 2012;
+    Nguyen et al. 2021), because plain linear CKA of two *independent*
+    random 512-D spaces is about 0.3 at n ≈ 800 rather than 0.  The Gram
+    matrices are never formed: every term is computed from ``XᵀY`` and row
+    sums, in O(n · dim_a · dim_b) time and O(dim_a · dim_b) memory.
+    Vectors are used as given (not normalised), as in Kornblith et al. 2019.
+
+    Parameters
+    ----------
+    a : np.ndarray [shape=(n, dim_a)]
+    b : np.ndarray [shape=(n, dim_b)]
+    debiased : bool
+        ``False`` gives plain linear CKA (centred Gram matrices).
+
+    Returns
+    -------
+    float
+        1 for identical spaces up to orthogonal transform and isotropic
+        scale; near 0 for unrelated ones (the debiased value can be slightly
+        negative).  NaN when a space is constant.
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise CompareError(f"CKA needs two 2-D spaces of the same items, got shapes {x.shape} and {y.shape}.")
+    if len(x) < 4:
+        raise CompareError(f"CKA needs at least 4 items, got {len(x)}.")
+    if debiased:
+        xy = np.sum((x.T @ y) ** 2)
+        xx = np.sum((x.T @ x) ** 2)
+        yy = np.sum((y.T @ y) ** 2)
+        hxy, hxx, hyy = _hsic(x, y, xy), _hsic(x, x, xx), _hsic(y, y, yy)
+    else:
+        x = x - x.mean(axis=0)
+        y = y - y.mean(axis=0)
+        hxy, hxx, hyy = np.sum((x.T @ y) ** 2), np.sum((x.T @ x) ** 2), np.sum((y.T @ y) ** 2)
+    denom = np.sqrt(hxx * hyy)
+    return float(hxy / denom) if denom > 0 else float("nan")
+
+
+def jaccard(indices_a: np.ndarray, indices_b: np.ndarray) -> np.ndarray:
+    """Per-item Jaccard overlap of two neighbour lists of the same items, e.g. from two models.
+
+    Parameters
+    ----------
+    indices_a, indices_b : np.ndarray [shape=(n, k), dtype=int64]
+        From :func:`knn`; ``-1`` entries are ignored.
+
+    Returns
+    -------
+    overlap : np.ndarray [shape=(n,), dtype=float64]
+        |A ∩ B| / |A ∪ B|; 1 where both lists are empty.  ``1 - overlap`` is
+        the disagreement shown on the Compare maps.
+    """
+    ia, ib = np.asarray(indices_a), np.asarray(indices_b)
+    if ia.shape != ib.shape:
+        raise CompareError(f"Neighbour lists of shapes {ia.shape} and {ib.shape} cannot be compared.")
+    overlap = np.empty(len(ia), dtype=np.float64)
+    step = max(1, (1 << 22) // max(1, ia.shape[1] ** 2))
+    for start in range(0, len(ia), step):
+        a, b = ia[start:start + step], ib[start:start + step]
+        inter = ((a[:, :, None] == b[:, None, :]) & (a >= 0)[:, :, None]).sum(axis=(1, 2))
+        union = (a >= 0).sum(axis=1) + (b >= 0).sum(axis=1) - inter
+        overlap[start:start + step] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return overlap
+
+
+def neighbour_disagreement(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    k: int = 10,
+    groups: np.ndarray | Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """1 − Jaccard@k of each item's neighbours in two spaces: where the models hear the collection differently.
+
+    Parameters
+    ----------
+    a : np.ndarray [shape=(n, dim_a)]
+    b : np.ndarray [shape=(n, dim_b)]
+    k : int > 0
+    groups : np.ndarray [shape=(n,)] or sequence of them, optional
+        Excluded from neighbours as in :func:`knn`.
+
+    Returns
+    -------
+    disagreement : np.ndarray [shape=(n,), dtype=float64]
+        0 where both spaces give the same k neighbours, 1 where none is shared.
+    """
+    return 1.0 - jaccard(knn(a, k=k, groups=groups)[0], knn(b, k=k, groups=groups)[0])
+
+
+def hubness(indices: np.ndarray) -> float:
+    """Skewness of the k-occurrence distribution (how often each item is someone's neighbour).
+
+    Parameters
+    ----------
+    indices : np.ndarray [shape=(n, k), dtype=int64]
+        From :func:`knn`; ``-1`` entries are ignored.
+
+    Returns
+    -------
+    float
+        0 when every item occurs equally often.
+    """
+    from scipy.stats import skew
+
+    idx = np.asarray(indices)
+    counts = np.bincount(idx[idx >= 0], minlength=len(idx)).astype(np.float64)
+    if counts.std() == 0:
+        return 0.0
+    return float(skew(counts))
+
+
+def trustworthiness(vectors: np.ndarray, coords: np.ndarray, *, k: int = 10,
+                    max_points: int = TRUSTWORTHINESS_MAX_POINTS, seed: int = SEED) -> float:
+    """sklearn's trustworthiness of a 2-D map at k, cosine in the embedding space and euclidean on the map.
+
+    A random sample of at most ``max_points`` items keeps the cost bounded
+    (sklearn sorts a full distance matrix: 25 s at 20,000 items otherwise).
+
+    Parameters
+    ----------
+    vectors : np.ndarray [shape=(n, dim)]
+    coords : np.ndarray [shape=(n, 2)]
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN with too few items for k.
+    """
+    from sklearn.manifold import trustworthiness as sk_trustworthiness
+
+    x, xy = np.asarray(vectors), np.asarray(coords)
+    if len(x) != len(xy):
+        raise CompareError(f"The map has {len(xy)} points for {len(x)} vectors.")
+    rows = _sample(len(x), max_points, seed)
+    k = min(k, (len(rows) - 1) // 2)
+    if k < 1:
+        return float("nan")
+    return float(sk_trustworthiness(x[rows], xy[rows], n_neighbors=k, metric="cosine"))
+
+
+def procrustes_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Rotate, reflect, scale and shift one 2-D map onto another, so the same items sit in the same place.
+
+    Reflections are allowed because a flipped t-SNE or UMAP map is the same map.
+
+    Parameters
+    ----------
+    source : np.ndarray [shape=(n, 2)]
+        The map to move.
+    target : np.ndarray [shape=(n, 2)]
+        The reference map, of the same items in the same order.
+
+    Returns
+    -------
+    aligned : np.ndarray [shape=(n, 2), dtype=float64]
+        ``s · (source − mean) · R + mean(target)`` with the orthogonal ``R``
+        and scale ``s`` that minimise the squared distance to ``target``.
+    """
+    from scipy.linalg import orthogonal_procrustes
+
+    a, b = np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise CompareError(f"Maps of shapes {a.shape} and {b.shape} cannot be aligned; they need the same items.")
+    a0, b_mean = a - a.mean(axis=0), b.mean(axis=0)
+    norm = np.sum(a0 ** 2)
+    if norm == 0:
+        return np.broadcast_to(b_mean, a.shape).copy()
+    rotation, singular_sum = orthogonal_procrustes(a0, b - b_mean)
+    return (singular_sum / norm) * a0 @ rotation + b_mean
+
+
+def metrics_table(
+    spaces: Mapping[str, np.ndarray],
+    *,
+    labels: np.ndarray | None = None,
+    groups: np.ndarray | Sequence[np.ndarray] | None = None,
+    k: int = 10,
+    maps: Mapping[str, np.ndarray] | None = None,
+    max_points: int = MAX_POINTS,
+    seed: int = SEED,
+) -> dict:
+    """Every metric for several spaces of the same items, in the shape of the ``metrics`` command's JSON.
+
+    Above ``max_points`` items one random sample (fixed seed) is drawn and
+    every metric is computed within it, neighbours included, so that all
+    models are scored on the same items.
+
+    Parameters
+    ----------
+    spaces : mapping of model key → np.ndarray [shape=(n, dim)]
+        The same n items in the same order in every space.
+    labels : np.ndarray [shape=(n,)], optional
+        Adds k-NN accuracy, macro-F1, silhouette, NMI and ARI.
+    groups : np.ndarray [shape=(n,)] or sequence of them, optional
+        Neighbours sharing any group value with the query are excluded
+        (pass the track ids at segment level, plus a user's group column).
+    k : int > 0
+        k of the k-NN accuracy (alongside k=1), macro-F1, hubness and Jaccard@k.
+    maps : mapping of model key → np.ndarray [shape=(n, 2)], optional
+        2-D maps whose trustworthiness at k is added to their model.
+    max_points : int
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``{MODEL: {"hubness", "knn_acc_k1", "knn_acc_k{k}", "macro_f1",
+        "silhouette", "nmi", "ari", "trustworthiness"}, …,
+        "pairs": {"A|B": {"cka", "jaccard_at_k"}}, "info": {…}}``; label
+        metrics only with labels, trustworthiness only with a map.  ``info``
+        holds ``n`` (items given), ``sampled`` (items scored, or None when
+        all were), ``k``, ``seed``, ``groups_excluded``, and the sample sizes
+        of silhouette and trustworthiness.
+    """
+    names = list(spaces)
+    if not names:
+        raise CompareError("No embedding space was given; extract at least one model first.")
+    n = len(spaces[names[0]])
+    for name in names:
+        if len(spaces[name]) != n:
+            raise CompareError(f"{name} has {len(spaces[name])} vectors but {names[0]} has {n}; "
+                               "compare models extracted on the same segments.")
+    if n < 4:
+        raise CompareError(f"Metrics need at least 4 items, got {n}.")
+    rows = _sample(n, max_points, seed)
+    columns = [] if groups is None else [groups] if np.ndim(groups) == 1 else list(groups)
+    group_rows = [np.asarray(g)[rows] for g in columns] or None
+    label_rows = None if labels is None else np.asarray(labels)[rows]
+    ks = sorted({1, k})
+
+    table: dict = {}
+    neighbours: dict[str, np.ndarray] = {}
+    for name in names:
+        x = np.asarray(spaces[name])[rows]
+        idx, _ = knn(x, k=max(ks), groups=group_rows)
+        neighbours[name] = idx[:, :k]
+        row: dict = {"hubness": hubness(idx[:, :k])}
+        if label_rows is not None:
+            for kv in ks:
+                scores = knn_classification(idx, label_rows, k=kv)
+                row[f"knn_acc_k{kv}"] = scores["accuracy"]
+                if kv == k:
+                    row["macro_f1"] = scores["macro_f1"]
+            row["silhouette"] = silhouette(x, label_rows, seed=seed)
+            row.update(kmeans_agreement(x, label_rows, seed=seed))
+        if maps is not None and name in maps:
+            row["trustworthiness"] = trustworthiness(spaces[name], maps[name], k=k, seed=seed)
+        table[name] = row
+
+    table["pairs"] = {
+        f"{a}|{b}": {
+            "cka": cka(np.asarray(spaces[a])[rows], np.asarray(spaces[b])[rows]),
+            "jaccard_at_k": float(jaccard(neighbours[a], neighbours[b]).mean()),
+        }
+        for a, b in itertools.combinations(names, 2)
+    }
+    table["info"] = {
+        "n": n,
+        "sampled": len(rows) if len(rows) < n else None,
+        "k": k,
+        "seed": seed,
+        "groups_excluded": groups is not None,
+        "silhouette_points": min(len(rows), SILHOUETTE_MAX_POINTS) if labels is not None else None,
+        "trustworthiness_points": min(n, TRUSTWORTHINESS_MAX_POINTS) if maps else None,
+    }
+    return table

@@ -1,0 +1,79 @@
+"""Parquet in and out: share a model's vectors, or bring your own from a batch job.
+
+The layout is one row per segment: ``path``, ``start_s``, ``end_s``, every
+metadata column under its own name, the track attributes as
+``track_duration_s``, ``track_sample_rate`` and ``track_channels``, and
+``vector`` as a fixed-size list of float32.  The space's provenance travels
+in the file's key-value metadata (``aeb:provenance``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.store import DimensionMismatch, Provenance, Store, StoreError
+
+PROVENANCE_KEY = b"aeb:provenance"
+
+
+def export_parquet(store: Store, space: str, out: str | Path) -> int:
+    """Write a space's vectors with their segments and metadata; returns the row count."""
+    info = store.space(space)
+    if info is None:
+        raise StoreError(f"No embeddings for {space!r}.")
+    ids, vectors = store.vectors(space)
+    frame = store.segments_frame().set_index("segment_id").loc[ids].reset_index()
+    meta_cols = [c for c in frame.columns if c not in (
+        "segment_id", "track_id", "idx", "path", "start_s", "end_s", "track_duration_s", "track_sample_rate", "track_channels")]
+    ordered = frame[["path", "start_s", "end_s", *meta_cols, "track_duration_s", "track_sample_rate", "track_channels"]]
+    table = pa.Table.from_pandas(ordered, preserve_index=False)
+    table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]))
+    provenance = {k: info[k] for k in ("space", "model", "dim", "adapter_version", "weights_sha256", "window_s", "hop_s", "source")}
+    provenance["created_at"] = str(info["created_at"])
+    provenance["tag_names"] = info["tag_names"]
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PROVENANCE_KEY: json.dumps(provenance, default=str).encode()})
+    pq.write_table(table, str(out))
+    return len(ids)
+
+
+def import_parquet(store: Store, path: str | Path, space: str) -> int:
+    """Store precomputed vectors (columns path, start_s, end_s, vector, optional metadata).
+
+    Raises
+    ------
+    DimensionMismatch
+        When the vectors' dimension differs from vectors already stored
+        under the same key: never a silent mix.
+    """
+    table = pq.read_table(str(path))
+    missing = {"path", "start_s", "end_s", "vector"} - set(table.column_names)
+    if missing:
+        raise StoreError(f"{Path(path).name} lacks the column(s) {', '.join(sorted(missing))}.")
+    vec_col = table.column("vector").combine_chunks()
+    if pa.types.is_fixed_size_list(vec_col.type):
+        dim = vec_col.type.list_size
+        vectors = vec_col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    else:
+        rows = vec_col.to_pylist()
+        dims = {len(r) for r in rows}
+        if len(dims) != 1:
+            raise DimensionMismatch(f"{Path(path).name} mixes vector lengths {sorted(dims)}.")
+        dim = dims.pop()
+        vectors = np.asarray(rows, dtype=np.float32).reshape(-1, dim)
+    existing = store.space(space)
+    if existing is not None and int(existing["dim"]) != dim:
+        raise DimensionMismatch(f"{space} holds {existing['dim']}-D vectors; {Path(path).name} has {dim}-D ones.")
+    provenance = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
+    frame = table.drop_columns(["vector"]).to_pandas()
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("track_")])
+    frame["path"] = [str(Path(p).expanduser().resolve()) if not str(p).startswith(("http:", "https:")) else p
+                     for p in frame["path"]]
+    prov = Provenance(space, space, dim, str(provenance.get("adapter_version", "imported")),
+                      str(provenance.get("weights_sha256", "")), source="imported",
+                      tag_names=tuple(provenance["tag_names"]) if provenance.get("tag_names") else None)
+    return store.add_imported(prov, frame, vectors.astype(np.float32))

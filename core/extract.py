@@ -1,0 +1,256 @@
+"""The extraction pipeline shared by the command line and the app.
+
+files ──decode in blocks──▶ shared segment grid ──every adapter──▶ store
+
+It is built to be interrupted: finished tracks are written in small batches,
+each one transaction, and a later run skips every (track, model) pair that is
+already stored with the same content hash and provenance.  One bad file
+never stops the batch; it gets a one-line failure per model instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from core import audio
+from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
+from core.store import DEFAULT_DB, Provenance, Store, TrackRecord
+
+#: progress(done, total, path) is called after each file.
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclasses.dataclass
+class Failure:
+    path: str
+    model: str
+    message: str
+
+
+@dataclasses.dataclass
+class ExtractReport:
+    """What a run did, for the CLI summary, the app and the benchmarks."""
+
+    files: int = 0
+    stored: int = 0
+    skipped: int = 0
+    audio_s: float = 0.0
+    seconds: float = 0.0
+    failures: list[Failure] = dataclasses.field(default_factory=list)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    replaced_spaces: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def failed_paths(self) -> list[str]:
+        return sorted({f.path for f in self.failures})
+
+    def _add_time(self, what: str, seconds: float) -> None:
+        self.timings[what] = self.timings.get(what, 0.0) + seconds
+
+
+def read_metadata_csv(csv_path: str | Path, roots: list[str | Path]) -> dict[str, dict]:
+    """Per-track metadata from a CSV with a ``path`` column.
+
+    Relative paths are joined to the first given folder where the file
+    exists (else to the CSV's own folder).  A column becomes numbers when
+    every non-empty value parses as one, otherwise it stays text, so that
+    colour scales and filters treat it the right way.
+
+    Returns
+    -------
+    dict
+        Absolute path -> {column: value}; empty cells are left out.
+    """
+    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if "path" not in df.columns:
+        raise ValueError(f"{Path(csv_path).name} has no 'path' column")
+    columns: dict[str, list] = {}
+    for col in df.columns.drop("path"):
+        values = df[col].str.strip()
+        filled = values[values != ""]
+        numbers = pd.to_numeric(filled, errors="coerce")
+        if len(filled) and numbers.notna().all():
+            if (numbers == numbers.round()).all() and numbers.abs().max() < 2**53:
+                numbers = numbers.astype("int64")
+            parsed = pd.Series([None] * len(values), dtype=object)
+            parsed[filled.index] = numbers.tolist()
+            columns[col] = parsed.tolist()
+        else:
+            columns[col] = [v if v != "" else None for v in values]
+    folders = [Path(r).expanduser().resolve() for r in roots if Path(r).is_dir()] + [Path(csv_path).resolve().parent]
+    out: dict[str, dict] = {}
+    for i, rel in enumerate(df["path"]):
+        candidates = [Path(rel)] if Path(rel).is_absolute() else [f / rel for f in folders]
+        target = next((c for c in candidates if c.exists()), candidates[0])
+        out[str(target.resolve())] = {c: v[i] for c, v in columns.items() if v[i] is not None}
+    return out
+
+
+def model_keys(keys: list[str]) -> list[str]:
+    """Model keys to run for the given space keys (``musicnn-msd/taggram`` runs ``musicnn-msd``)."""
+    return list(dict.fromkeys(split_key(k)[0] for k in keys))
+
+
+def _provenances(adapter: Adapter) -> list[Provenance]:
+    entry = adapter.entry
+    return [
+        Provenance(space, entry.key, dim, adapter.version, adapter.weights_sha256,
+                   tag_names=tuple(adapter.tag_names[space]) if space in adapter.tag_names else None)
+        for space, dim in entry.spaces.items()
+    ]
+
+
+def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapters: list[Adapter],
+                 report: ExtractReport) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Run every adapter over a track's blocks; per-model errors are returned, not raised."""
+    vectors = {space: np.zeros((len(segments), dim), np.float32)
+               for a in adapters for space, dim in a.entry.spaces.items()}
+    errors: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for block in audio.iter_blocks(path, segments, meta=meta):
+        report._add_time("decode", time.perf_counter() - t0)
+        for adapter in adapters:
+            key = adapter.entry.key
+            if key in errors:
+                continue
+            t1 = time.perf_counter()
+            try:
+                out = adapter.embed(block.audio, block.sr, block.segments)
+                for space, dim in adapter.entry.spaces.items():
+                    rows = np.asarray(out[space], dtype=np.float32)
+                    if rows.shape != (len(block.index), dim):
+                        raise ModelError(f"returned shape {rows.shape}, expected {(len(block.index), dim)}")
+                    if not np.isfinite(rows).all():
+                        raise ModelError("produced non-finite values")
+                    vectors[space][block.index] = rows
+            except Exception as exc:  # one model failing on one file must not stop the batch
+                errors[key] = f"{type(exc).__name__}: {exc}".splitlines()[0] if not isinstance(exc, ModelError) else str(exc)
+            report._add_time(f"model:{key}", time.perf_counter() - t1)
+        t0 = time.perf_counter()
+    return vectors, errors
+
+
+def extract(
+    paths: list[str | Path],
+    models: list[str],
+    db: str | Path = DEFAULT_DB,
+    window_s: float = audio.DEFAULT_WINDOW_S,
+    hop_s: float = audio.DEFAULT_HOP_S,
+    metadata: dict[str, dict] | None = None,
+    progress: ProgressFn | None = None,
+    device: str | None = None,
+    adapters: list[Adapter] | None = None,
+    batch_tracks: int = 32,
+    batch_seconds: float = 5.0,
+) -> ExtractReport:
+    """Embed files (and the audio files inside folders) with models into a store.
+
+    Parameters
+    ----------
+    paths : list of str or Path
+        Files and folders; folders are searched recursively for audio.
+    models : list of str
+        Model keys (space keys are accepted and run their model).
+    db : path
+        The DuckDB file.
+    window_s, hop_s : float
+        The segment grid; must match the store's if it has one.
+    metadata : dict, optional
+        Absolute path -> {column: value}, e.g. from :func:`read_metadata_csv`.
+    progress : callable, optional
+        ``progress(done, total, path)`` after each file.
+    adapters : list, optional
+        Already loaded adapters (the app keeps them cached); else loaded here.
+    batch_tracks, batch_seconds : int, float
+        A write transaction is made after this many tracks or seconds,
+        whichever comes first: the most work an interruption can lose.
+
+    Raises
+    ------
+    core.store.GridMismatch
+        If the store was built on another grid.
+    core.models.base.ModelError
+        If a model is unknown or cannot be loaded (nothing is done then).
+    """
+    started = time.perf_counter()
+    report = ExtractReport()
+    store = Store(db)
+    store.ensure_grid(window_s, hop_s)
+    if adapters is None:
+        for key in model_keys(models):
+            get_entry(key)  # unknown keys fail before any weights load
+        adapters = [load_model(key, device) for key in model_keys(models)]
+    for adapter in adapters:
+        for prov in _provenances(adapter):
+            if store.prepare_space(prov):
+                report.replaced_spaces.append(prov.space)
+    keys = [a.entry.key for a in adapters]
+    done = {a.entry.key: store.tracks_with_space(a.entry.key) for a in adapters}
+    states = store.track_states()
+    run_id = store.start_run(keys)
+    files = audio.find_audio_files(paths)
+    report.files = len(files)
+    metadata = metadata or {}
+
+    pending: list[TrackRecord] = []
+    last_flush = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal last_flush
+        t = time.perf_counter()
+        store.write_tracks(pending)
+        report.stored += len(pending)
+        pending.clear()
+        report._add_time("store", time.perf_counter() - t)
+        last_flush = time.perf_counter()
+
+    try:
+        for i, path in enumerate(files):
+            spath = str(path)
+            try:
+                t = time.perf_counter()
+                meta = audio.info(path)
+                digest = audio.content_hash(path)
+                report._add_time("decode", time.perf_counter() - t)
+                known = states.get(spath)
+                if known is not None and known[1] == digest:
+                    track_id = known[0]
+                    todo = [a for a in adapters if track_id not in done[a.entry.key]]
+                    segments = store.track_segments(track_id)
+                else:
+                    track_id, todo = None, list(adapters)
+                    segments = audio.segment_grid(meta.duration_s, window_s, hop_s)
+                if not todo:
+                    report.skipped += 1
+                else:
+                    vectors, errors = _embed_track(path, meta, segments, todo, report)
+                    for key, message in errors.items():
+                        report.failures.append(Failure(spath, key, message))
+                    ok = [a for a in todo if a.entry.key not in errors]
+                    if ok:
+                        kept = {s: v for a in ok for s, v in vectors.items() if split_key(s)[0] == a.entry.key}
+                        pending.append(TrackRecord(
+                            spath, digest, meta.duration_s, meta.sample_rate, meta.channels,
+                            f"{meta.format}/{meta.subtype}", segments, kept, metadata.get(spath), track_id))
+                        report.audio_s += meta.duration_s
+            except audio.AudioError as exc:
+                report.failures.extend(Failure(spath, k, str(exc)) for k in keys)
+            except OSError as exc:
+                report.failures.extend(Failure(spath, k, f"cannot read file ({exc.strerror or exc})") for k in keys)
+            if pending and (len(pending) >= batch_tracks or time.perf_counter() - last_flush >= batch_seconds):
+                flush()
+            if progress is not None:
+                progress(i + 1, len(files), spath)
+    finally:
+        flush()
+        store.record_failures(run_id, [(f.path, f.model, f.message) for f in report.failures])
+        if metadata:
+            store.set_metadata({p: m for p, m in metadata.items() if p in {str(f) for f in files}})
+        report.seconds = time.perf_counter() - started
+    return report

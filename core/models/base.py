@@ -1,0 +1,279 @@
+"""The adapter protocol and the model registry.
+
+An adapter wraps one pretrained network so that the pipeline never needs to
+know which one it is: it receives the audio around a list of segments of the
+shared grid and returns one row per segment for every *space* it exposes.
+This follows HEAR's common API (timestamp embeddings pooled into segment
+embeddings), extended with named output spaces so that one forward pass can
+fill, e.g., both ``musicnn-msd`` (penultimate layer) and
+``musicnn-msd/taggram``.
+
+The catalogue is data: each family module declares a tuple ``CATALOGUE`` of
+:class:`ModelEntry` and a function ``load(entry, device) -> Adapter``.  It may
+also declare ``availability(entry) -> (bool, reason)`` and
+``generic_entry(spec) -> ModelEntry`` for keys of the form ``family:ID_OR_PATH``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+#: Family modules, in the order the catalogue lists them.
+FAMILIES = ("dsp",)
+
+#: Separator between a model key and the name of one of its extra outputs.
+OUTPUT_SEPARATOR = "/"
+
+#: Separator of the generic form ``family:ID_OR_PATH``.
+GENERIC_SEPARATOR = ":"
+
+
+class ModelError(Exception):
+    """A model cannot be used; the message is one sentence a user can act on."""
+
+
+class ModelUnavailable(ModelError):
+    """The weights or the code a model needs are not on this machine."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One catalogue entry: everything known about a model before loading it.
+
+    ``outputs`` maps the name of each extra space to its dimension (the
+    default space has the bare key and ``dim``).  ``params`` carries the
+    family-specific settings the family's ``load`` needs, so that variants of
+    one architecture are data rather than code.  ``suited_for`` lists the
+    kinds of collection the model is suggested for (``"music"``,
+    ``"general"``, ``"speech"``).
+    """
+
+    key: str
+    family: str
+    dim: int
+    sample_rate: int
+    licence: str
+    weights: str
+    description: str = ""
+    outputs: dict[str, int] = dataclasses.field(default_factory=dict)
+    params: dict = dataclasses.field(default_factory=dict)
+    suited_for: tuple[str, ...] = ()
+    capabilities: frozenset[str] = frozenset()
+
+    @property
+    def spaces(self) -> dict[str, int]:
+        """Every space this model fills, as full key -> dimension."""
+        spaces = {self.key: self.dim}
+        for name, dim in self.outputs.items():
+            spaces[f"{self.key}{OUTPUT_SEPARATOR}{name}"] = dim
+        return spaces
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A loaded model.
+
+    Attributes
+    ----------
+    entry : ModelEntry
+    version : str
+        Bumped whenever the adapter's numbers change for the same weights; a
+        new version makes the pipeline replace stored vectors, never mix them.
+    weights_sha256 : str
+        Digest of the weight file(s) actually loaded (provenance).
+    tag_names : dict[str, list[str]]
+        For spaces whose columns are named scores (taggrams), the names.
+    """
+
+    entry: ModelEntry
+    version: str
+    weights_sha256: str
+    tag_names: dict[str, list[str]]
+
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+        """Embed the segments of a block of audio.
+
+        Parameters
+        ----------
+        audio : np.ndarray [shape=(n_samples,), dtype=float32]
+            Mono audio at the file's own rate: the whole track, or a block of
+            whole segments with at least 2 s of context on each side.
+        sr : int
+            Sample rate of ``audio``; the adapter resamples with its own method.
+        segments : np.ndarray [shape=(n, 2), dtype=float64]
+            Start and end of each segment in seconds, relative to ``audio[0]``.
+
+        Returns
+        -------
+        dict[str, np.ndarray [shape=(n, dim), dtype=float32]]
+            One deterministic, finite row per segment for each space in
+            ``entry.spaces``.
+        """
+        ...
+
+
+@runtime_checkable
+class TextAdapter(Adapter, Protocol):
+    """An adapter whose audio space is shared with text (capability ``"text"``)."""
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Return float32[len(texts), dim] in the default space."""
+        ...
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """Split a space key into (model key, output name or '').
+
+    Generic keys (``clap:laion/clap-htsat-unfused``) contain slashes of their
+    own; for them only a suffix naming a declared output is split off.
+    """
+    if GENERIC_SEPARATOR not in key and OUTPUT_SEPARATOR in key:
+        model, output = key.split(OUTPUT_SEPARATOR, 1)
+        return model, output
+    return key, ""
+
+
+def _family_module(family: str):
+    return importlib.import_module(f"core.models.{family}")
+
+
+def catalogue() -> list[ModelEntry]:
+    """Every fixed catalogue entry, in display order."""
+    entries: list[ModelEntry] = []
+    for family in FAMILIES:
+        entries.extend(_family_module(family).CATALOGUE)
+    return entries
+
+
+def get_entry(key: str) -> ModelEntry:
+    """Resolve a model key (fixed or ``family:ID_OR_PATH``) to its entry.
+
+    Raises
+    ------
+    ModelError
+        If the key names no known model.
+    """
+    model_key, output = split_key(key)
+    for entry in catalogue():
+        if entry.key == model_key:
+            break
+    else:
+        family, sep, spec = model_key.partition(GENERIC_SEPARATOR)
+        if not sep or family not in FAMILIES or not spec:
+            known = ", ".join(e.key for e in catalogue())
+            raise ModelError(
+                f"Unknown model {key!r}; use one of {known}, or a generic key such as 'clap:PATH_OR_HUB_ID'."
+            )
+        module = _family_module(family)
+        if not hasattr(module, "generic_entry"):
+            raise ModelError(f"The {family} family takes no generic '{family}:…' keys.")
+        entry = module.generic_entry(normalise_generic_spec(spec))
+    if output and output not in entry.outputs:
+        raise ModelError(f"Model {model_key!r} has no output {output!r}; it has {sorted(entry.outputs) or 'none'}.")
+    return entry
+
+
+def normalise_generic_spec(spec: str) -> str:
+    """Make a local folder absolute so that a stored key means one thing."""
+    path = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) or path.exists():
+        return str(path.resolve())
+    return spec
+
+
+def normalise_key(key: str) -> str:
+    """The key as stored: generic keys with local folders made absolute."""
+    model_key, output = split_key(key)
+    family, sep, spec = model_key.partition(GENERIC_SEPARATOR)
+    if sep:
+        model_key = f"{family}{GENERIC_SEPARATOR}{normalise_generic_spec(spec)}"
+    return f"{model_key}{OUTPUT_SEPARATOR}{output}" if output else model_key
+
+
+def availability(entry: ModelEntry) -> tuple[bool, str]:
+    """Whether a model can be loaded here, without loading it.
+
+    Returns ``(True, "")`` or ``(False, one sentence saying why and how to fix it)``.
+    """
+    module = _family_module(entry.family)
+    check = getattr(module, "availability", None)
+    if check is None:
+        return True, ""
+    try:
+        return check(entry)
+    except Exception as exc:  # an availability probe must never take the catalogue down
+        return False, f"{entry.key} could not be checked: {exc}"
+
+
+def default_device() -> str:
+    """CUDA when present, else CPU; overridable with AEB_DEVICE."""
+    forced = os.environ.get("AEB_DEVICE")
+    if forced:
+        return forced
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def load_model(key: str, device: str | None = None) -> Adapter:
+    """Load the adapter of a model key.
+
+    Raises
+    ------
+    ModelUnavailable
+        With one sentence when weights are missing (e.g. offline).
+    ModelError
+        For unknown keys or broken weight files.
+    """
+    entry = get_entry(split_key(key)[0])
+    module = _family_module(entry.family)
+    return module.load(entry, device or default_device())
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise rows; zero rows stay zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+def mean_by_segment(centres: np.ndarray, values: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average frame-level values over the frames whose centre lies in each segment.
+
+    Parameters
+    ----------
+    centres : np.ndarray [shape=(n_frames,)]
+        Centre time of each frame in seconds, on the same clock as ``segments``.
+    values : np.ndarray [shape=(n_frames, dim)]
+    segments : np.ndarray [shape=(n, 2)]
+        Half-open intervals [start, end) in seconds.
+
+    Returns
+    -------
+    means : np.ndarray [shape=(n, dim), dtype=float32]
+        Zero rows where a segment holds no frame centre.
+    empty : np.ndarray [shape=(n,), dtype=bool]
+        Segments that held no frame centre; each adapter fills them by its
+        own documented rule (nearest frame, an extra centred frame, ...).
+    """
+    centres = np.asarray(centres, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float32)
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    order = np.argsort(centres, kind="stable")
+    sorted_centres = centres[order]
+    lo = np.searchsorted(sorted_centres, segments[:, 0], side="left")
+    hi = np.searchsorted(sorted_centres, segments[:, 1], side="left")
+    means = np.zeros((len(segments), values.shape[1] if values.ndim == 2 else 0), dtype=np.float32)
+    for i, (a, b) in enumerate(zip(lo, hi)):
+        if b > a:
+            means[i] = values[order[a:b]].mean(axis=0, dtype=np.float64)
+    return means, hi <= lo

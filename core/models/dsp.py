@@ -1,0 +1,89 @@
+"""The DSP baseline: log-mel statistics per segment.
+
+Every deep model must beat this row, so it is deliberately simple, cheap and
+always available.  Exact definition (adapter version 1):
+
+1. Resample the mono mix to 16 kHz with soxr HQ (:func:`core.audio.resample`).
+2. Power mel spectrogram: 1024-point STFT with a periodic Hann window, hop
+   512 (32 ms), ``center=True`` with zero padding, 64 Slaney mel bands from
+   0 to 8 kHz with Slaney normalisation (``librosa.feature.melspectrogram``).
+3. ``log10(mel + 1e-6)`` per band.
+4. For each segment, the frames whose centre lies in [start, end): the mean
+   of each band, then the standard deviation of each band; 128 values.
+   A segment holding no frame centre (shorter than 32 ms) uses the nearest
+   frame, with a standard deviation of 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from core.audio import resample
+from core.models.base import ModelEntry, mean_by_segment
+
+SAMPLE_RATE = 16_000
+N_FFT = 1024
+HOP = 512
+N_MELS = 64
+
+CATALOGUE = (
+    ModelEntry(
+        key="dsp",
+        family="dsp",
+        dim=2 * N_MELS,
+        sample_rate=SAMPLE_RATE,
+        licence="MIT (this project)",
+        weights="none: a fixed signal-processing definition",
+        description="Baseline: mean and standard deviation of 64 log-mel bands per segment. Cheap, always available; the row every model must beat.",
+        suited_for=("general", "music", "speech"),
+    ),
+)
+
+
+def availability(entry: ModelEntry) -> tuple[bool, str]:
+    return True, ""
+
+
+def log_mel(y: np.ndarray, sr: int) -> np.ndarray:
+    """Log-mel frames of a signal.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames, 64), dtype=float32]
+        Frame ``t`` is centred at ``t * 512 / 16000`` s.
+    """
+    import librosa
+
+    y16 = resample(y, sr, SAMPLE_RATE)
+    mel = librosa.feature.melspectrogram(
+        y=y16, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2,
+        center=True, pad_mode="constant", power=2.0,
+    )
+    return np.log10(mel + 1e-6).T.astype(np.float32)
+
+
+@dataclasses.dataclass
+class DspAdapter:
+    entry: ModelEntry
+    version: str = "1"
+    weights_sha256: str = ""
+    tag_names: dict = dataclasses.field(default_factory=dict)
+
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+        frames = log_mel(audio, sr)
+        centres = np.arange(len(frames)) * HOP / SAMPLE_RATE
+        mean, empty = mean_by_segment(centres, frames, segments)
+        mean_sq, _ = mean_by_segment(centres, frames.astype(np.float64) ** 2, segments)
+        std = np.sqrt(np.maximum(mean_sq - mean.astype(np.float64) ** 2, 0.0)).astype(np.float32)
+        if empty.any():
+            mids = np.asarray(segments, dtype=np.float64)[empty].mean(axis=1)
+            nearest = np.clip(np.rint(mids * SAMPLE_RATE / HOP).astype(int), 0, len(frames) - 1)
+            mean[empty] = frames[nearest]
+            std[empty] = 0.0
+        return {self.entry.key: np.concatenate([mean, std], axis=1)}
+
+
+def load(entry: ModelEntry, device: str = "cpu") -> DspAdapter:
+    return DspAdapter(entry)

@@ -1,0 +1,249 @@
+"""MERT-v1 (m-a-p): self-supervised music representations, run as a plain ``HubertModel``.
+
+The hub code of MERT needs ``trust_remote_code`` and, under transformers 5.x,
+returns no hidden states.  It is not needed: MERT-v1's model class subclasses
+``HubertModel`` and only swaps in a feature projection that is HuBERT's own
+unless ``feature_extractor_cqt`` is set, and a custom encoder that is only
+used with ``deepnorm``.  Its config (``model_type: mert_model``) is therefore
+read here and rebuilt as a ``HubertConfig`` with the same fields; MERTConfig's
+defaults equal HubertConfig's for every field HuBERT uses, so fields absent
+from a config.json mean the same in both.  Checkpoints that enable the CQT
+branch or deepnorm are refused.
+
+MERT-v1-330M needs nothing more: its config sets ``do_stable_layer_norm``
+(pre-norm encoder, ``HubertEncoderStableLayerNorm``) and ``feat_extract_norm:
+"layer"``, both HuBERT options, and its ``attention_relax`` only acts in the
+deepnorm encoder (where it is the max-subtraction of a softmax, which leaves
+the result unchanged).
+
+Representation: each segment is cut into passes of at most 5 s at 24 kHz
+(equal lengths, so a batch never mixes lengths: the feature encoder's group
+norm would see the padding), each pass is normalised by the checkpoint's
+``Wav2Vec2FeatureExtractor`` (zero mean, unit variance) and its frames
+(75 per second) are averaged over the whole segment.  The default key stores
+the mean of that over all hidden states (the feature projection and every
+transformer layer); ``-lN`` keys store ``hidden_states[N]``, as the MERT
+paper finds different layers suit different tasks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.models import hf
+from core.models.base import ModelEntry, ModelError
+
+#: Bumped whenever the numbers change for the same weights.
+VERSION = "1"
+
+#: Longest forward pass, in seconds.
+PASS_SECONDS = 5.0
+
+_RATE = 24_000
+_LICENCE = "CC-BY-NC-4.0"
+
+#: (key, hub id, dim, transformer layers, CUDA memory per 5 s pass in MiB, description)
+_CHECKPOINTS = (
+    ("mert-v1-95m", "m-a-p/MERT-v1-95M", 768, 12, 120,
+     "MERT-v1 95M, a HuBERT-style music model trained on 20k hours of music"),
+    ("mert-v1-330m", "m-a-p/MERT-v1-330M", 1024, 24, 300,
+     "MERT-v1 330M, the large MERT-v1 (pre-norm encoder), trained on 160k hours of music"),
+)
+
+#: Config switches of MERT variants that are not a HuBERT.
+_REFUSED = ("feature_extractor_cqt", "deepnorm")
+
+#: Config keys that name MERT's own classes rather than describe the network.
+_NOT_FIELDS = ("model_type", "architectures", "auto_map", "transformers_version", "_name_or_path")
+
+
+def _catalogue() -> tuple[ModelEntry, ...]:
+    entries = []
+    for key, hub_id, dim, layers, item_mib, description in _CHECKPOINTS:
+        common = dict(family="mert", dim=dim, sample_rate=_RATE, licence=_LICENCE,
+                      weights=f"Hugging Face hub: {hub_id}", suited_for=("music",))
+        entries.append(ModelEntry(key=key, description=f"{description}; mean of all {layers + 1} hidden states.",
+                                  params={"hub_id": hub_id, "layer": None, "item_mib": item_mib}, **common))
+        entries.extend(
+            ModelEntry(key=f"{key}-l{n}", description=f"{description}; hidden state {n} of {layers}.",
+                       params={"hub_id": hub_id, "layer": n, "item_mib": item_mib}, **common)
+            for n in range(layers + 1)
+        )
+    return tuple(entries)
+
+
+CATALOGUE: tuple[ModelEntry, ...] = _catalogue()
+
+
+def generic_entry(spec: str) -> ModelEntry:
+    """The entry of ``mert:ID_OR_PATH``: the mean of all hidden states of any MERT/HuBERT checkpoint.
+
+    The dimension comes from the checkpoint's config when it is on this
+    machine; otherwise MERT-v1-95M's (768) stands until :func:`load` reads
+    the downloaded config.
+    """
+    config = hf.read_config(spec)
+    dim = int(config.get("hidden_size", 768)) if config else 768
+    return ModelEntry(
+        key=f"mert:{spec}",
+        family="mert",
+        dim=dim,
+        sample_rate=_RATE,
+        licence="see the checkpoint's model card",
+        weights=f"{'local folder' if hf.is_local_folder(spec) else 'Hugging Face hub'}: {spec}",
+        description=f"MERT/HuBERT checkpoint {spec}; mean of all hidden states.",
+        params={"hub_id": spec, "layer": None, "item_mib": 300},
+        suited_for=("music",),
+    )
+
+
+def availability(entry: ModelEntry) -> tuple[bool, str]:
+    return hf.availability(entry.key, entry.params["hub_id"])
+
+
+def hubert_config(config: dict, source: str):
+    """A ``HubertConfig`` from the fields of a MERT (or HuBERT) ``config.json``.
+
+    Parameters
+    ----------
+    config : dict
+        The parsed config.json.
+    source : str
+        Where it came from, for error messages.
+
+    Raises
+    ------
+    ModelError
+        For checkpoints that are not a HuBERT: another model type, or MERT's
+        CQT branch or deepnorm enabled.
+    """
+    from transformers import HubertConfig
+
+    model_type = config.get("model_type")
+    if model_type not in ("mert_model", "hubert"):
+        raise ModelError(f"{source} is a {model_type!r} checkpoint, not MERT or HuBERT.")
+    enabled = [name for name in _REFUSED if config.get(name)]
+    if enabled:
+        raise ModelError(
+            f"{source} enables {' and '.join(enabled)}, which HubertModel does not implement; "
+            f"only MERT checkpoints without them (such as MERT-v1-95M and -330M) can be used."
+        )
+    return HubertConfig(**{k: v for k, v in config.items() if k not in _NOT_FIELDS})
+
+
+def load(entry: ModelEntry, device: str) -> "MertAdapter":
+    """Load a MERT checkpoint as ``HubertModel`` with its ``Wav2Vec2FeatureExtractor``.
+
+    Raises
+    ------
+    ModelUnavailable
+        When the checkpoint is neither cached nor downloadable.
+    ModelError
+        For refused configs, broken weight files, or a layer the checkpoint lacks.
+    """
+    from transformers import HubertModel, PretrainedConfig, Wav2Vec2FeatureExtractor
+
+    spec = entry.params["hub_id"]
+    name, hub_kwargs = hf.source(entry.key, spec)
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(name, **hub_kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{entry.key}: the config of {spec} could not be read ({hf.first_line(exc)}).") from None
+    config = hubert_config(config_dict, spec)
+    layer = entry.params["layer"]
+    if layer is not None and not 0 <= layer <= config.num_hidden_layers:
+        raise ModelError(f"{entry.key}: {spec} has hidden states 0..{config.num_hidden_layers}, not {layer}.")
+    extractor = hf.load_processor(Wav2Vec2FeatureExtractor, entry.key, spec)
+    model, folder = hf.load_model(HubertModel, entry.key, spec, config=config)
+    if entry.key.startswith("mert:"):
+        entry = generic_entry(spec)  # the config is on this machine now: the true dimension
+    return MertAdapter(entry, model.to(device), extractor, hf.weights_digest(folder), device)
+
+
+class MertAdapter:
+    """A loaded MERT checkpoint.
+
+    Attributes
+    ----------
+    entry : ModelEntry
+    version : str
+    weights_sha256 : str
+    tag_names : dict
+        Empty: MERT has no output labels.
+    rate : int
+        The model's sample rate (the feature extractor's).
+    min_samples : int
+        Shortest input that yields one frame (the feature encoder's receptive field).
+    batch_size : int
+        Passes per forward call, sized for ``device``.
+    """
+
+    def __init__(self, entry: ModelEntry, model, extractor, weights_sha256: str, device: str):
+        self.entry = entry
+        self.version = VERSION
+        self.weights_sha256 = weights_sha256
+        self.tag_names: dict[str, list[str]] = {}
+        self.model = model
+        self.extractor = extractor
+        self.device = device
+        self.rate = int(extractor.sampling_rate)
+        self.min_samples = _receptive_field(model.config.conv_kernel, model.config.conv_stride)
+        self.batch_size = hf.batch_size(device, entry.params["item_mib"], cpu=4)
+
+    def hidden_states(self, passes: np.ndarray) -> np.ndarray:
+        """Every hidden state of equally long passes.
+
+        Parameters
+        ----------
+        passes : np.ndarray [shape=(b, n_samples)]
+            Audio at :attr:`rate`, at most a few seconds each.
+
+        Returns
+        -------
+        np.ndarray [shape=(b, n_layers + 1, n_frames, dim), dtype=float32]
+            ``hidden_states[0]`` is the projected, position-encoded feature
+            sequence; ``[N]`` the output of transformer layer N.
+        """
+        import torch
+
+        inputs = self.extractor(list(passes), sampling_rate=self.rate, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model(input_values=inputs["input_values"].to(self.device, torch.float32),
+                             output_hidden_states=True)
+        return torch.stack(out.hidden_states, dim=1).float().cpu().numpy()
+
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+        """Embed segments; see :class:`core.models.base.Adapter`.
+
+        Returns
+        -------
+        dict[str, np.ndarray [shape=(n, dim), dtype=float32]]
+            The frame mean of the selected hidden state (or of the mean of
+            all of them), under ``entry.key``.
+        """
+        window = int(round(PASS_SECONDS * self.rate))
+        chunks, owner = hf.segment_chunks(self.entry.key, audio, sr, segments, self.rate, window, self.min_samples)
+        n_states = self.model.config.num_hidden_layers + 1
+        dim = self.model.config.hidden_size
+        sums = np.zeros((len(np.asarray(segments).reshape(-1, 2)), n_states, dim), dtype=np.float64)
+        frames = np.zeros(len(sums), dtype=np.int64)
+        lengths = np.array([len(c) for c in chunks])
+        for length in np.unique(lengths):
+            same = np.flatnonzero(lengths == length)
+            for start in range(0, len(same), self.batch_size):
+                picked = same[start:start + self.batch_size]
+                states = self.hidden_states(np.stack([chunks[i] for i in picked]))
+                np.add.at(sums, owner[picked], states.sum(axis=2, dtype=np.float64))
+                np.add.at(frames, owner[picked], states.shape[2])
+        means = sums / frames[:, None, None]
+        layer = self.entry.params["layer"]
+        rows = means.mean(axis=1) if layer is None else means[:, layer]
+        return {self.entry.key: rows.astype(np.float32)}
+
+
+def _receptive_field(kernels, strides) -> int:
+    """Samples the convolutional feature encoder needs for one output frame."""
+    size = 1
+    for kernel, stride in zip(reversed(list(kernels)), reversed(list(strides))):
+        size = (size - 1) * stride + kernel
+    return size

@@ -1,0 +1,521 @@
+"""OpenL3 (Cramer et al., ICASSP 2019): our torch port of openl3 0.4.x's audio network.
+
+The ``openl3`` package cannot be installed on a modern stack (TensorFlow,
+``imp``, weights fetched at build time), so this module re-implements what
+``openl3.get_audio_embedding(..., center=True, frontend="kapre")`` computes
+in release 0.4.2 and reads the official Keras-2 weight files with h5py.
+Every step that moves the numbers follows ``../shared/reference/openl3``:
+
+* resampling to 48 kHz with resampy 0.2.x's ``kaiser_best`` filter (openl3
+  pins ``resampy<0.3``; the filter of resampy >= 0.3 moves embeddings by up
+  to 7 %).  The 0.2.x table is regenerated from its published design and run
+  through the installed resampy's interpolator, which is unchanged;
+* ``center=True`` framing: 0.5 s of zeros before the audio, the end padded to
+  whole hops, one 1 s window per hop;
+* kapre 0.4.1's frontend as openl3 0.4 configures it: a non-centred STFT with
+  ``pad_end`` (mel: 2048-point, 199 frames, Slaney mel and norm; linear:
+  512-point, 197 frames), magnitude, ``10 log10``, minus the window's
+  maximum, floored at -80 dB;
+* the network with Keras' batch-norm epsilon (1e-3) and the final max-pool
+  per representation and size, flattened in NHWC order.
+
+Segments of the shared grid are the mean of the window embeddings whose
+centres (openl3's timestamps) fall in the segment.  Only the windows some
+segment needs are computed, so a block with context margins costs no more
+than its segments.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import shutil
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from core.models.base import ModelEntry, ModelError, ModelUnavailable, mean_by_segment
+from core.models.weights import cache_dir, installed_package_dir, sha256_file
+
+#: Sample rate, window length and timestamp offset of openl3's framing.
+SAMPLE_RATE = 48000
+WINDOW = SAMPLE_RATE
+DEFAULT_HOP_S = 0.1
+
+#: Suffix of the weight files on the ``models`` branch (openl3 0.4.x).
+WEIGHTS_VERSION = "v0_4_0"
+WEIGHTS_URL = "https://github.com/marl/openl3/raw/models/{name}.gz"
+WEIGHTS_ENV = "OPENL3_WEIGHTS_DIR"
+
+#: resampy 0.2.x ``kaiser_best``: 64 zero crossings, 2**9 table entries per
+#: crossing, Kaiser window and roll-off as listed in resampy 0.2.2's filters.py.
+_KAISER_BEST_02 = dict(num_zeros=64, precision=9, beta=14.769656459379492, rolloff=0.9475937167399596)
+
+#: STFT size and number of frames per 1 s window for each input representation.
+REPRESENTATIONS = {
+    "mel128": dict(n_fft=2048, n_mels=128, frames=199),
+    "mel256": dict(n_fft=2048, n_mels=256, frames=199),
+    "linear": dict(n_fft=512, n_mels=None, frames=197),
+}
+STFT_HOP = 242
+CONTENT_TYPES = ("music", "env")
+EMBEDDING_SIZES = (512, 6144)
+
+#: (out_channels) of the seven 3x3 convolutions; a 2x2 max-pool follows the
+#: 2nd, 4th and 6th.  The last one is ``audio_embedding_layer`` (no BN/ReLU).
+_CONV_CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512)
+
+#: Windows per forward pass: large enough to keep the convolutions busy, small
+#: enough that the first 64-channel activation stays near 100 MB.
+BATCH_WINDOWS = 8
+
+_LICENCE = "MIT (openl3 code and model weights, marl/openl3)"
+
+
+def _entry(input_repr: str, content: str, size: int, hop_s: float = DEFAULT_HOP_S) -> ModelEntry:
+    key = f"openl3-{input_repr}-{content}-{size}"
+    faster = ""
+    if hop_s != DEFAULT_HOP_S:
+        key += f"-hop{hop_s:g}"
+        faster = f" Windows every {hop_s:g} s instead of openl3's 0.1 s: about {hop_s / DEFAULT_HOP_S:g}x faster, fewer windows per segment."
+    kind = "music" if content == "music" else "environmental sound"
+    grid = "global max over the last feature map" if size == 512 else "max-pooled to a 4x3 (frequency x time) grid"
+    return ModelEntry(
+        key=key,
+        family="openl3",
+        dim=size,
+        sample_rate=SAMPLE_RATE,
+        licence=_LICENCE,
+        weights=f"marl/openl3 models branch: openl3_audio_{input_repr}_{content}-{WEIGHTS_VERSION}.h5",
+        description=(
+            f"OpenL3 audio embedding trained on {kind} videos (AudioSet, look-listen-learn), {input_repr} input, "
+            f"{size}-D ({grid}); 1 s windows averaged over each segment.{faster}"
+        ),
+        params=dict(input_repr=input_repr, content_type=content, embedding_size=size, hop_s=hop_s),
+        suited_for=("music",) if content == "music" else ("general",),
+    )
+
+
+CATALOGUE: tuple[ModelEntry, ...] = tuple(
+    _entry(r, c, s) for r in REPRESENTATIONS for c in CONTENT_TYPES for s in EMBEDDING_SIZES
+) + tuple(_entry("mel128", c, 512, hop_s=0.5) for c in CONTENT_TYPES)
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def weight_file_name(input_repr: str, content_type: str) -> str:
+    """The official file name, as on the ``models`` branch and in ``OPENL3_WEIGHTS_DIR``."""
+    return f"openl3_audio_{input_repr}_{content_type}-{WEIGHTS_VERSION}.h5"
+
+
+def _download_path(input_repr: str, content_type: str) -> Path:
+    return cache_dir() / "openl3" / weight_file_name(input_repr, content_type)
+
+
+def local_weights(input_repr: str, content_type: str) -> Path | None:
+    """The weight file already on this machine, in the documented order of precedence.
+
+    ``OPENL3_WEIGHTS_DIR`` first, then the folder of an installed ``openl3``
+    package (found without importing it; it names the files without the
+    version suffix), then an earlier download in ``cache/openl3``.
+    """
+    candidates = []
+    folder = os.environ.get(WEIGHTS_ENV)
+    if folder:
+        candidates.append(Path(folder).expanduser() / weight_file_name(input_repr, content_type))
+    package = installed_package_dir("openl3")
+    if package is not None:
+        candidates.append(package / f"openl3_audio_{input_repr}_{content_type}.h5")
+    candidates.append(_download_path(input_repr, content_type))
+    return next((path for path in candidates if path.is_file()), None)
+
+
+@functools.lru_cache(maxsize=1)
+def _github_reachable(minute: int) -> bool:
+    """Whether github.com answers, probed at most once a minute (``minute`` keys the cache)."""
+    try:
+        socket.create_connection(("github.com", 443), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def availability(entry: ModelEntry) -> tuple[bool, str]:
+    """Available when the weight file is here or GitHub can be reached to fetch it."""
+    name = weight_file_name(entry.params["input_repr"], entry.params["content_type"])
+    if local_weights(entry.params["input_repr"], entry.params["content_type"]) is not None:
+        return True, ""
+    if _github_reachable(int(time.time() // 60)):
+        return True, f"{name} (about 18 MB) is downloaded from GitHub (marl/openl3) on first use."
+    return False, (
+        f"The OpenL3 weights {name} are not on this machine and GitHub cannot be reached; "
+        f"connect to the internet once, or put the file in a folder named by {WEIGHTS_ENV}."
+    )
+
+
+def fetch_weights(input_repr: str, content_type: str) -> Path:
+    """The weight file, downloading and checking the official gzip on first use.
+
+    Raises
+    ------
+    ModelUnavailable
+        If no local file exists and the download fails.
+    ModelError
+        If the download is not a valid gzip of an OpenL3 weight file.
+    """
+    found = local_weights(input_repr, content_type)
+    if found is not None:
+        return found
+    target = _download_path(input_repr, content_type)
+    url = WEIGHTS_URL.format(name=target.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".gz.part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise ModelUnavailable(
+            f"The OpenL3 weights {target.name} could not be downloaded from {url} ({exc}); "
+            f"connect to the internet once, or put the file in a folder named by {WEIGHTS_ENV}."
+        ) from None
+    unpacked = target.with_name(target.name + ".part")
+    try:
+        with gzip.open(part, "rb") as src, open(unpacked, "wb") as out:
+            shutil.copyfileobj(src, out)
+        read_weights(unpacked)
+    except (OSError, EOFError, ModelError) as exc:
+        unpacked.unlink(missing_ok=True)
+        raise ModelError(f"The download {url} is not a valid OpenL3 weight file ({exc}); it was discarded.") from None
+    finally:
+        part.unlink(missing_ok=True)
+    unpacked.replace(target)
+    return target
+
+
+def _expected_layers() -> list[tuple[str, list[tuple[int, ...]]]]:
+    """Kind and array shapes of the 16 weighted layers, in network order."""
+    layers = [("batch_norm", [(1,)] * 4)]
+    c_in = 1
+    for i, c_out in enumerate(_CONV_CHANNELS):
+        layers.append(("conv", [(3, 3, c_in, c_out), (c_out,)]))
+        if i < len(_CONV_CHANNELS) - 1:
+            layers.append(("batch_norm", [(c_out,)] * 4))
+        c_in = c_out
+    return layers
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_weights(path: str | Path) -> list[list[np.ndarray]]:
+    """Read an OpenL3 audio weight file in the legacy Keras-2 HDF5 layout.
+
+    Keras' legacy loader matches weighted layers by position, not by name:
+    layers are taken in the order of the root attribute ``layer_names``,
+    skipping those whose ``weight_names`` is empty.
+
+    Returns
+    -------
+    list of 16 lists of np.ndarray
+        ``[kernel (3, 3, in, out), bias (out,)]`` per convolution and
+        ``[gamma, beta, moving_mean, moving_variance]`` per batch norm.
+
+    Raises
+    ------
+    ModelError
+        Naming the file, if it is not readable HDF5 or its layout or shapes
+        are not those of an OpenL3 audio network.
+    """
+    import h5py
+
+    path = Path(path)
+    layers: list[list[np.ndarray]] = []
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" not in f.attrs:
+                raise ModelError(f"{path} is not a Keras weight file: it has no 'layer_names' attribute.")
+            for layer in map(_text, f.attrs["layer_names"]):
+                names = [_text(w) for w in f[layer].attrs.get("weight_names", [])]
+                if names:
+                    layers.append([np.asarray(f[layer][name][()], dtype=np.float32) for name in names])
+    except ModelError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"{path} cannot be read as an OpenL3 weight file ({exc}); delete it and fetch it again.") from None
+
+    expected = _expected_layers()
+    found = [[a.shape for a in arrays] for arrays in layers]
+    if found != [shapes for _, shapes in expected]:
+        n_arrays = sum(len(s) for s in found)
+        raise ModelError(
+            f"{path} does not hold an OpenL3 audio network: expected 16 weighted layers (48 arrays, "
+            f"batch norm then 3x3 convolutions 64-64-128-128-256-256-512-512), found {len(found)} layers "
+            f"({n_arrays} arrays) with shapes {found}."
+        )
+    return layers
+
+
+# --------------------------------------------------------------------------- signal path
+
+
+def _kaiser_best_02():
+    """resampy 0.2.x's ``kaiser_best`` table, regenerated from its design parameters.
+
+    Equal to the ``kaiser_best.npz`` shipped in resampy 0.2.2 to within 3e-16.
+    """
+    import resampy
+    import scipy.signal
+
+    p = _KAISER_BEST_02
+    return resampy.filters.sinc_window(
+        num_zeros=p["num_zeros"],
+        precision=p["precision"],
+        window=lambda n: scipy.signal.get_window(("kaiser", p["beta"]), n, fftbins=False),
+        rolloff=p["rolloff"],
+    )
+
+
+def resample(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Resample to 48 kHz as openl3 0.4.2 does (resampy 0.2.x ``kaiser_best``).
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(n,)]
+    sr : int
+
+    Returns
+    -------
+    np.ndarray [shape=(int(n * (48000 / sr)),), dtype=float64]
+        The length follows resampy 0.2.x's formula.
+    """
+    import resampy
+
+    audio = np.asarray(audio, dtype=np.float64)
+    if sr == SAMPLE_RATE:
+        return audio.copy()
+    y = resampy.resample(audio, sr, SAMPLE_RATE, filter=_kaiser_best_02)
+    return y[: int(len(audio) * (float(SAMPLE_RATE) / sr))]
+
+
+def window_count(n_samples: int, hop_s: float = DEFAULT_HOP_S) -> int:
+    """Number of windows openl3 frames from ``n_samples`` at 48 kHz with ``center=True``."""
+    hop = int(hop_s * SAMPLE_RATE)
+    length = n_samples + WINDOW // 2
+    if length <= WINDOW:
+        return 1
+    return 1 + int(np.ceil((length - WINDOW) / hop))
+
+
+def frame_windows(audio48: np.ndarray, indices: np.ndarray, hop_s: float = DEFAULT_HOP_S) -> np.ndarray:
+    """Cut openl3's ``center=True`` windows, centred at ``index * hop_s`` seconds.
+
+    Parameters
+    ----------
+    audio48 : np.ndarray [shape=(n,)]
+        Audio at 48 kHz.
+    indices : np.ndarray [shape=(k,), dtype=int]
+        Window numbers, ``0 <= index < window_count(n, hop_s)``.
+
+    Returns
+    -------
+    np.ndarray [shape=(k, 48000), dtype=float32]
+        Samples outside the audio are zeros, as openl3's padding makes them.
+    """
+    hop = int(hop_s * SAMPLE_RATE)
+    indices = np.asarray(indices, dtype=np.int64)
+    total = WINDOW // 2 + len(audio48) + WINDOW + hop * (int(indices.max(initial=0)) + 1)
+    padded = np.zeros(total, dtype=np.float32)
+    padded[WINDOW // 2 : WINDOW // 2 + len(audio48)] = audio48
+    return np.stack([padded[i * hop : i * hop + WINDOW] for i in indices]) if len(indices) else np.zeros((0, WINDOW), np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _mel_filterbank(n_mels: int) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=2048, n_mels=n_mels, fmin=0.0, fmax=SAMPLE_RATE / 2,
+                               htk=False, norm="slaney", dtype=np.float32)
+
+
+def frontend(windows, input_repr: str):
+    """kapre 0.4.1's spectrogram as openl3 0.4 builds it, in decibels relative to the window's peak.
+
+    Parameters
+    ----------
+    windows : torch.Tensor [shape=(k, 48000), dtype=float32]
+    input_repr : {"mel128", "mel256", "linear"}
+
+    Returns
+    -------
+    torch.Tensor [shape=(k, 1, F, T), dtype=float32]
+        ``F, T`` = (128, 199), (256, 199) or (257, 197); values in [-80, 0].
+    """
+    import torch
+
+    spec = REPRESENTATIONS[input_repr]
+    n_fft = spec["n_fft"]
+    x = windows
+    if spec["n_mels"] is not None:
+        # tf.signal.stft(pad_end=True): frames start every 242 samples until the
+        # signal ends; the last ones run into zeros.
+        x = torch.nn.functional.pad(x, (0, (spec["frames"] - 1) * STFT_HOP + n_fft - x.shape[-1]))
+    window = torch.hann_window(n_fft, periodic=True, dtype=x.dtype, device=x.device)
+    magnitude = torch.stft(x, n_fft, hop_length=STFT_HOP, win_length=n_fft, window=window,
+                           center=False, return_complex=True).abs()
+    if spec["n_mels"] is not None:
+        fb = torch.from_numpy(_mel_filterbank(spec["n_mels"])).to(x.device)
+        magnitude = torch.matmul(fb, magnitude)
+    db = 10.0 * torch.log10(torch.clamp(magnitude, min=1e-10))
+    db = db - db.amax(dim=(1, 2), keepdim=True)
+    return torch.clamp(db, min=-80.0).unsqueeze(1)
+
+
+def _network(input_repr: str, layers: list[list[np.ndarray]]):
+    """The OpenL3 audio CNN with the given Keras weights, in eval mode.
+
+    The returned module maps (k, 1, F, T) to the last feature map
+    (k, 512, F', 24), F' = 16 for mel128 and 32 otherwise.
+    """
+    import torch
+    from torch import nn
+
+    modules: list[nn.Module] = [nn.BatchNorm2d(1, eps=1e-3)]
+    c_in = 1
+    for i, c_out in enumerate(_CONV_CHANNELS):
+        modules.append(nn.Conv2d(c_in, c_out, 3, padding=1))
+        if i < len(_CONV_CHANNELS) - 1:
+            modules += [nn.BatchNorm2d(c_out, eps=1e-3), nn.ReLU()]
+        if i in (1, 3, 5):
+            modules.append(nn.MaxPool2d(2, 2))
+        c_in = c_out
+    net = nn.Sequential(*modules)
+    weighted = [m for m in net if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    with torch.no_grad():
+        for module, arrays in zip(weighted, layers, strict=True):
+            tensors = [torch.from_numpy(a) for a in arrays]
+            if isinstance(module, nn.Conv2d):
+                module.weight.copy_(tensors[0].permute(3, 2, 0, 1))
+                module.bias.copy_(tensors[1])
+            else:
+                module.weight.copy_(tensors[0])
+                module.bias.copy_(tensors[1])
+                module.running_mean.copy_(tensors[2])
+                module.running_var.copy_(tensors[3])
+    return net.eval()
+
+
+def pool_embedding(feature_map, input_repr: str, size: int):
+    """openl3's final ``MaxPooling2D`` + ``Flatten`` for an embedding size.
+
+    Parameters
+    ----------
+    feature_map : torch.Tensor [shape=(k, 512, F', 24)]
+
+    Returns
+    -------
+    torch.Tensor [shape=(k, size)]
+        512: global max.  6144: max over a 4 (frequency) x 3 (time) grid of
+        blocks, flattened in Keras' NHWC order (``(f*3 + t)*512 + channel``).
+    """
+    import torch
+
+    if size == 512:
+        return feature_map.amax(dim=(2, 3))
+    f_block = 4 if input_repr == "mel128" else 8
+    grid = torch.nn.functional.max_pool2d(feature_map, kernel_size=(f_block, 8))
+    return grid.permute(0, 2, 3, 1).reshape(len(feature_map), -1)
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+class OpenL3:
+    """A loaded OpenL3 audio model; one catalogue entry's representation, content and size."""
+
+    version = "1"
+    tag_names: dict[str, list[str]] = {}
+
+    def __init__(self, entry: ModelEntry, weights_path: str | Path, device: str = "cpu"):
+        import torch
+
+        self.entry = entry
+        self.input_repr = entry.params["input_repr"]
+        self.size = entry.params["embedding_size"]
+        self.hop_s = entry.params["hop_s"]
+        self.device = torch.device(device)
+        self.weights_path = Path(weights_path)
+        self.net = _network(self.input_repr, read_weights(self.weights_path)).to(self.device)
+        self.weights_sha256 = sha256_file(self.weights_path)
+
+    def window_embeddings(self, audio48: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """Embeddings of openl3's windows ``indices`` of 48 kHz audio.
+
+        Returns
+        -------
+        np.ndarray [shape=(len(indices), size), dtype=float32]
+        """
+        import torch
+
+        windows = frame_windows(audio48, indices, self.hop_s)
+        out = np.zeros((len(windows), self.size), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(windows), BATCH_WINDOWS):
+                batch = torch.from_numpy(windows[start : start + BATCH_WINDOWS]).to(self.device)
+                feature_map = self.net(frontend(batch, self.input_repr))
+                out[start : start + len(batch)] = pool_embedding(feature_map, self.input_repr, self.size).cpu().numpy()
+        return out
+
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+        """Mean of the window embeddings whose centres lie in each segment.
+
+        Windows are framed as openl3 frames the whole ``audio`` passed in
+        (``center=True`` from ``audio[0]``), so windows near a segment's edge
+        see the neighbouring audio.  A segment that holds no window centre
+        (shorter than the hop, or past the last window) takes the window whose
+        centre is nearest to the segment's midpoint.
+
+        Parameters
+        ----------
+        audio : np.ndarray [shape=(n,), dtype=float32]
+        sr : int
+        segments : np.ndarray [shape=(m, 2), dtype=float64]
+
+        Returns
+        -------
+        dict[str, np.ndarray [shape=(m, size), dtype=float32]]
+        """
+        segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+        audio48 = resample(audio, sr)
+        n_windows = window_count(len(audio48), self.hop_s)
+        centres = np.arange(n_windows) * self.hop_s
+        lo = np.searchsorted(centres, segments[:, 0], side="left")
+        hi = np.searchsorted(centres, segments[:, 1], side="left")
+        empty = hi <= lo
+        nearest = np.clip(np.rint(segments.mean(axis=1) / self.hop_s), 0, n_windows - 1).astype(np.int64)
+        needed = np.unique(np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)] + [nearest[empty]]))
+        values = self.window_embeddings(audio48, needed)
+        means, _ = mean_by_segment(centres[needed], values, segments)
+        if empty.any():
+            means[empty] = values[np.searchsorted(needed, nearest[empty])]
+        return {self.entry.key: means}
+
+
+def load(entry: ModelEntry, device: str = "cpu") -> OpenL3:
+    """Load an OpenL3 catalogue entry, fetching its weight file on first use.
+
+    Raises
+    ------
+    ModelUnavailable
+        If the weights are not here and cannot be downloaded.
+    ModelError
+        If the weight file is broken or not an OpenL3 audio network.
+    """
+    path = fetch_weights(entry.params["input_repr"], entry.params["content_type"])
+    return OpenL3(entry, path, device)

@@ -1,0 +1,639 @@
+"""The DuckDB store: schema and every SQL statement of the project.
+
+Design rules (see DESIGN.md):
+
+* A track is its absolute path; its content hash detects changes, and a
+  changed file replaces all its old rows.
+* A store has one segment grid, fixed by its first extraction.
+* Each *space* (a model key, or ``MODEL/OUTPUT``) has its own table with one
+  fixed-size ``FLOAT[dim]`` vector per segment, and a provenance row (adapter
+  version, weights digest, grid, time).  New provenance replaces the old
+  vectors instead of mixing with them.
+* Writes are grouped into one transaction per batch of tracks, so an
+  interrupted run leaves no half-written track and the next run resumes.
+* DuckDB locks the whole file against other processes while any connection
+  is open, so every operation opens its own connection, closes it at once,
+  and retries with backoff on a lock conflict.  Connections are never shared
+  between threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from core.models.base import unit_rows
+
+DEFAULT_DB = Path(__file__).resolve().parents[1] / "cache" / "embeddings.duckdb"
+SCHEMA_VERSION = "1"
+
+#: How long an operation keeps retrying while another process holds the file.
+LOCK_TIMEOUT_S = 30.0
+
+
+class StoreError(Exception):
+    """A store operation was refused; the message says what to change."""
+
+
+class GridMismatch(StoreError):
+    pass
+
+
+class DimensionMismatch(StoreError):
+    pass
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE SEQUENCE IF NOT EXISTS track_ids START 1;
+CREATE SEQUENCE IF NOT EXISTS run_ids START 1;
+CREATE SEQUENCE IF NOT EXISTS space_ids START 1;
+CREATE TABLE IF NOT EXISTS tracks (
+    track_id BIGINT PRIMARY KEY,
+    path VARCHAR UNIQUE NOT NULL,
+    content_hash VARCHAR,
+    duration_s DOUBLE,
+    sample_rate INTEGER,
+    channels INTEGER,
+    format VARCHAR,
+    metadata JSON,
+    added_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS segments (
+    segment_id BIGINT PRIMARY KEY,
+    track_id BIGINT NOT NULL,
+    idx INTEGER NOT NULL,
+    start_s DOUBLE NOT NULL,
+    end_s DOUBLE NOT NULL,
+    on_grid BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spaces (
+    space VARCHAR PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    table_name VARCHAR NOT NULL,
+    dim INTEGER NOT NULL,
+    adapter_version VARCHAR,
+    weights_sha256 VARCHAR,
+    window_s DOUBLE,
+    hop_s DOUBLE,
+    source VARCHAR,
+    tag_names JSON,
+    created_at TIMESTAMP,
+    data_version BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS runs (run_id BIGINT PRIMARY KEY, started_at TIMESTAMP, models JSON);
+CREATE TABLE IF NOT EXISTS failures (
+    run_id BIGINT, path VARCHAR, model VARCHAR, message VARCHAR, failed_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS projections (
+    space VARCHAR, level VARCHAR, method VARCHAR, params VARCHAR, data_version BIGINT,
+    created_at TIMESTAMP, seconds DOUBLE, info JSON,
+    ids BIGINT[], x FLOAT[], y FLOAT[]
+);
+CREATE TABLE IF NOT EXISTS cached_results (
+    kind VARCHAR, key VARCHAR, data_version VARCHAR, created_at TIMESTAMP, value JSON
+);
+"""
+
+
+@dataclasses.dataclass
+class TrackRecord:
+    """One decoded track and everything computed for it, written atomically."""
+
+    path: str
+    content_hash: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    format: str
+    segments: np.ndarray  # (n, 2) seconds
+    vectors: dict[str, np.ndarray]  # space key -> (n, dim)
+    metadata: dict | None = None
+    track_id: int | None = None  # set when the track's segments already exist
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    space: str
+    model: str
+    dim: int
+    adapter_version: str
+    weights_sha256: str
+    source: str = "extracted"
+    tag_names: tuple[str, ...] | None = None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "being used by another process" in text
+
+
+class Store:
+    """A DuckDB file of tracks, segments, embeddings, projections and failures.
+
+    Parameters
+    ----------
+    path : str or Path
+        The database file; created with its schema on first use.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB):
+        self.path = Path(path).expanduser().resolve()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            con.execute(_SCHEMA)
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+
+    # ------------------------------------------------------------------ connections
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One short-lived connection, retried with backoff while another process holds the file."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"The database {self.path.name} is busy or unreadable: {str(exc).splitlines()[0]}") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------ grid
+
+    def grid(self) -> tuple[float, float] | None:
+        with self.connect(read_only=True) as con:
+            rows = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('window_s', 'hop_s')").fetchall())
+        if "window_s" not in rows:
+            return None
+        return float(rows["window_s"]), float(rows["hop_s"])
+
+    def ensure_grid(self, window_s: float, hop_s: float) -> None:
+        """Fix the store's grid on first use; refuse a different one later."""
+        current = self.grid()
+        if current is None:
+            with self.connect() as con:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('window_s', ?), ('hop_s', ?)", [str(window_s), str(hop_s)])
+            return
+        if abs(current[0] - window_s) > 1e-9 or abs(current[1] - hop_s) > 1e-9:
+            raise GridMismatch(
+                f"This store uses a {current[0]:g} s window with a {current[1]:g} s hop; "
+                f"use --segment {current[0]:g} --hop {current[1]:g}, or a new --db for a {window_s:g}/{hop_s:g} s grid."
+            )
+
+    # ------------------------------------------------------------------ spaces
+
+    def spaces(self) -> pd.DataFrame:
+        """Every stored space with its provenance and row count."""
+        with self.connect(read_only=True) as con:
+            df = con.execute("SELECT * FROM spaces ORDER BY space").df()
+            df["n"] = [_one(con.execute(f"SELECT count(*) FROM {t}"))[0] for t in df["table_name"]]
+        return df
+
+    def space(self, space: str) -> dict | None:
+        with self.connect(read_only=True) as con:
+            df = con.execute("SELECT * FROM spaces WHERE space = ?", [space]).df()
+        if df.empty:
+            return None
+        row = df.iloc[0].to_dict()
+        row["tag_names"] = json.loads(row["tag_names"]) if isinstance(row["tag_names"], str) else None
+        return row
+
+    def prepare_space(self, prov: Provenance) -> bool:
+        """Create a space's table, or empty it when its provenance changed.
+
+        Returns
+        -------
+        bool
+            True when stored vectors were dropped because the adapter version
+            or the weights changed (old and new are never mixed).
+        """
+        grid = self.grid() or (None, None)
+        tags = json.dumps(list(prov.tag_names)) if prov.tag_names else None
+        with self.transaction() as con:
+            row = _one(con.execute(
+                "SELECT table_name, dim, adapter_version, weights_sha256 FROM spaces WHERE space = ?", [prov.space]
+            ))
+            if row is not None:
+                table, dim, version, sha = row
+                if (dim, version, sha) == (prov.dim, prov.adapter_version, prov.weights_sha256):
+                    return False
+                if prov.source == "imported" and dim != prov.dim:
+                    raise DimensionMismatch(
+                        f"{prov.space} holds {dim}-D vectors; the file has {prov.dim}-D ones. Import under another --model key."
+                    )
+                con.execute(f"DROP TABLE {table}")
+                con.execute("DELETE FROM spaces WHERE space = ?", [prov.space])
+                con.execute("DELETE FROM projections WHERE space = ?", [prov.space])
+                replaced = True
+            else:
+                replaced = False
+            table = "emb_" + str(_one(con.execute("SELECT nextval('space_ids')"))[0])
+            con.execute(f"CREATE TABLE {table} (segment_id BIGINT NOT NULL, vector FLOAT[{int(prov.dim)}] NOT NULL)")
+            con.execute(
+                "INSERT INTO spaces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                [prov.space, prov.model, table, prov.dim, prov.adapter_version, prov.weights_sha256,
+                 grid[0], grid[1], prov.source, tags, _now()],
+            )
+        return replaced
+
+    def delete_space(self, space: str) -> None:
+        with self.transaction() as con:
+            row = _one(con.execute("SELECT table_name FROM spaces WHERE space = ?", [space]))
+            if row:
+                con.execute(f"DROP TABLE {row[0]}")
+            con.execute("DELETE FROM spaces WHERE space = ?", [space])
+            con.execute("DELETE FROM projections WHERE space = ?", [space])
+
+    # ------------------------------------------------------------------ tracks
+
+    def track_states(self) -> dict[str, tuple[int, str | None]]:
+        """path -> (track_id, content_hash) for every stored track."""
+        with self.connect(read_only=True) as con:
+            return {p: (t, h) for t, p, h in con.execute("SELECT track_id, path, content_hash FROM tracks").fetchall()}
+
+    def tracks_with_space(self, space: str) -> set[int]:
+        """Tracks whose grid segments all have a vector in a space (written together, so one implies all)."""
+        with self.connect(read_only=True) as con:
+            row = _one(con.execute("SELECT table_name FROM spaces WHERE space = ?", [space]))
+            if row is None:
+                return set()
+            rows = con.execute(
+                f"SELECT DISTINCT s.track_id FROM {row[0]} e JOIN segments s USING (segment_id)"
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def track_segments(self, track_id: int) -> np.ndarray:
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                "SELECT start_s, end_s FROM segments WHERE track_id = ? AND on_grid ORDER BY idx", [track_id]
+            ).fetchall()
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+
+    def write_tracks(self, records: list[TrackRecord]) -> None:
+        """Write a batch of tracks and their vectors in one transaction.
+
+        A record without ``track_id`` is a new or changed file: any old rows
+        of its path (segments, vectors, failures) are deleted first.  A record
+        with ``track_id`` only adds vectors for spaces it does not have yet.
+        """
+        if not records:
+            return
+        with self.transaction() as con:
+            tables = dict(con.execute("SELECT space, table_name FROM spaces").fetchall())
+            for rec in records:
+                if rec.track_id is None:
+                    self._delete_tracks(con, [rec.path])
+                    track_id = _one(con.execute("SELECT nextval('track_ids')"))[0]
+                    con.execute(
+                        "INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [track_id, rec.path, rec.content_hash, rec.duration_s, rec.sample_rate, rec.channels,
+                         rec.format, json.dumps(rec.metadata) if rec.metadata else None, _now()],
+                    )
+                    n = len(rec.segments)
+                    first = _one(con.execute("SELECT COALESCE(max(segment_id), 0) + 1 FROM segments"))[0]
+                    seg_ids = np.arange(first, first + n, dtype=np.int64)
+                    seg_df = pd.DataFrame({
+                        "segment_id": seg_ids, "track_id": np.full(n, track_id, dtype=np.int64),
+                        "idx": np.arange(n, dtype=np.int32), "start_s": rec.segments[:, 0],
+                        "end_s": rec.segments[:, 1], "on_grid": np.ones(n, dtype=bool),
+                    })
+                    con.register("seg_df", seg_df)
+                    con.execute("INSERT INTO segments SELECT * FROM seg_df")
+                    con.unregister("seg_df")
+                else:
+                    track_id = rec.track_id
+                    seg_ids = np.array(
+                        [r[0] for r in con.execute(
+                            "SELECT segment_id FROM segments WHERE track_id = ? AND on_grid ORDER BY idx", [track_id]
+                        ).fetchall()], dtype=np.int64)
+                for space, vectors in rec.vectors.items():
+                    table = tables[space]
+                    con.execute(
+                        f"DELETE FROM {table} WHERE segment_id IN (SELECT segment_id FROM segments WHERE track_id = ?)",
+                        [track_id],
+                    )
+                    _insert_vectors(con, table, seg_ids, vectors)
+                    con.execute("DELETE FROM failures WHERE path = ? AND model = ?", [rec.path, space])
+            con.execute(
+                "UPDATE spaces SET data_version = data_version + 1 WHERE space IN (SELECT unnest(?))",
+                [sorted({s for r in records for s in r.vectors})],
+            )
+
+    @staticmethod
+    def _delete_tracks(con, paths: list[str]) -> None:
+        ids = [r[0] for r in con.execute("SELECT track_id FROM tracks WHERE path IN (SELECT unnest(?))", [paths]).fetchall()]
+        if not ids:
+            return
+        for (table,) in con.execute("SELECT table_name FROM spaces").fetchall():
+            con.execute(
+                f"DELETE FROM {table} WHERE segment_id IN (SELECT segment_id FROM segments WHERE track_id IN (SELECT unnest(?)))",
+                [ids],
+            )
+        con.execute("DELETE FROM segments WHERE track_id IN (SELECT unnest(?))", [ids])
+        con.execute("DELETE FROM tracks WHERE track_id IN (SELECT unnest(?))", [ids])
+        con.execute("UPDATE spaces SET data_version = data_version + 1")
+
+    def set_metadata(self, metadata: dict[str, dict]) -> int:
+        """Replace the metadata of stored tracks (path -> {column: value}); returns how many matched."""
+        if not metadata:
+            return 0
+        df = pd.DataFrame({"path": list(metadata), "metadata": [json.dumps(v) for v in metadata.values()]})
+        with self.transaction() as con:
+            con.register("md", df)
+            n = _one(con.execute("SELECT count(*) FROM tracks JOIN md USING (path)"))[0]
+            con.execute("UPDATE tracks SET metadata = md.metadata::JSON FROM md WHERE tracks.path = md.path")
+            con.unregister("md")
+        self.bump_metadata_version()
+        return int(n)
+
+    def bump_metadata_version(self) -> None:
+        with self.connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO meta SELECT 'metadata_version', "
+                "CAST(COALESCE((SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'metadata_version'), 0) + 1 AS VARCHAR)"
+            )
+
+    # ------------------------------------------------------------------ runs and failures
+
+    def start_run(self, models: list[str]) -> int:
+        with self.connect() as con:
+            run_id = _one(con.execute("SELECT nextval('run_ids')"))[0]
+            con.execute("INSERT INTO runs VALUES (?, ?, ?)", [run_id, _now(), json.dumps(models)])
+        return int(run_id)
+
+    def record_failures(self, run_id: int, failures: list[tuple[str, str, str]]) -> None:
+        """Store (path, model, message) rows; a path's older failures for the same model are replaced."""
+        if not failures:
+            return
+        df = pd.DataFrame(failures, columns=["path", "model", "message"])
+        df.insert(0, "run_id", run_id)
+        df["failed_at"] = _now()
+        with self.transaction() as con:
+            con.register("f", df)
+            con.execute("DELETE FROM failures WHERE (path, model) IN (SELECT (path, model) FROM f)")
+            con.execute("INSERT INTO failures SELECT run_id, path, model, message, failed_at FROM f")
+            con.unregister("f")
+
+    def failures(self, latest_only: bool = True) -> pd.DataFrame:
+        """Failed files; by default only those of each model's latest run."""
+        query = "SELECT f.* FROM failures f"
+        if latest_only:
+            query += """ JOIN (
+                SELECT m.model, max(r.run_id) AS run_id
+                FROM runs r, unnest(CAST(r.models AS VARCHAR[])) AS m(model) GROUP BY m.model
+            ) latest ON f.model = latest.model AND f.run_id = latest.run_id"""
+        with self.connect(read_only=True) as con:
+            return con.execute(query + " ORDER BY f.path, f.model").df()
+
+    # ------------------------------------------------------------------ reading
+
+    def segments_frame(self, with_metadata: bool = True) -> pd.DataFrame:
+        """Every segment with its track's attributes and metadata columns.
+
+        Metadata columns keep their own names; track attributes are
+        ``path``, ``duration_s`` → ``track_duration_s`` and so on, so that a
+        metadata column can never overwrite an attribute.
+        """
+        with self.connect(read_only=True) as con:
+            df = con.execute(
+                """SELECT s.segment_id, s.track_id, s.idx, s.start_s, s.end_s, t.path,
+                          t.duration_s AS track_duration_s, t.sample_rate AS track_sample_rate,
+                          t.channels AS track_channels
+                   FROM segments s JOIN tracks t USING (track_id) ORDER BY s.segment_id"""
+            ).df()
+        if with_metadata:
+            df = df.merge(self.track_metadata(), on="track_id", how="left")
+        return df
+
+    def track_metadata(self) -> pd.DataFrame:
+        """One row per track: track_id plus one column per metadata key."""
+        with self.connect(read_only=True) as con:
+            rows = con.execute("SELECT track_id, metadata FROM tracks ORDER BY track_id").fetchall()
+        meta = pd.DataFrame([json.loads(m) if m else {} for _, m in rows])
+        meta.insert(0, "track_id", [t for t, _ in rows])
+        reserved = {"segment_id", "track_id", "idx", "start_s", "end_s", "path",
+                    "track_duration_s", "track_sample_rate", "track_channels"}
+        return meta.rename(columns={c: f"meta_{c}" for c in meta.columns[1:] if c in reserved})
+
+    def tracks_frame(self) -> pd.DataFrame:
+        with self.connect(read_only=True) as con:
+            return con.execute("SELECT * FROM tracks ORDER BY track_id").df()
+
+    def vectors(self, space: str, level: str = "segment") -> tuple[np.ndarray, np.ndarray]:
+        """A space's vectors, straight from DuckDB's Arrow output into numpy.
+
+        Parameters
+        ----------
+        space : str
+        level : {"segment", "track"}
+            At track level each track is the L2-normalised mean of its
+            segments' L2-normalised vectors, the scene embedding of every model.
+
+        Returns
+        -------
+        ids : np.ndarray [shape=(n,), dtype=int64]
+            Sorted segment ids (or track ids).
+        vectors : np.ndarray [shape=(n, dim), dtype=float32]
+        """
+        if level not in ("segment", "track"):
+            raise StoreError(f"level must be 'segment' or 'track', not {level!r}")
+        info = self.space(space)
+        if info is None:
+            raise StoreError(f"No embeddings for {space!r} in this store; extract it first.")
+        with self.connect(read_only=True) as con:
+            table = con.sql(f"SELECT segment_id, vector FROM {info['table_name']}").to_arrow_table()
+        ids = table.column("segment_id").to_numpy()
+        vec = table.column("vector").combine_chunks()
+        flat = vec.values.to_numpy(zero_copy_only=False) if len(vec) else np.zeros(0, np.float32)
+        matrix = flat.reshape(len(ids), int(info["dim"])).astype(np.float32, copy=False)
+        if len(ids) > 1 and (np.diff(ids) < 0).any():  # sorting in numpy is cheaper than ORDER BY on wide rows
+            order = np.argsort(ids, kind="stable")
+            ids, matrix = ids[order], matrix[order]
+        if level == "track":
+            return self._track_means(ids, matrix)
+        return ids, matrix
+
+    def _track_means(self, segment_ids: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.connect(read_only=True) as con:
+            seg = con.sql("SELECT segment_id, track_id FROM segments").fetchnumpy()
+        lookup = pd.Series(seg["track_id"], index=seg["segment_id"])
+        track_of = lookup.reindex(segment_ids).to_numpy()
+        tracks, inverse = np.unique(track_of, return_inverse=True)
+        from scipy.sparse import csr_matrix
+
+        n = len(segment_ids)
+        membership = csr_matrix((np.ones(n, np.float32), (inverse, np.arange(n))), shape=(len(tracks), n))
+        return tracks.astype(np.int64), unit_rows(membership @ unit_rows(matrix))
+
+    def data_version(self, space: str) -> int:
+        info = self.space(space)
+        return -1 if info is None else int(info["data_version"])
+
+    def metadata_version(self) -> int:
+        with self.connect(read_only=True) as con:
+            row = _one(con.execute("SELECT value FROM meta WHERE key = 'metadata_version'"))
+        return int(row[0]) if row else 0
+
+    def info(self) -> dict:
+        """Counts for ``core info``: tracks, segments, vectors per space, failures, missing files."""
+        with self.connect(read_only=True) as con:
+            tracks = _one(con.execute("SELECT count(*) FROM tracks"))[0]
+            segments = _one(con.execute("SELECT count(*) FROM segments"))[0]
+            paths = [p for (p,) in con.execute("SELECT path FROM tracks WHERE content_hash IS NOT NULL").fetchall()]
+        spaces = self.spaces()
+        failures = self.failures(latest_only=True)
+        missing = [p for p in paths if not os.path.exists(p)]
+        return {
+            "tracks": int(tracks),
+            "segments": int(segments),
+            "embeddings": {s: int(n) for s, n in zip(spaces["space"], spaces["n"])},
+            "failures": int(failures["path"].nunique()) if len(failures) else 0,
+            "missing_files": len(missing),
+            "missing_paths": missing,
+            "grid": dict(zip(("window_s", "hop_s"), self.grid() or (None, None))),
+            "db": str(self.path),
+        }
+
+    # ------------------------------------------------------------------ projections and cached results
+
+    def get_projection(self, space: str, level: str, method: str, params: str, data_version: int) -> dict | None:
+        with self.connect(read_only=True) as con:
+            row = _one(con.execute(
+                """SELECT ids, x, y, seconds, info FROM projections
+                   WHERE space = ? AND level = ? AND method = ? AND params = ? AND data_version = ?""",
+                [space, level, method, params, data_version],
+            ))
+        if row is None:
+            return None
+        ids, x, y, seconds, info = row
+        return {"ids": np.asarray(ids, dtype=np.int64), "xy": np.stack([x, y], axis=1).astype(np.float32),
+                "seconds": seconds, "info": json.loads(info) if info else {}}
+
+    def put_projection(self, space: str, level: str, method: str, params: str, data_version: int,
+                       ids: np.ndarray, xy: np.ndarray, seconds: float, info: dict) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM projections WHERE space = ? AND level = ? AND method = ? AND params = ?",
+                        [space, level, method, params])
+            con.execute(
+                "INSERT INTO projections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [space, level, method, params, data_version, _now(), seconds, json.dumps(info),
+                 np.asarray(ids, dtype=np.int64), np.asarray(xy[:, 0], dtype=np.float32),
+                 np.asarray(xy[:, 1], dtype=np.float32)],
+            )
+
+    def get_cached(self, kind: str, key: str, data_version: str):
+        with self.connect(read_only=True) as con:
+            row = _one(con.execute(
+                "SELECT value FROM cached_results WHERE kind = ? AND key = ? AND data_version = ?", [kind, key, data_version]
+            ))
+        return json.loads(row[0]) if row else None
+
+    def put_cached(self, kind: str, key: str, data_version: str, value) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM cached_results WHERE kind = ? AND key = ?", [kind, key])
+            con.execute("INSERT INTO cached_results VALUES (?, ?, ?, ?, ?)", [kind, key, data_version, _now(), json.dumps(value)])
+
+    # ------------------------------------------------------------------ bulk vectors
+
+    def add_imported(self, prov: Provenance, frame: pd.DataFrame, vectors: np.ndarray) -> int:
+        """Store precomputed vectors with their own segments (``path, start_s, end_s``).
+
+        Tracks are matched by path; unknown paths become tracks without
+        content hash (their audio may not be reachable).  Segments that
+        coincide with existing ones (same path, start and end) are reused,
+        so imported vectors can be compared with extracted ones there.
+        """
+        self.prepare_space(prov)
+        frame = frame.reset_index(drop=True)
+        with self.transaction() as con:
+            table = _one(con.execute("SELECT table_name FROM spaces WHERE space = ?", [prov.space]))[0]
+            known = dict(con.execute("SELECT path, track_id FROM tracks").fetchall())
+            meta_cols = [c for c in frame.columns if c not in ("path", "start_s", "end_s", "vector")]
+            for path, group in frame.groupby("path", sort=False):
+                if path not in known:
+                    track_id = _one(con.execute("SELECT nextval('track_ids')"))[0]
+                    meta = group.iloc[0][meta_cols].dropna().to_dict() if meta_cols else {}
+                    con.execute(
+                        "INSERT INTO tracks VALUES (?, ?, NULL, ?, NULL, NULL, 'imported', ?, ?)",
+                        [track_id, path, float(group["end_s"].max()), json.dumps(_jsonable(meta)) if meta else None, _now()],
+                    )
+                    known[path] = track_id
+            frame = frame.assign(track_id=frame["path"].map(known))
+            con.register("imp", frame[["track_id", "start_s", "end_s"]].assign(row=np.arange(len(frame))))
+            con.execute(
+                """INSERT INTO segments
+                   SELECT (SELECT COALESCE(max(segment_id), 0) FROM segments) + row_number() OVER (), i.track_id, -1, i.start_s, i.end_s, FALSE
+                   FROM (SELECT DISTINCT track_id, start_s, end_s FROM imp) i
+                   WHERE NOT EXISTS (SELECT 1 FROM segments s WHERE s.track_id = i.track_id
+                                     AND abs(s.start_s - i.start_s) < 1e-6 AND abs(s.end_s - i.end_s) < 1e-6)"""
+            )
+            ids = con.execute(
+                """SELECT (SELECT min(s.segment_id) FROM segments s WHERE s.track_id = imp.track_id
+                           AND abs(s.start_s - imp.start_s) < 1e-6 AND abs(s.end_s - imp.end_s) < 1e-6)
+                   FROM imp ORDER BY row"""
+            ).fetchnumpy()
+            seg_ids = np.asarray(list(ids.values())[0], dtype=np.int64)
+            con.unregister("imp")
+            con.execute(f"DELETE FROM {table} WHERE segment_id IN (SELECT unnest(?))", [seg_ids])
+            _insert_vectors(con, table, seg_ids, vectors)
+            con.execute("UPDATE spaces SET data_version = data_version + 1 WHERE space = ?", [prov.space])
+        return len(seg_ids)
+
+
+def _one(result) -> tuple | None:
+    """The first row, consuming the result (DuckDB 2 refuses new work on a connection with an unfinished one)."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in d.items()}
+
+
+def _insert_vectors(con, table: str, segment_ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Bulk insert through Arrow: a fixed-size list over the flat float32 buffer, no Python loop."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if len(segment_ids) != len(vectors):
+        raise StoreError(f"{len(vectors)} vectors for {len(segment_ids)} segments")
+    if not np.isfinite(vectors).all():
+        raise StoreError("refusing to store non-finite vectors")
+    dim = vectors.shape[1]
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
+    batch = pa.table({"segment_id": pa.array(np.asarray(segment_ids, dtype=np.int64)), "vector": arr})
+    con.register("vec_batch", batch)
+    con.execute(f"INSERT INTO {table} SELECT segment_id, vector FROM vec_batch")
+    con.unregister("vec_batch")

@@ -1,0 +1,42 @@
+"""Shared fixtures: synthetic audio for unit tests, ../shared for integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT_ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+REFERENCE = SHARED / "reference"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data sets; tests that need them skip, visibly, where ../shared is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present beside the project")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    """Outputs of the original implementations, to check the ports against."""
+    if not REFERENCE.is_dir():
+        pytest.skip("../shared/reference is not present beside the project")
+    return REFERENCE
+
+
+def tone(freq: float = 440.0, seconds: float = 1.0, sr: int = 22050, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Converted weights go to one temporary cache per test session, never into ./cache."""
+    cache = tmp_path_factory.getbasetemp() / "aeb-cache"
+    cache.mkdir(exist_ok=True)
+    monkeypatch.setenv("AEB_CACHE", str(cache))
