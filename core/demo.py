@@ -197,3 +197,29 @@ def default_folder() -> Path:
     from core.models.weights import cache_dir
 
     return cache_dir() / "demo"
+
+
+#: Models tried for the demo, best general-audio model first.
+DEMO_MODELS = ("aisfx", "musicnn-msd", "dsp")
+
+
+def load_demo(db, progress=None, folder: str | Path | None = None):
+    """Build the demo collection and extract it with the best model that loads offline.
+
+    Returns
+    -------
+    core.extract.ExtractReport
+    """
+    from core.extract import extract, read_metadata_csv
+    from core.models.base import ModelError, load_model
+
+    folder = Path(folder) if folder is not None else default_folder()
+    csv_path = build(folder)
+    for key in DEMO_MODELS:
+        try:
+            adapter = load_model(key)
+            break
+        except ModelError:
+            continue
+    return extract([folder], [adapter.entry.key], db=db, metadata=read_metadata_csv(csv_path, [folder]),
+                   progress=progress, adapters=[adapter])

@@ -12,9 +12,9 @@ marks one input of each batch as longer at random, which makes a segment's
 vector depend on its batch.  With ``is_longer`` False a fused model uses its
 global branch only, as the original does on clips of at most 10 s.
 
-Audio is resampled to 48 kHz with soxr (``librosa.resample``,
-``res_type="soxr_hq"``), the project's default resampler; the LAION training
-data were resampled with other tools, and no resampler is part of the model.
+Audio is resampled to 48 kHz with the project's default,
+:func:`core.audio.resample` (soxr HQ, as ``librosa.resample``): no resampler
+is part of the model or its processor.
 """
 
 from __future__ import annotations

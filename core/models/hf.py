@@ -308,8 +308,8 @@ def segment_chunks(key: str, audio: np.ndarray, sr: int, segments: np.ndarray, r
     is split into the fewest equal chunks that fit, so no chunk is a sliver.
     A segment shorter than ``min_samples`` (one model frame), or lying outside
     the audio, is widened around its centre to that length within the audio,
-    so every segment yields a row.  Resampling uses soxr (``soxr_hq``, as
-    ``librosa.resample``), the project's default.
+    so every segment yields a row.  Resampling is the project's default,
+    :func:`core.audio.resample` (soxr HQ): neither model ships a resampler.
 
     Parameters
     ----------
@@ -333,13 +333,12 @@ def segment_chunks(key: str, audio: np.ndarray, sr: int, segments: np.ndarray, r
     owner : np.ndarray [shape=(len(chunks),), dtype=int]
         Index of the segment each chunk belongs to; every segment owns at least one.
     """
-    import librosa
+    from core.audio import resample
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     if audio.size == 0:
         raise ModelError(f"{key}: the audio holds no samples.")
-    if sr != rate:
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=rate, res_type="soxr_hq").astype(np.float32)
+    audio = resample(audio, sr, rate)
     segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
     n = len(audio)
     a = np.clip(np.round(segments[:, 0] * rate), 0, n).astype(int)

@@ -1,0 +1,71 @@
+"""Deployment settings, read from the environment so the CLI and the app agree.
+
+``AEB_DB``            the DuckDB file (default ``cache/embeddings.duckdb``)
+``AEB_SHARED_MODE``   ``1`` for a public deployment: folders and playback are
+                      confined to ``AEB_AUDIO_ROOT`` (plus uploads and the demo)
+``AEB_AUDIO_ROOT``    the only folder visitors may import from in shared mode
+``AEB_MAX_UPLOAD_MB`` the size limit for one upload
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from core.store import DEFAULT_DB
+
+
+class AccessDenied(Exception):
+    """A path outside the configured audio root was asked for in shared mode."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    db: Path
+    shared_mode: bool
+    audio_root: Path | None
+    max_upload_mb: int
+    cache: Path
+
+    @property
+    def uploads(self) -> Path:
+        return self.cache / "uploads"
+
+    @property
+    def demo(self) -> Path:
+        return self.cache / "demo"
+
+    def allowed_roots(self) -> list[Path]:
+        roots = [self.uploads.resolve(), self.demo.resolve()]
+        if self.audio_root is not None:
+            roots.insert(0, self.audio_root.resolve())
+        return roots
+
+    def check_readable(self, path: str | Path) -> Path:
+        """Resolve a path and, in shared mode, refuse anything outside the allowed roots.
+
+        Symbolic links and ``..`` are resolved first, so neither can lead out
+        of the root.
+        """
+        resolved = Path(path).expanduser().resolve()
+        if not self.shared_mode:
+            return resolved
+        for root in self.allowed_roots():
+            if resolved == root or root in resolved.parents:
+                return resolved
+        raise AccessDenied("This shared app only reads audio under its configured audio folder.")
+
+
+def settings() -> Settings:
+    from core.models.weights import cache_dir
+
+    shared = os.environ.get("AEB_SHARED_MODE", "").strip().lower() in ("1", "true", "yes", "on")
+    root = os.environ.get("AEB_AUDIO_ROOT")
+    return Settings(
+        db=Path(os.environ.get("AEB_DB", DEFAULT_DB)).expanduser(),
+        shared_mode=shared,
+        audio_root=Path(root).expanduser().resolve() if root else None,
+        max_upload_mb=int(os.environ.get("AEB_MAX_UPLOAD_MB", "200")),
+        cache=cache_dir(),
+    )

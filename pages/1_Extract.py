@@ -1,0 +1,112 @@
+"""Extract: import a folder, uploads or the demo; pick models; run with progress; see per-file errors."""
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+import ui
+from core.audio import DEFAULT_HOP_S, DEFAULT_WINDOW_S
+from core.config import AccessDenied
+from core.demo import build as build_demo
+from core.extract import extract, read_metadata_csv
+from core.models.base import ModelError
+from core.store import StoreError
+
+st.set_page_config(page_title="Extract · Audio embedding browser", page_icon="📥", layout="wide")
+st.title("📥 Extract")
+cfg = ui.cfg()
+store = ui.store()
+
+# ---------------------------------------------------------------- source
+source = st.radio("Source", ["Folder", "Upload files", "Demo collection"], horizontal=True)
+paths: list[Path] = []
+metadata = None
+if source == "Folder":
+    if cfg.shared_mode:
+        if cfg.audio_root is None:
+            st.warning("This shared app has no audio folder configured (AEB_AUDIO_ROOT); use uploads instead.")
+        else:
+            sub = st.text_input("Folder inside the audio root", value="", help=f"Relative to the configured audio folder.")
+            folder_text = str(cfg.audio_root / sub)
+    else:
+        folder_text = st.text_input("Folder (searched recursively for audio files)", placeholder="/path/to/my/sounds")
+    csv_text = st.text_input("Metadata CSV (optional, with a 'path' column relative to the folder)")
+    if (not cfg.shared_mode or cfg.audio_root is not None) and folder_text:
+        try:
+            folder = cfg.check_readable(folder_text)
+            if not folder.is_dir():
+                st.error(f"{folder_text} is not a folder.")
+            else:
+                paths = [folder]
+                if csv_text:
+                    metadata = read_metadata_csv(cfg.check_readable(csv_text), [folder])
+        except AccessDenied as exc:
+            st.error(str(exc))
+        except (OSError, ValueError) as exc:
+            st.error(f"Metadata CSV: {exc}")
+elif source == "Upload files":
+    files = st.file_uploader(f"Audio files (at most {cfg.max_upload_mb} MB each)", accept_multiple_files=True)
+    for f in files or []:
+        if f.size > cfg.max_upload_mb * 2**20:
+            st.error(f"{f.name} is larger than {cfg.max_upload_mb} MB and was skipped.")
+            continue
+        data = f.getvalue()
+        target = cfg.uploads / hashlib.blake2b(data, digest_size=8).hexdigest() / Path(f.name).name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        paths.append(target)
+else:
+    st.write("144 labelled synthetic clips of 2–10 s in 8 families (plucked, bowed, blown, struck, drum, noise, chirp, vowel).")
+    csv_path = build_demo(cfg.demo)
+    paths = [cfg.demo]
+    metadata = read_metadata_csv(csv_path, [cfg.demo])
+
+# ---------------------------------------------------------------- models
+status = ui.catalogue_status()
+available = status[status["available"]]
+st.subheader("Models")
+st.caption("Suggested: **aisfx** or **CLAP** for general sounds; **MusiCNN**, **MERT** or **CLAP-music** for music; "
+           "**dsp** is the baseline every model must beat.")
+default = [k for k in ("aisfx", "musicnn-msd") if k in set(available["key"])][:1] or ["dsp"]
+models = st.multiselect("Models to run", list(available["key"]), default=default,
+                        format_func=lambda k: f"{k} ({int(status.set_index('key').loc[k, 'dim'])}-D)")
+unavailable = status[~status["available"]]
+if len(unavailable):
+    with st.expander(f"{len(unavailable)} models unavailable here"):
+        st.dataframe(unavailable[["key", "reason"]], hide_index=True, width="stretch")
+with st.expander("Model information and licences"):
+    st.dataframe(status[["key", "dim", "licence", "weights", "description"]], hide_index=True, width="stretch")
+
+grid = store.grid()
+c1, c2 = st.columns(2)
+window = c1.number_input("Segment window (s)", 0.5, 60.0, grid[0] if grid else DEFAULT_WINDOW_S, 0.5, disabled=grid is not None)
+hop = c2.number_input("Segment hop (s)", 0.5, 60.0, grid[1] if grid else DEFAULT_HOP_S, 0.5, disabled=grid is not None)
+if grid:
+    st.caption("This store's grid is fixed by its first extraction; every model embeds the same segments.")
+
+# ---------------------------------------------------------------- run
+if st.button("Run extraction", type="primary", disabled=not (paths and models)):
+    with st.status("Extracting…", expanded=True) as box:
+        bar = st.progress(0.0)
+        try:
+            adapters = [ui.adapter(k) for k in models]
+            report = extract(paths, models, db=store.path, window_s=window, hop_s=hop, metadata=metadata,
+                             adapters=adapters,
+                             progress=lambda d, n, p: bar.progress(d / n, text=f"{d}/{n} · {Path(p).name}"))
+        except (ModelError, StoreError) as exc:
+            box.update(label="Nothing was done", state="error")
+            st.error(str(exc))
+        else:
+            state = "complete" if not report.failures else "error"
+            box.update(label=f"{report.stored} stored, {report.skipped} up to date, {len(report.failed_paths)} failed "
+                             f"· {report.audio_s:.0f} s of audio in {report.seconds:.1f} s", state=state)
+    st.caption("Work is saved in small batches: if the page reloads mid-run, run again and it continues where it stopped.")
+
+failures = store.failures()
+st.subheader("Failed files (latest run of each model)")
+if failures.empty:
+    st.write("None.")
+else:
+    st.dataframe(failures[["path", "model", "message", "failed_at"]], hide_index=True, width="stretch")

@@ -1,0 +1,75 @@
+"""Streamlit glue shared by the pages: settings, caches, the audio player.
+
+Pages stay thin: they draw widgets and charts and call ``core``.  Everything
+expensive sits behind ``st.cache_*`` keyed by the store's data versions, so a
+rerun after a click re-reads nothing.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import audio
+from core.config import AccessDenied, settings
+from core.models.base import ModelError, availability, catalogue, load_model
+from core.store import Store
+
+
+def cfg():
+    """Read on every rerun (cheap), so a changed environment is never shadowed by a cache."""
+    return settings()
+
+
+def store() -> Store:
+    return Store(cfg().db)
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def adapter(key: str):
+    return load_model(key)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def catalogue_status() -> pd.DataFrame:
+    rows = []
+    for e in catalogue():
+        ok, reason = availability(e)
+        rows.append({"key": e.key, "family": e.family, "dim": e.dim, "available": ok, "reason": reason,
+                     "licence": e.licence, "weights": e.weights, "suited_for": ", ".join(e.suited_for),
+                     "description": e.description})
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def segments_frame(db: str, version: tuple) -> pd.DataFrame:
+    """All segments with metadata; ``version`` (data + metadata versions) invalidates it."""
+    return Store(db).segments_frame()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def vectors(db: str, space: str, level: str, version: int):
+    return Store(db).vectors(space, level=level)
+
+
+def store_version(st_: Store) -> tuple:
+    spaces = st_.spaces()
+    return (tuple(zip(spaces["space"], spaces["data_version"])), st_.metadata_version())
+
+
+def player(path: str, start_s: float, end_s: float | None, label: str | None = None) -> None:
+    """Play exactly [start_s, end_s) of a stored track, or say why it cannot play."""
+    try:
+        resolved = cfg().check_readable(path)
+        data = audio.excerpt_wav(resolved, start_s, end_s)
+    except AccessDenied as exc:
+        st.caption(f"🔇 {exc}")
+        return
+    except audio.AudioError as exc:
+        st.caption(f"🔇 Cannot play {label or path}: {exc}.")
+        return
+    st.audio(data, format="audio/wav")
+
+
+def model_error(exc: ModelError) -> None:
+    st.error(str(exc))
