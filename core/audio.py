@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -94,8 +95,10 @@ def info(path: str | Path) -> AudioInfo:
 
 
 def _first_line(exc: BaseException) -> str:
+    """libsndfile's own message, without the path it repeats (the report already names the file)."""
     text = str(exc).strip().splitlines()
-    return text[-1].strip() if text else type(exc).__name__
+    line = text[-1].strip() if text else type(exc).__name__
+    return re.sub(r"^Error (opening|reading) '.*?': ", "", line).strip() or line
 
 
 def _read(path: str | Path, start: int, stop: int) -> np.ndarray:
@@ -107,6 +110,10 @@ def _read(path: str | Path, start: int, stop: int) -> np.ndarray:
             data = fh.read(frames=stop - start, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         raise AudioError(f"decoding failed ({_first_line(exc)})") from None
+    wanted = stop - start
+    if len(data) < 0.99 * wanted:
+        # The header promised more than the data holds: a cut-off download or copy.
+        raise AudioError(f"truncated file: only {len(data)} of {wanted} frames could be decoded")
     return data
 
 
@@ -169,9 +176,9 @@ def segment_grid(duration_s: float, window_s: float = DEFAULT_WINDOW_S, hop_s: f
 
     * Windows of ``window_s`` start every ``hop_s`` from 0 while they fit.
     * A clip shorter than one window becomes one segment covering it all.
-    * After the last whole window, one partial window is kept (ending at the
-      track's end) when it is at least half a window long; a shorter tail is
-      dropped.
+    * If audio remains after the last whole window, one partial window
+      (starting one hop later and ending at the track's end) is kept when it
+      is at least half a window long; a shorter tail is dropped.
 
     Parameters
     ----------
@@ -194,7 +201,8 @@ def segment_grid(duration_s: float, window_s: float = DEFAULT_WINDOW_S, hop_s: f
     starts = np.arange(n_full) * hop_s
     segments = np.stack([starts, starts + window_s], axis=1)
     tail_start = n_full * hop_s
-    if tail_start < duration_s - eps and duration_s - tail_start >= window_s / 2 - eps:
+    uncovered = segments[-1, 1] < duration_s - eps
+    if uncovered and tail_start < duration_s - eps and duration_s - tail_start >= window_s / 2 - eps:
         segments = np.vstack([segments, [[tail_start, float(duration_s)]]])
     return segments
 

@@ -27,7 +27,18 @@ class UsageError(Exception):
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=_json_default))
+    print(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False))
+
+
+def _finite(obj):
+    """NaN and infinity are not JSON: they become null."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(o):
@@ -165,8 +176,15 @@ def cmd_import(args) -> int:
 # ---------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors in one line as every other exit-2 reason."""
+
+    def error(self, message):
+        self.exit(NOTHING, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Audio embedding browser, headless.")
+    parser = _Parser(prog="python -m core", description="Audio embedding browser, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def db_arg(p):

@@ -24,9 +24,6 @@ from core.search import normalize
 #: Items scored by :func:`metrics_table` before it samples (about 30 s for 3 models on 2 cores).
 MAX_POINTS = 20_000
 
-#: Items on which silhouette is computed; it costs a full distance matrix.
-SILHOUETTE_MAX_POINTS = 10_000
-
 #: Items on which trustworthiness is computed; sklearn sorts a full distance matrix.
 TRUSTWORTHINESS_MAX_POINTS = 5_000
 
@@ -212,9 +209,15 @@ def _sample(n: int, max_points: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
-def silhouette(vectors: np.ndarray, labels: np.ndarray, *, max_points: int = SILHOUETTE_MAX_POINTS,
-               seed: int = SEED) -> float:
-    """sklearn's cosine silhouette of the labels, on a random sample of at most ``max_points`` items.
+def silhouette(vectors: np.ndarray, labels: np.ndarray) -> float:
+    """Cosine silhouette of the labels, exact on every item.
+
+    Equal to ``sklearn.metrics.silhouette_score(vectors, labels,
+    metric="cosine")`` (tested), but computed from per-label vector sums:
+    for unit vectors the mean cosine distance of an item to a label is
+    ``1 − x · mean(label)``.  That costs O(n · labels · dim) instead of a full
+    distance matrix, so no sampling is needed (sklearn takes 40 s at 20,000
+    items on two cores).
 
     Parameters
     ----------
@@ -224,18 +227,34 @@ def silhouette(vectors: np.ndarray, labels: np.ndarray, *, max_points: int = SIL
     Returns
     -------
     float
-        NaN when the (sampled) items hold fewer than two labels, or every item
-        has its own label.
+        In [-1, 1]; items alone in their label count 0, as in sklearn.  NaN
+        with fewer than two labels, or when every item has its own label.
     """
-    from sklearn.metrics import silhouette_score
-
-    x = np.asarray(vectors)
-    y = _codes(labels, len(x), "label")[0]
-    rows = _sample(len(x), max_points, seed)
-    n_labels = len(np.unique(y[rows]))
-    if not 2 <= n_labels <= len(rows) - 1:
+    x = normalize(vectors)
+    n = len(x)
+    y = _codes(labels, n, "label")[0]
+    n_labels = y.max(initial=-1) + 1
+    if not 2 <= n_labels <= n - 1:
         return float("nan")
-    return float(silhouette_score(x[rows], y[rows], metric="cosine"))
+    sums = np.zeros((n_labels, x.shape[1]))
+    np.add.at(sums, y, x)
+    sizes = np.bincount(y, minlength=n_labels).astype(np.float64)
+    values = np.empty(n)
+    step = max(1, (1 << 22) // n_labels)
+    for start in range(0, n, step):
+        xb, yb = x[start:start + step].astype(np.float64), y[start:start + step]
+        rows = np.arange(len(xb))
+        sims = xb @ sums.T
+        own_size = sizes[yb]
+        self_distance = 1.0 - np.einsum("ij,ij->i", xb, xb)
+        a = (own_size - sims[rows, yb] - self_distance) / np.maximum(own_size - 1, 1)
+        mean_distance = 1.0 - sims / sizes
+        mean_distance[rows, yb] = np.inf
+        b = mean_distance.min(axis=1)
+        denom = np.maximum(a, b)
+        s = np.where(denom > 0, (b - a) / np.where(denom > 0, denom, 1.0), 0.0)
+        values[start:start + step] = np.where(own_size > 1, s, 0.0)
+    return float(values.mean())
 
 
 def kmeans_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int = SEED) -> dict:
@@ -503,8 +522,8 @@ def metrics_table(
         "pairs": {"A|B": {"cka", "jaccard_at_k"}}, "info": {…}}``; label
         metrics only with labels, trustworthiness only with a map.  ``info``
         holds ``n`` (items given), ``sampled`` (items scored, or None when
-        all were), ``k``, ``seed``, ``groups_excluded``, and the sample sizes
-        of silhouette and trustworthiness.
+        all were), ``k``, ``seed``, ``groups_excluded``, and
+        ``trustworthiness_points`` (the sample size of trustworthiness).
     """
     names = list(spaces)
     if not names:
@@ -535,7 +554,7 @@ def metrics_table(
                 row[f"knn_acc_k{kv}"] = scores["accuracy"]
                 if kv == k:
                     row["macro_f1"] = scores["macro_f1"]
-            row["silhouette"] = silhouette(x, label_rows, seed=seed)
+            row["silhouette"] = silhouette(x, label_rows)
             row.update(kmeans_agreement(x, label_rows, seed=seed))
         if maps is not None and name in maps:
             row["trustworthiness"] = trustworthiness(spaces[name], maps[name], k=k, seed=seed)
@@ -554,7 +573,6 @@ def metrics_table(
         "k": k,
         "seed": seed,
         "groups_excluded": groups is not None,
-        "silhouette_points": min(len(rows), SILHOUETTE_MAX_POINTS) if labels is not None else None,
         "trustworthiness_points": min(n, TRUSTWORTHINESS_MAX_POINTS) if maps else None,
     }
     return table

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -96,20 +97,27 @@ def project(x: np.ndarray, method: str, params: dict | None = None, seed: int = 
     return np.asarray(xy, dtype=np.float32), info
 
 
-def trustworthiness(x: np.ndarray, xy: np.ndarray, k: int = 10, sample: int = TRUST_SAMPLE, seed: int = SEED) -> float:
-    """sklearn's trustworthiness at k on a random sample of at most ``sample`` points (cosine in the input space)."""
+def trustworthiness(x: np.ndarray, xy: np.ndarray, k: int = 10, sample: int = TRUST_SAMPLE, seed: int = SEED) -> float | None:
+    """sklearn's trustworthiness on a random sample of at most ``sample`` points (cosine in the input space).
+
+    ``k`` shrinks for tiny sets, as sklearn needs k < n/2; ``None`` below 4 points.
+    """
     from sklearn.manifold import trustworthiness as sk_trust
 
     n = len(x)
-    if n <= k + 1:
-        return float("nan")
     idx = np.random.default_rng(seed).choice(n, size=sample, replace=False) if n > sample else np.arange(n)
-    return float(sk_trust(x[idx], xy[idx], n_neighbors=min(k, (len(idx) - 1) // 2), metric="cosine"))
+    k_eff = min(k, (len(idx) - 1) // 2)
+    if k_eff < 1:
+        return None
+    return float(sk_trust(x[idx], xy[idx], n_neighbors=k_eff, metric="cosine"))
 
 
 def cached_projection(store: Store, space: str, method: str, level: str = "segment", params: dict | None = None,
-                      with_trust: bool = True) -> dict:
+                      with_trust: bool = True, on_compute: Callable[[int], None] | None = None) -> dict:
     """The projection of a space, from the store's cache or computed and stored.
+
+    ``on_compute(n)`` is called before a computation starts (not on a cache
+    hit), so that the app can say what it is waiting for.
 
     Returns
     -------
@@ -125,6 +133,8 @@ def cached_projection(store: Store, space: str, method: str, level: str = "segme
     if hit is not None:
         return {**hit, "cached": True}
     ids, x = store.vectors(space, level=level)
+    if on_compute is not None:
+        on_compute(len(ids))
     t = time.perf_counter()
     xy, info = project(x, method, params)
     seconds = time.perf_counter() - t

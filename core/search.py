@@ -161,10 +161,11 @@ def _exclusion(exclude: np.ndarray | None, n: int) -> np.ndarray | None:
 def _best(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores, best first, ties broken by lower index so results are reproducible."""
     if k < len(scores):
-        top = np.argpartition(scores, len(scores) - k)[len(scores) - k:]
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        top = np.flatnonzero(scores >= kth)
     else:
         top = np.arange(len(scores))
-    return top[np.lexsort((top, -scores[top]))]
+    return top[np.lexsort((top, -scores[top]))][:k]
 
 
 def rank_segments(scores: np.ndarray, *, k: int = 10, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

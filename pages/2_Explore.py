@@ -1,11 +1,12 @@
-"""Explore: a 2-D map of one embedding space; click a point to hear that segment."""
+"""Explore: two linked maps of the embedding spaces. Select in one, see the same segments in the other, listen, export."""
 
-import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 import ui
-from core.explore import colour_column, map_frame, metadata_columns
+from core import explore as ex
+from core.cluster import HDBSCAN_MAX, ClusterError, cached_clusters, default_min_cluster_size
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
@@ -16,80 +17,245 @@ if spaces.empty:
     st.info("Nothing to explore yet: extract a collection first (or load the demo on the home page).")
     st.stop()
 
+DB = str(store.path)
+VERSION = ui.store_version(store)
+segments = ui.segments_frame(DB, VERSION)
 METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
-c1, c2, c3, c4 = st.columns([3, 2, 2, 3])
-space = c1.selectbox("Model", list(spaces["space"]))
-method = c2.selectbox("Reduction", METHODS, format_func=METHOD_LABELS.get)
-level = c3.selectbox("Level", ["segment", "track"])
-version = ui.store_version(store)
-segments = ui.segments_frame(str(store.path), version)
-colour = c4.selectbox("Colour by", ["(none)", *metadata_columns(segments)])
+SPACE_NAMES = list(spaces["space"])
+N_PLAYERS = 10
 
-params = dict(DEFAULT_PARAMS[method])
-if method == "umap":
-    with st.expander("UMAP parameters"):
-        params["n_neighbors"] = st.slider("Neighbours", 2, 200, 15)
-        params["min_dist"] = st.slider("Minimum distance", 0.0, 1.0, 0.1, 0.05)
-        params["metric"] = st.selectbox("Metric", ["cosine", "euclidean"])
-elif method == "tsne":
-    with st.expander("t-SNE parameters"):
-        params["perplexity"] = st.slider("Perplexity", 2.0, 100.0, 30.0, 1.0)
+top = st.columns([2, 2, 2, 2])
+single = top[0].toggle("Single view", help="One map instead of two side by side, for small screens.")
+level = top[1].radio("Points", ["segment", "track"], horizontal=True,
+                     format_func=lambda v: "segments" if v == "segment" else "tracks (mean of segments)")
+drag = top[2].radio("Drag to", ["select", "zoom"], horizontal=True,
+                    format_func=lambda v: "select a box" if v == "select" else "pan (wheel zooms)")
+map_width = top[3].select_slider("Map size", [360, 440, 520, 640, 800], value=440 if not single else 800)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def projection(db: str, space: str, method: str, level: str, params_items: tuple, data_version: int):
-    return cached_projection(ui.Store(db), space, method, level=level, params=dict(params_items))
+def view_controls(i: int, column) -> dict:
+    """One view's model, reduction and the reduction's parameters, all on screen."""
+    with column:
+        default_space = SPACE_NAMES[min(i, len(SPACE_NAMES) - 1)]
+        n_points = int(spaces.set_index("space").loc[default_space, "n"])
+        default_method = "pca" if i == 0 or len(SPACE_NAMES) > 1 else ("tsne" if n_points <= 20_000 else "std-pca")
+        c1, c2 = st.columns(2)
+        space = c1.selectbox(f"Model {'AB'[i]}", SPACE_NAMES, index=SPACE_NAMES.index(default_space), key=f"space{i}")
+        method = c2.selectbox(f"Reduction {'AB'[i]}", METHODS, index=METHODS.index(default_method),
+                              format_func=METHOD_LABELS.get, key=f"method{i}")
+        params = dict(DEFAULT_PARAMS[method])
+        if method == "umap":
+            p1, p2, p3 = st.columns(3)
+            params["n_neighbors"] = p1.slider("Neighbours", 2, 200, 15, key=f"nn{i}")
+            params["min_dist"] = p2.slider("Min. distance", 0.0, 1.0, 0.1, 0.05, key=f"md{i}")
+            params["metric"] = p3.selectbox("Metric", ["cosine", "euclidean"], key=f"metric{i}")
+        elif method == "tsne":
+            params["perplexity"] = st.slider("Perplexity", 2.0, 100.0, 30.0, 1.0, key=f"perp{i}")
+    return {"space": space, "method": method, "params": params}
 
 
-data_version = int(spaces.set_index("space").loc[space, "data_version"])
-try:
-    with st.spinner(f"Computing {METHOD_LABELS[method]} (once; it is cached in the store)…"):
-        proj = projection(str(store.path), space, method, level, tuple(sorted(params.items())), data_version)
-except ReduceError as exc:
-    st.error(str(exc))
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _projections() -> dict:
+    """Projections already read this server session; the store keeps them across sessions."""
+    return {}
+
+
+def projection(view: dict, column) -> dict:
+    key = (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())),
+           store.data_version(view["space"]))
+    memo = _projections()
+    if key not in memo:
+        label = f"{METHOD_LABELS[view['method']]} of {view['space']}"
+        box = column.empty()
+        started = {}
+
+        def announce(n: int) -> None:
+            started["status"] = box.status(f"Computing {label} for {n:,} points, once: it is stored for next time…")
+
+        try:
+            memo[key] = cached_projection(store, view["space"], view["method"], level=level, params=view["params"],
+                                          on_compute=announce)
+        except ReduceError as exc:
+            box.error(str(exc))
+            st.stop()
+        if "status" in started:
+            started["status"].update(label=f"{label}: computed in {memo[key]['seconds']:.1f} s and stored",
+                                     state="complete", expanded=False)
+    return memo[key]
+
+
+def quality(proj: dict) -> str:
+    info = proj["info"]
+    notes = []
+    if info.get("explained_variance"):
+        notes.append("explained variance " + " + ".join(f"{v:.1%}" for v in info["explained_variance"]))
+    if info.get("trustworthiness") is not None:
+        notes.append(f"trustworthiness@10 {info['trustworthiness']:.3f} on {info.get('trust_sample', len(proj['ids'])):,} points")
+    notes.append(f"computed in {proj['seconds']:.1f} s" + (" (stored)" if proj.get("cached") else ""))
+    return " · ".join(notes)
+
+
+view_columns = st.columns(1 if single else 2)
+views = [view_controls(i, col) for i, col in enumerate(view_columns)]
+projections = [projection(v, col) for v, col in zip(views, view_columns)]
+for col, proj in zip(view_columns, projections):
+    col.caption(f"{len(proj['ids']):,} points · " + quality(proj))
+if len(views) == 2 and views[0]["space"] != views[1]["space"]:
+    ids_a, ids_b = projections[0]["ids"], projections[1]["ids"]
+    shared = ex.coinciding(ids_a, ids_b)
+    if shared < max(len(ids_a), len(ids_b)):
+        st.caption(f"⚠️ {shared:,} points are in both views (same path, start and end); "
+                   f"{len(ids_a) - shared:,} only in A and {len(ids_b) - shared:,} only in B are drawn in their own view only.")
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
+    """Every point with every view's coordinates; read-only, shared by the reruns that clicks cause."""
+    projs = [_projections()[k] for k in keys]
+    return ex.linked_frame(ui.segments_frame(db, version), [(p["ids"], p["xy"]) for p in projs], level=level)
+
+
+keys = tuple((DB, v["space"], v["method"], level, tuple(sorted(v["params"].items())), store.data_version(v["space"]))
+             for v in views)
+frame = linked(DB, VERSION, level, keys)
+
+# ---------------------------------------------------------------------------- colour and filter
+tagged = [s for s in SPACE_NAMES if (store.space(s) or {}).get("tag_names")]
+extra = st.session_state.get(ex.EXTRA_COLOURS_KEY) or {}
+colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in tagged],
+                  "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
+c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+colour_choice = c1.selectbox("Colour by", colour_options,
+                             help="Metadata, a tagger's top tag, clusters found in the embedding space, or scores sent by the Search page.")
+trajectory = c2.toggle("Trajectory", disabled=level == "track",
+                       help="Join the clicked track's segments in time order, in every view.")
+cap = int(c3.number_input("Points drawn", 1_000, 500_000, ex.DISPLAY_CAP, 5_000,
+                          help="Above this count the map draws a stratified sample and says so."))
+name_filter = c4.text_input("File name contains", "")
+
+with st.expander("Filter by metadata", expanded=False):
+    f1, f2 = st.columns([1, 3])
+    filter_column = f1.selectbox("Column", ["(none)", *ex.metadata_columns(segments)])
+    filter_values, filter_range = None, None
+    if filter_column != "(none)":
+        values = frame[filter_column]
+        if pd.api.types.is_numeric_dtype(values) and values.notna().any():
+            lo, hi = float(values.min()), float(values.max())
+            filter_range = f2.slider("Range", lo, hi, (lo, hi)) if hi > lo else None
+        else:
+            options = sorted(values.astype("string").fillna("(missing)").unique())
+            filter_values = f2.multiselect("Values", options, placeholder="all values")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def clusters(db: str, space: str, level: str, method: str, k: int, min_size: int | None, version: int) -> dict:
+    return cached_clusters(ui.Store(db), space, level, method, k=k, min_cluster_size=min_size)
+
+
+colour_title, colour_values = None, None
+if colour_choice in ex.metadata_columns(segments):
+    colour_title, colour_values = colour_choice, frame[colour_choice]
+elif colour_choice.startswith("top tag · "):
+    space = colour_choice.removeprefix("top tag · ")
+    ids, scores = ui.vectors(DB, space, level, store.data_version(space))
+    colour_title = f"top tag ({space})"
+    colour_values = ex.top_tag(ids, scores, store.space(space)["tag_names"]).reindex(frame["id"]).reset_index(drop=True)
+elif colour_choice.startswith("clusters · "):
+    method = "kmeans" if colour_choice.endswith("k-means") else "hdbscan"
+    k1, k2 = st.columns([2, 3])
+    cluster_space = k1.selectbox("Cluster in the space of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]))
+    n_space = len(projections[[v["space"] for v in views].index(cluster_space)]["ids"]) \
+        if cluster_space in [v["space"] for v in views] else int(spaces.set_index("space").loc[cluster_space, "n"])
+    if method == "kmeans":
+        k, min_size = k2.slider("Clusters (k)", 2, 40, 8), None
+    else:
+        k, min_size = 0, k2.slider("Minimum cluster size", 2, 500, default_min_cluster_size(n_space))
+    try:
+        with st.spinner("Clustering in the embedding space (once; stored)…"):
+            found = clusters(DB, cluster_space, level, method, k, min_size, store.data_version(cluster_space))
+    except ClusterError as exc:
+        st.warning(f"{exc} HDBSCAN runs on at most {HDBSCAN_MAX:,} points.")
+    else:
+        st.caption(f"Clusters: {found['description']}, model {cluster_space}.")
+        labels = pd.Series(found["labels"], index=found["ids"]).map(lambda v: "noise" if v < 0 else f"cluster {v}")
+        colour_title, colour_values = "cluster", labels.reindex(frame["id"]).reset_index(drop=True)
+elif colour_choice.startswith("from Search · "):
+    name = colour_choice.removeprefix("from Search · ")
+    values = ex.to_level(pd.Series(extra[name]), segments, level)
+    colour_title, colour_values = name, values.reindex(frame["id"]).reset_index(drop=True)
+
+keep = ex.filter_mask(frame, None if filter_column == "(none)" else filter_column, filter_values, filter_range, name_filter)
+colour = ex.colour_column(colour_values) if colour_values is not None else None
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, cap: int, _keep, _colour):
+    """The chart's rows, built once per (views, colour, filter, cap): a click reruns the page but reuses them."""
+    return ex.chart_data(frame, _keep, cap=cap, strata="colour", colour=_colour)
+
+
+colour_key = (colour_choice, colour_title, None if colour_values is None else pd.util.hash_pandas_object(
+    pd.Series(np.asarray(colour_values, dtype=object)), index=False).sum())
+filter_key = (filter_column, tuple(filter_values or ()), filter_range, name_filter)
+data, note = drawn(keys, VERSION, colour_key, filter_key, cap, keep, colour)
+if data.empty:
+    st.warning(f"No point passes the filters ({note}).")
     st.stop()
 
+titles = [f"{'AB'[i]}: {v['space']} · {METHOD_LABELS[v['method']]}" for i, v in enumerate(views)]
+chart = ex.linked_chart(data, titles, colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment",
+                        width=map_width, height=int(map_width * 0.9))
+modes = [ex.PICK] + ([ex.brush_name(i) for i in range(len(views))] if drag == "select" else [])
+st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
+event = st.altair_chart(chart, on_select="rerun", selection_mode=modes, key=f"map-{len(views)}-{drag}",
+                        width="content")
+selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
+chosen = ex.selected_ids(selection, data)
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def chart_frame(db_version: tuple, space: str, method: str, level: str, params_items: tuple, colour: str) -> pd.DataFrame:
-    frame = map_frame(segments, proj["ids"], proj["xy"], level=level)
-    if colour != "(none)":
-        frame["colour"] = colour_column(frame[colour])
-    return frame
-
-
-frame = chart_frame(version, space, method, level, tuple(sorted(params.items())), colour)
-info = proj["info"]
-notes = [f"{len(frame):,} points"]
-if "explained_variance" in info:
-    notes.append("explained variance " + " + ".join(f"{v:.1%}" for v in info["explained_variance"]))
-if info.get("trustworthiness") is not None:
-    notes.append(f"trustworthiness@10 {info['trustworthiness']:.3f} (on {info.get('trust_sample', len(frame)):,} points)")
-notes.append(f"computed in {proj['seconds']:.1f} s")
-st.caption(" · ".join(notes))
-
-pick = alt.selection_point(name="pick", fields=["id"], on="click")
-encoding = {
-    "x": alt.X("x:Q", axis=None), "y": alt.Y("y:Q", axis=None),
-    "tooltip": ["name:N", alt.Tooltip("start_s:Q", format=".1f"), *(["colour:N"] if colour != "(none)" else [])],
-    "opacity": alt.condition(pick, alt.value(0.95), alt.value(0.35)),
-}
-if colour != "(none)":
-    numeric = pd.api.types.is_numeric_dtype(frame["colour"])
-    encoding["color"] = alt.Color("colour:Q" if numeric else "colour:N", title=colour,
-                                  legend=alt.Legend(columns=2 if frame["colour"].nunique() > 12 else 1, symbolLimit=40))
-chart = (alt.Chart(frame).mark_circle(size=40 if len(frame) < 5000 else 12).encode(**encoding)
-         .add_params(pick).properties(height=560))
-event = st.altair_chart(chart, on_select="rerun", selection_mode=["pick"], key="map", width="stretch")
-
-picked = (event.get("selection", {}) if isinstance(event, dict) else event.selection).get("pick") or []
-if picked:
-    row = frame.set_index("id").loc[picked[0]["id"]]
-    st.subheader(row["name"])
-    ui.player(row["path"], float(row["start_s"]), float(row["end_s"]))
-    st.caption(f"{row['start_s']:.2f}–{row['end_s']:.2f} s of `{row['path']}`")
-    meta = {c: row[c] for c in metadata_columns(segments) if c in row.index and pd.notna(row[c])}
+# ---------------------------------------------------------------------------- listening
+coordinates = {f"{a}{i}": f"{a}_{'AB'[i]}_{v['space']}_{v['method']}" for i, v in enumerate(views) for a in "xy"}
+table = ex.selection_table(frame, chosen, coordinates)
+if table.empty:
+    st.caption("Nothing selected.")
+else:
+    first = table.iloc[0]
+    st.subheader(f"▶ {first['name']}")
+    p1, p2 = st.columns([3, 1])
+    with p1:
+        ui.player(first["path"], float(first["start_s"]), float(first["end_s"]), label=first["name"])
+        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{first['path']}`")
+    if p2.button("Play the whole track from here", key=f"whole-{first['id']}"):
+        with p1:
+            ui.player(first["path"], float(first["start_s"]), None, label=first["name"])
+    meta = {c: first[c] for c in ex.metadata_columns(segments) if c in first.index and pd.notna(first[c])}
     if meta:
         st.dataframe(pd.DataFrame([meta]), hide_index=True)
-else:
-    st.caption("Click a point to hear that segment.")
+
+    if len(table) > 1:
+        n_tracks = table["path"].nunique()
+        st.subheader(f"Selection: {len(table):,} {level}s from {n_tracks:,} tracks")
+        shown = table.head(N_PLAYERS)
+        if len(table) > N_PLAYERS:
+            st.caption(f"Players for the first {N_PLAYERS} of {len(table):,} selected; the table below lists all {len(table):,}.")
+        for _, row in shown.iterrows():
+            r1, r2 = st.columns([2, 3])
+            r1.write(f"**{row['name']}** · {row['start_s']:.1f}–{row['end_s']:.1f} s")
+            with r2:
+                ui.player(row["path"], float(row["start_s"]), float(row["end_s"]), label=row["name"])
+        st.dataframe(table, hide_index=True, width="stretch")
+
+# ---------------------------------------------------------------------------- export
+st.subheader("Export")
+e1, e2, e3, e4 = st.columns(4)
+stem = "selection"
+e1.download_button("Playlist (M3U8)", ex.m3u8(table) if len(table) else "", f"{stem}.m3u8", "audio/x-mpegurl",
+                   disabled=table.empty, on_click="ignore", help="The selected tracks, each once.")
+e2.download_button("Segments (CSV)", ex.to_csv_bytes(table) if len(table) else b"", f"{stem}.csv", "text/csv",
+                   disabled=table.empty, on_click="ignore", help="Selected points with their coordinates and metadata.")
+e3.download_button("Segments (Parquet)", (lambda: ex.to_parquet_bytes(table)), f"{stem}.parquet",
+                   "application/octet-stream", disabled=table.empty, on_click="ignore")
+export_space = e4.selectbox("Embeddings of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]),
+                            label_visibility="collapsed")
+e4.download_button(f"Embeddings of {export_space} (Parquet)", lambda: ex.space_parquet_bytes(ui.Store(DB), export_space),
+                   f"{export_space.replace('/', '_')}.parquet", "application/octet-stream", on_click="ignore",
+                   help="All vectors of the model with segments and metadata, as `python -m core export` writes them.")

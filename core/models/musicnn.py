@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import math
 
@@ -76,7 +77,7 @@ N_MELS = 96
 #: musicnn's input length: ``librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1``.
 PATCH_FRAMES = 187
 #: Patches per forward pass; bounds memory on long blocks.
-BATCH_PATCHES = 64
+BATCH_PATCHES = 8
 #: TensorFlow's default batch-norm epsilon (torch's is 1e-5).
 BN_EPS = 1e-3
 N_TAGS = 50
@@ -199,6 +200,32 @@ def _networks():
     def bn1d(c):
         return nn.BatchNorm1d(c, eps=BN_EPS)
 
+    def pooled_block(conv, bn, h, pool):
+        """``pool(bn(relu(conv(h))))`` with the pooling done first, on the conv output.
+
+        ReLU and inference batch norm act per channel and are monotone, so they
+        commute with max-pooling: increasing channels take the max, channels whose
+        batch-norm scale is negative take the min.  :func:`orient_signs` negated
+        those channels' kernels, so one max-pool gives ``sign * min`` for them.
+        The result is the same numbers as the original order (negation and
+        monotone maps are exact in floating point), while ReLU and batch norm run
+        on the pooled map, up to 96 times smaller than the conv output.
+        """
+        sign = conv.sign.view(1, -1, 1, 1)
+        return bn(F.relu(pool(conv(h)) * sign))
+
+    def max_over_freq(h):
+        return h.amax(dim=3, keepdim=True)
+
+    def orient_signs(network):
+        """Negate the kernels of channels whose following batch norm has a negative scale (see ``pooled_block``)."""
+        for conv, bn in network.pooled_pairs():
+            sign = torch.where(bn.weight < 0, -1.0, 1.0)
+            with torch.no_grad():
+                conv.weight.mul_(sign.view(-1, 1, 1, 1))
+                conv.bias.mul_(sign)
+            conv.register_buffer("sign", sign, persistent=False)
+
     class MusiCNN(nn.Module):
         """Pons & Serra's musically motivated CNN (``build_musicnn`` with '7774timbraltemporal').
 
@@ -225,16 +252,20 @@ def _networks():
             self.bn_dense = bn1d(backend_units)
             self.out = nn.Linear(backend_units, n_tags)
 
+        def pooled_pairs(self):
+            return list(zip(self.timbral, self.bn_timbral)) + list(zip(self.temporal, self.bn_temporal))
+
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
             """x: (batch, 187, 96) log-mel -> every output of the original graph, (batch, time, dim) for frame features."""
             x = self.bn_input(x[:, None])
             padded = F.pad(x, (0, 0, 3, 3))
-            timbral = [bn(F.relu(conv(padded))).amax(dim=3) for conv, bn in zip(self.timbral, self.bn_timbral)]
+            timbral = [pooled_block(conv, bn, padded, max_over_freq)[..., 0]
+                       for conv, bn in zip(self.timbral, self.bn_timbral)]
             temporal = []
             for conv, bn in zip(self.temporal, self.bn_temporal):
                 k = conv.kernel_size[0]
                 same = F.pad(x, (0, 0, (k - 1) // 2, k - 1 - (k - 1) // 2))
-                temporal.append(bn(F.relu(conv(same))).amax(dim=3))
+                temporal.append(pooled_block(conv, bn, same, max_over_freq)[..., 0])
             front = torch.cat(timbral + temporal, dim=1)
             layers = [front]
             h = front
@@ -274,19 +305,22 @@ def _networks():
             self.bns = nn.ModuleList([bn2d(filters) for _ in range(5)])
             self.out = nn.Linear(2 * 1 * filters, n_tags)
 
+        def pooled_pairs(self):
+            return list(zip(self.convs, self.bns))
+
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
             """x: (batch, 187, 96) log-mel -> pool1..pool5 (NHWC), pool5_flat, logits, taggram."""
             h = self.bn_input(x[:, None])
             outputs = {}
             for i, (conv, bn, (kh, kw, sh, sw)) in enumerate(zip(self.convs, self.bns, self.pools)):
-                h = F.max_pool2d(bn(F.relu(conv(h))), (kh, kw), (sh, sw))
+                h = pooled_block(conv, bn, h, functools.partial(F.max_pool2d, kernel_size=(kh, kw), stride=(sh, sw)))
                 outputs[f"pool{i + 1}"] = h.permute(0, 2, 3, 1)
             flat = outputs["pool5"].flatten(1)
             logits = self.out(flat)
             outputs.update(pool5_flat=flat, embedding=flat, logits=logits, taggram=torch.sigmoid(logits))
             return outputs
 
-    return MusiCNN, VGG
+    return MusiCNN, VGG, orient_signs
 
 
 # --------------------------------------------------------------------------- weights
@@ -380,7 +414,7 @@ def load_network(entry: ModelEntry, device: str = "cpu"):
         return {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for name, value in state.items()}
 
     state = weights.cached_conversion(f"musicnn-{checkpoint}", source_sha, convert)
-    MusiCNN, VGG = _networks()
+    MusiCNN, VGG, orient_signs = _networks()
     network = MusiCNN() if entry.params["arch"] == "musicnn" else VGG()
     try:
         network.load_state_dict(state, strict=False)
@@ -389,6 +423,7 @@ def load_network(entry: ModelEntry, device: str = "cpu"):
             raise RuntimeError(f"differing tensors {sorted(expected ^ set(state))[:3]}")
     except RuntimeError as exc:
         raise ModelError(f"{index} does not have the layout of {checkpoint}: {str(exc).splitlines()[0]}") from None
+    orient_signs(network)
     return network.eval().to(device), data_sha
 
 

@@ -8,8 +8,9 @@ Every step that moves the numbers follows ``../shared/reference/openl3``:
 
 * resampling to 48 kHz with resampy 0.2.x's ``kaiser_best`` filter (openl3
   pins ``resampy<0.3``; the filter of resampy >= 0.3 moves embeddings by up
-  to 7 %).  The 0.2.x table is regenerated from its published design and run
-  through the installed resampy's interpolator, which is unchanged;
+  to 7 %).  The 0.2.x table is regenerated from its design parameters and
+  run through the installed resampy's interpolator, whose arithmetic is
+  0.2.x's up to rounding (1e-10 of the signal);
 * ``center=True`` framing: 0.5 s of zeros before the audio, the end padded to
   whole hops, one 1 s window per hop;
 * kapre 0.4.1's frontend as openl3 0.4 configures it: a non-centred STFT with
@@ -33,6 +34,7 @@ import os
 import shutil
 import socket
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -41,7 +43,7 @@ import numpy as np
 from core.models.base import ModelEntry, ModelError, ModelUnavailable, mean_by_segment
 from core.models.weights import cache_dir, installed_package_dir, sha256_file
 
-#: Sample rate, window length and timestamp offset of openl3's framing.
+#: openl3's model rate, window length (1 s) and default hop.
 SAMPLE_RATE = 48000
 WINDOW = SAMPLE_RATE
 DEFAULT_HOP_S = 0.1
@@ -135,25 +137,30 @@ def local_weights(input_repr: str, content_type: str) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-@functools.lru_cache(maxsize=1)
-def _github_reachable(minute: int) -> bool:
-    """Whether github.com answers, probed at most once a minute (``minute`` keys the cache)."""
+@functools.lru_cache(maxsize=16)
+def _reachable(url: str, minute: int) -> bool:
+    """Whether the weights' server answers; probed at most once a minute (``minute`` keys the cache)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path)).is_file()
     try:
-        socket.create_connection(("github.com", 443), timeout=2).close()
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=2).close()
         return True
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
 def availability(entry: ModelEntry) -> tuple[bool, str]:
-    """Available when the weight file is here or GitHub can be reached to fetch it."""
-    name = weight_file_name(entry.params["input_repr"], entry.params["content_type"])
-    if local_weights(entry.params["input_repr"], entry.params["content_type"]) is not None:
+    """Available when the weight file is here, or its server can be reached to fetch it."""
+    input_repr, content_type = entry.params["input_repr"], entry.params["content_type"]
+    name = weight_file_name(input_repr, content_type)
+    if local_weights(input_repr, content_type) is not None:
         return True, ""
-    if _github_reachable(int(time.time() // 60)):
-        return True, f"{name} (about 18 MB) is downloaded from GitHub (marl/openl3) on first use."
+    if _reachable(WEIGHTS_URL.format(name=name), int(time.time() // 60)):
+        return True, f"{name} is downloaded from GitHub (marl/openl3) on first use."
     return False, (
-        f"The OpenL3 weights {name} are not on this machine and GitHub cannot be reached; "
+        f"The OpenL3 weights {name} are not on this machine and cannot be downloaded now; "
         f"connect to the internet once, or put the file in a folder named by {WEIGHTS_ENV}."
     )
 
@@ -330,10 +337,13 @@ def frame_windows(audio48: np.ndarray, indices: np.ndarray, hop_s: float = DEFAU
     """
     hop = int(hop_s * SAMPLE_RATE)
     indices = np.asarray(indices, dtype=np.int64)
-    total = WINDOW // 2 + len(audio48) + WINDOW + hop * (int(indices.max(initial=0)) + 1)
-    padded = np.zeros(total, dtype=np.float32)
-    padded[WINDOW // 2 : WINDOW // 2 + len(audio48)] = audio48
-    return np.stack([padded[i * hop : i * hop + WINDOW] for i in indices]) if len(indices) else np.zeros((0, WINDOW), np.float32)
+    windows = np.zeros((len(indices), WINDOW), dtype=np.float32)
+    for row, index in enumerate(indices):
+        start = index * hop - WINDOW // 2
+        lo, hi = max(start, 0), min(start + WINDOW, len(audio48))
+        if hi > lo:
+            windows[row, lo - start : hi - start] = audio48[lo:hi]
+    return windows
 
 
 @functools.lru_cache(maxsize=None)
@@ -465,11 +475,12 @@ class OpenL3:
         """
         import torch
 
-        windows = frame_windows(audio48, indices, self.hop_s)
-        out = np.zeros((len(windows), self.size), dtype=np.float32)
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.zeros((len(indices), self.size), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(windows), BATCH_WINDOWS):
-                batch = torch.from_numpy(windows[start : start + BATCH_WINDOWS]).to(self.device)
+            for start in range(0, len(indices), BATCH_WINDOWS):
+                windows = frame_windows(audio48, indices[start : start + BATCH_WINDOWS], self.hop_s)
+                batch = torch.from_numpy(windows).to(self.device)
                 spectrogram = frontend(batch, self.input_repr).contiguous(memory_format=torch.channels_last)
                 feature_map = self.net(spectrogram)
                 out[start : start + len(batch)] = pool_embedding(feature_map, self.input_repr, self.size).cpu().numpy()

@@ -1,0 +1,114 @@
+"""CPU extraction throughput of the CLAP adapter, in seconds of audio per second.
+
+The hub is out of reach here, so the network is the ``laion/clap-htsat-unfused``
+architecture (``ClapConfig`` defaults: HTSAT-tiny, depths 2-2-6-2, RoBERTa-base
+text tower, 512-D projection, no fusion) with random weights, which cost the
+same as the trained ones, behind LAION's processor settings (64 mels, 50 Hz to
+14 kHz, repeat-padding).  Three figures:
+
+* ``model_x``: the bare network on full 10 s inputs (features ready);
+* ``processor_x``: the checkpoint's feature extractor alone (numpy mel of the
+  padded 10 s window);
+* ``embed_x``: the adapter as the pipeline calls it (resample, extractor,
+  network; one ``embed`` per decoded clip on the 3 s grid).
+
+Every segment is padded to the 10 s window, so a 3 s segment costs as much as
+a 10 s one: per second of audio the adapter is about 3x slower than the bare
+model on 10 s inputs.
+
+    python bench/bench_clap.py [--threads 2] [--limit 8] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from core.audio import load, segment_grid  # noqa: E402
+from core.models import clap  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SETS = ("esc50_subset", "librosa_examples")
+
+
+def random_unfused_adapter(device: str) -> clap.ClapAdapter:
+    """The clap-htsat-unfused architecture with random weights behind the real adapter."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    model = ClapModel(ClapConfig(audio_config={"enable_fusion": False})).eval().to(device)
+    backend = Tokenizer(models.WordLevel({"<unk>": 0, "<pad>": 1}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>")
+    extractor = ClapFeatureExtractor(feature_size=64, frequency_min=50, frequency_max=14000,
+                                     truncation="rand_trunc", padding="repeatpad")
+    processor = ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+    return clap.ClapAdapter(clap.CATALOGUE[0], model, processor, "random", device)
+
+
+def bare_model(adapter: clap.ClapAdapter, n: int) -> dict:
+    rng = np.random.default_rng(0)
+    windows = [0.1 * rng.standard_normal(adapter.window).astype(np.float32) for _ in range(n)]
+    t0 = time.perf_counter()
+    inputs = adapter.processor(audio=windows, sampling_rate=48000, return_tensors="pt")
+    processor_s = time.perf_counter() - t0
+    features = inputs["input_features"].to(adapter.device)
+    with torch.inference_mode():
+        adapter.model.get_audio_features(input_features=features[:1])  # warm-up
+        t0 = time.perf_counter()
+        for start in range(0, n, adapter.batch_size):
+            adapter.model.get_audio_features(input_features=features[start:start + adapter.batch_size])
+        model_s = time.perf_counter() - t0
+    audio_s = n * adapter.window / 48000
+    return {"model_x": round(audio_s / model_s, 1), "processor_x": round(audio_s / processor_s, 1)}
+
+
+def bench_set(adapter: clap.ClapAdapter, name: str, limit: int, max_s: float) -> dict:
+    meta = pd.read_csv(DATA / name / "metadata.csv").head(limit)
+    t0 = time.perf_counter()
+    decoded = [load(DATA / name / rel, duration_s=max_s) for rel in meta["path"]]
+    decode_s = time.perf_counter() - t0
+    audio_s = sum(len(y) / sr for y, sr in decoded)
+    n_rows = 0
+    t0 = time.perf_counter()
+    for y, sr in decoded:
+        rows = adapter.embed(y, sr, segment_grid(len(y) / sr))[adapter.entry.key]
+        assert np.isfinite(rows).all()
+        n_rows += len(rows)
+    embed_s = time.perf_counter() - t0
+    return {"set": name, "clips": len(decoded), "audio_s": round(audio_s, 1), "segments": n_rows,
+            "decode_s": round(decode_s, 2), "embed_s": round(embed_s, 2), "embed_x": round(audio_s / embed_s, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=8, help="clips per data set")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="decode at most this much of each clip")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not DATA.is_dir():
+        sys.exit("../shared/data is not present beside the project")
+    t0 = time.perf_counter()
+    adapter = random_unfused_adapter(args.device)
+    print(f"build: {time.perf_counter() - t0:.2f} s (device {args.device}, {args.threads} threads, "
+          f"batch {adapter.batch_size})")
+    print("bare 10 s windows:", bare_model(adapter, 2 * adapter.batch_size))
+    rows = [bench_set(adapter, name, args.limit, args.max_seconds) for name in SETS]
+    print("embed_x: seconds of audio per second through the adapter (3 s grid, each segment padded to 10 s)")
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

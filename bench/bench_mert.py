@@ -1,0 +1,100 @@
+"""CPU extraction throughput of the MERT adapter, in seconds of audio per second.
+
+The hub is out of reach here, so the network is the MERT-v1-95M architecture
+(``HubertConfig`` defaults, which are MERT-v1-95M's: 7 conv layers with group
+norm, 768-D, 12 layers) with random weights, which cost the same as the
+trained ones, behind a 24 kHz normalising ``Wav2Vec2FeatureExtractor``.  Two
+figures:
+
+* ``model_x``: the bare network on 5 s passes (all hidden states returned);
+* ``embed_x``: the adapter as the pipeline calls it (resample, normalise,
+  network, frame means; one ``embed`` per decoded clip on the 3 s grid).
+
+Layer keys (``mert-v1-95m-lN``) cost the same: every pass runs all layers.
+
+    python bench/bench_mert.py [--threads 2] [--limit 8] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from core.audio import load, segment_grid  # noqa: E402
+from core.models import mert  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SETS = ("esc50_subset", "librosa_examples")
+
+
+def random_95m_adapter(device: str) -> mert.MertAdapter:
+    """The MERT-v1-95M architecture with random weights behind the real adapter."""
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    torch.manual_seed(0)
+    model = HubertModel(HubertConfig()).eval().to(device)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0, do_normalize=True,
+                                         return_attention_mask=True)
+    return mert.MertAdapter(mert.CATALOGUE[0], model, extractor, "random", device)
+
+
+def bare_model(adapter: mert.MertAdapter, n: int) -> dict:
+    rng = np.random.default_rng(0)
+    window = int(mert.PASS_SECONDS * adapter.rate)
+    passes = 0.1 * rng.standard_normal((n, window)).astype(np.float32)
+    adapter.hidden_states(passes[:1])  # warm-up
+    t0 = time.perf_counter()
+    for start in range(0, n, adapter.batch_size):
+        adapter.hidden_states(passes[start:start + adapter.batch_size])
+    model_s = time.perf_counter() - t0
+    return {"model_x": round(n * mert.PASS_SECONDS / model_s, 1)}
+
+
+def bench_set(adapter: mert.MertAdapter, name: str, limit: int, max_s: float) -> dict:
+    meta = pd.read_csv(DATA / name / "metadata.csv").head(limit)
+    t0 = time.perf_counter()
+    decoded = [load(DATA / name / rel, duration_s=max_s) for rel in meta["path"]]
+    decode_s = time.perf_counter() - t0
+    audio_s = sum(len(y) / sr for y, sr in decoded)
+    n_rows = 0
+    t0 = time.perf_counter()
+    for y, sr in decoded:
+        rows = adapter.embed(y, sr, segment_grid(len(y) / sr))[adapter.entry.key]
+        assert np.isfinite(rows).all()
+        n_rows += len(rows)
+    embed_s = time.perf_counter() - t0
+    return {"set": name, "clips": len(decoded), "audio_s": round(audio_s, 1), "segments": n_rows,
+            "decode_s": round(decode_s, 2), "embed_s": round(embed_s, 2), "embed_x": round(audio_s / embed_s, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=8, help="clips per data set")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="decode at most this much of each clip")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not DATA.is_dir():
+        sys.exit("../shared/data is not present beside the project")
+    t0 = time.perf_counter()
+    adapter = random_95m_adapter(args.device)
+    print(f"build: {time.perf_counter() - t0:.2f} s (device {args.device}, {args.threads} threads, "
+          f"batch {adapter.batch_size})")
+    print("bare 5 s passes:", bare_model(adapter, 2 * adapter.batch_size))
+    rows = [bench_set(adapter, name, args.limit, args.max_seconds) for name in SETS]
+    print("embed_x: seconds of audio per second through the adapter (3 s grid)")
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

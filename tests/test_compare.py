@@ -1,0 +1,230 @@
+"""Comparison metrics on constructed spaces whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import ortho_group
+
+from core.compare import (
+    EXPLANATIONS,
+    CompareError,
+    cka,
+    hubness,
+    jaccard,
+    kmeans_agreement,
+    knn,
+    knn_classification,
+    metrics_table,
+    neighbour_disagreement,
+    procrustes_align,
+    silhouette,
+    trustworthiness,
+)
+
+
+def clustered(n: int, dim: int, n_labels: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_labels, n)
+    centres = rng.standard_normal((n_labels, dim))
+    return (centres[labels] + spread * rng.standard_normal((n, dim))).astype(np.float32), labels
+
+
+def angles(degrees) -> np.ndarray:
+    """Unit vectors in the plane, so that cosine neighbours are nearest angles."""
+    r = np.radians(degrees)
+    return np.column_stack([np.cos(r), np.sin(r)])
+
+
+# CKA
+
+
+def test_cka_is_one_for_a_space_with_itself_and_under_orthogonal_transform_and_scale():
+    x, _ = clustered(300, 40, 5, 1.0, seed=0)
+    rotation = ortho_group.rvs(40, random_state=1)
+    assert cka(x, x) == pytest.approx(1.0, abs=1e-9)
+    assert cka(x, 3.7 * x @ rotation) == pytest.approx(1.0, abs=1e-9)
+    assert cka(x, x @ rotation, debiased=False) == pytest.approx(1.0, abs=1e-9)
+    wider = ortho_group.rvs(64, random_state=2)[:40]
+    assert cka(x, x @ wider) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_debiased_cka_of_independent_random_spaces_is_near_zero():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((800, 512)), rng.standard_normal((800, 512))
+    plain, debiased = cka(a, b, debiased=False), cka(a, b)
+    assert 0.25 < plain < 0.45
+    assert abs(debiased) < 0.02
+    assert debiased < plain - 0.2
+
+
+def test_debiased_cka_equals_the_gram_matrix_formula():
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((50, 7)), rng.standard_normal((50, 3))
+    y[:, 0] += x[:, 0]
+
+    def hsic(k, l):
+        n = len(k)
+        k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+        ones = np.ones(n)
+        return (np.trace(k @ l) + ones @ k @ ones * (ones @ l @ ones) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * ones @ k @ l @ ones) / (n * (n - 3))
+
+    k, l = x @ x.T, y @ y.T
+    assert cka(x, y) == pytest.approx(hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l)), rel=1e-10)
+
+
+# Neighbours and labels
+
+
+def test_knn_equals_brute_force_with_self_and_group_excluded():
+    x, _ = clustered(400, 16, 4, 1.0, seed=5)
+    groups = np.repeat(np.arange(40), 10)
+    idx, sims = knn(x, k=5, groups=groups)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    full = unit.astype(np.float64) @ unit.T.astype(np.float64)
+    full[groups[:, None] == groups[None, :]] = -np.inf
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(sims, np.take_along_axis(full, idx, axis=1), atol=1e-5)
+
+
+def test_knn_pads_with_minus_one_when_exclusion_leaves_too_few():
+    idx, sims = knn(angles([0, 1, 2, 3]), k=3, groups=np.array([0, 0, 0, 1]))
+    np.testing.assert_array_equal(idx[:3], [[3, -1, -1]] * 3)
+    assert np.isneginf(sims[0, 1:]).all()
+    assert knn_classification(idx, np.array(["a", "a", "a", "b"]))["accuracy"] == 0.0
+
+
+def test_group_exclusion_changes_the_knn_accuracy():
+    # Two recordings, sliced; each slice's nearest neighbour is its sibling.
+    x = angles([0, 1, 10, 11])
+    labels = np.array(["dog", "dog", "rain", "rain"])
+    recording = np.array([0, 0, 1, 1])
+    assert knn_classification(knn(x, k=1)[0], labels)["accuracy"] == 1.0
+    assert knn_classification(knn(x, k=1, groups=recording)[0], labels)["accuracy"] == 0.0
+
+
+def test_several_group_columns_exclude_either():
+    x = angles([0, 1, 2, 30])
+    track = np.array([0, 0, 1, 2])
+    speaker = np.array(["s", "t", "t", "u"])
+    idx, _ = knn(x, k=1, groups=[track, speaker])
+    np.testing.assert_array_equal(idx[:, 0], [2, 3, 0, 2])
+
+
+def test_vote_ties_go_to_the_nearest_neighbours_label():
+    labels = np.array(["a", "b", "c", "b", "c"])
+    idx = np.array([[1, 2, 3, 4], [2, 0, 3, 4], [0, 1, 3, 4], [0, 1, 2, 4], [1, 2, 0, 3]])
+    result = knn_classification(idx, labels)
+    # Row 0 sees b, c, b, c: a 2-2 tie, won by b, the label of its nearest neighbour.
+    np.testing.assert_array_equal(result["predictions"], ["b", "c", "b", "c", "b"])
+    assert result["accuracy"] == np.mean(result["predictions"] == labels)
+    assert knn_classification(idx, labels, k=1)["predictions"][2] == "a"
+
+
+def test_macro_f1_is_sklearns_on_the_predictions():
+    from sklearn.metrics import f1_score
+
+    x, labels = clustered(300, 8, 3, 2.0, seed=6)
+    result = knn_classification(knn(x, k=10)[0], labels)
+    assert result["macro_f1"] == pytest.approx(f1_score(labels, result["predictions"].astype(int), average="macro"))
+
+
+def test_silhouette_equals_sklearn_cosine():
+    from sklearn.metrics import silhouette_score
+
+    x, labels = clustered(500, 12, 6, 1.5, seed=7)
+    x[0] = 0.0
+    labels[1] = 99
+    assert silhouette(x, labels) == pytest.approx(silhouette_score(x, labels, metric="cosine"), abs=1e-6)
+    assert np.isnan(silhouette(x, np.zeros(len(x))))
+
+
+def test_kmeans_finds_well_separated_labels():
+    x, labels = clustered(600, 16, 4, 0.05, seed=8)
+    result = kmeans_agreement(x, labels)
+    assert result["nmi"] == pytest.approx(1.0) and result["ari"] == pytest.approx(1.0)
+
+
+def test_missing_labels_are_refused():
+    with pytest.raises(CompareError, match="missing"):
+        knn_classification(np.array([[1], [0]]), np.array(["a", None], dtype=object))
+
+
+# Disagreement, hubness, maps
+
+
+def test_jaccard_disagreement_is_zero_for_identical_spaces():
+    x, _ = clustered(300, 16, 3, 1.0, seed=9)
+    rotated = x @ ortho_group.rvs(16, random_state=10)
+    np.testing.assert_allclose(neighbour_disagreement(x, rotated, k=10), 0.0, atol=1e-12)
+    other = np.random.default_rng(11).standard_normal((300, 16))
+    assert neighbour_disagreement(x, other, k=10).mean() > 0.8
+
+
+def test_jaccard_of_known_lists():
+    a = np.array([[0, 1, 2], [3, -1, -1], [-1, -1, -1]])
+    b = np.array([[1, 2, 3], [4, -1, -1], [-1, -1, -1]])
+    np.testing.assert_allclose(jaccard(a, b), [0.5, 0.0, 1.0])
+
+
+def test_hubness_is_zero_on_a_ring_and_positive_with_a_hub():
+    ring = angles(np.arange(0, 360, 10))
+    assert hubness(knn(ring, k=2)[0]) == 0.0
+    # The axis of a cone is closer to every point of its rim than they are to each other.
+    cone = np.array([[1, 0, 1], [0, 1, 1], [-1, 0, 1], [0, -1, 1], [0, 0, 1]], dtype=float)
+    idx, _ = knn(cone, k=1)
+    np.testing.assert_array_equal(idx[:4, 0], [4, 4, 4, 4])
+    assert hubness(idx) > 1.0
+
+
+def test_procrustes_recovers_a_rotated_reflected_scaled_shifted_map():
+    rng = np.random.default_rng(12)
+    target = rng.standard_normal((200, 2))
+    turn = np.radians(37.0)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]) @ np.diag([1.0, -1.0])
+    source = 2.5 * target @ rotation + np.array([10.0, -4.0])
+    np.testing.assert_allclose(procrustes_align(source, target), target, atol=1e-10)
+
+
+def test_trustworthiness_is_sklearns_on_the_sample():
+    from sklearn.manifold import trustworthiness as sk_trustworthiness
+
+    x, _ = clustered(400, 10, 4, 1.0, seed=13)
+    xy = x[:, :2]
+    assert trustworthiness(x, xy, k=5) == pytest.approx(sk_trustworthiness(x, xy, n_neighbors=5, metric="cosine"))
+    sampled = trustworthiness(x, xy, k=5, max_points=100, seed=3)
+    assert sampled == trustworthiness(x, xy, k=5, max_points=100, seed=3)
+    assert 0.0 <= sampled <= 1.0
+
+
+# The table
+
+
+def test_metrics_table_shape_and_known_values():
+    x, labels = clustered(300, 32, 3, 0.5, seed=14)
+    noise = np.random.default_rng(15).standard_normal((300, 20))
+    spaces = {"a": x, "a-rotated": x @ ortho_group.rvs(32, random_state=16), "noise": noise}
+    track = np.arange(300) // 3
+    table = metrics_table(spaces, labels=labels, groups=track, k=5, maps={"a": x[:, :2]})
+    assert set(table["a"]) == {"hubness", "knn_acc_k1", "knn_acc_k5", "macro_f1", "silhouette", "nmi", "ari",
+                               "trustworthiness"}
+    assert table["a"]["knn_acc_k5"] > 0.95 and table["noise"]["knn_acc_k5"] < 0.6
+    assert table["pairs"]["a|a-rotated"] == pytest.approx({"cka": 1.0, "jaccard_at_k": 1.0})
+    assert abs(table["pairs"]["a|noise"]["cka"]) < 0.1
+    assert table["info"]["sampled"] is None and table["info"]["groups_excluded"]
+    assert {"knn_acc", "macro_f1", "silhouette", "nmi", "ari", "hubness", "trustworthiness", "cka",
+            "jaccard_at_k"} <= set(EXPLANATIONS)
+
+
+def test_metrics_table_samples_large_collections_and_says_so():
+    x, labels = clustered(500, 8, 3, 1.0, seed=17)
+    table = metrics_table({"a": x, "b": x[:, ::-1]}, max_points=200)
+    assert table["info"] == {"n": 500, "sampled": 200, "k": 10, "seed": 0, "groups_excluded": False,
+                             "trustworthiness_points": None}
+    assert set(table["a"]) == {"hubness"}
+
+
+def test_metrics_table_refuses_spaces_of_different_items():
+    with pytest.raises(CompareError, match="same segments"):
+        metrics_table({"a": np.ones((10, 3)), "b": np.ones((9, 3))})

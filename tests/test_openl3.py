@@ -1,0 +1,422 @@
+"""OpenL3 port against openl3 0.4.2's own outputs (../shared/reference/openl3).
+
+The reference weights are random Keras files in the official layout; they are
+loaded exactly like official ones, through ``OPENL3_WEIGHTS_DIR`` under the
+official file names.  OpenL3 costs 0.1-0.5 s per 1 s window on two CPU cores,
+so the quick tests compare selected windows of short clips and the slow ones
+a few windows of every clip.
+
+Tolerances, measured on these clips:
+
+* network alone, on openl3's own frontend output: <= 4e-6 x max|reference|;
+* frontend: <= 2.2e-3 dB wherever the reference is within 40 dB of the
+  window's peak.  Quieter cells (60-80 dB down, mostly above the resampler's
+  cut-off) carry the float32 rounding noise of TensorFlow's FFT: the reference
+  differs from an exact float64 STFT by as much as our float32 STFT does
+  (linear: mean 0.17 vs 0.19 dB), so no float32 FFT other than TensorFlow's
+  own can match them cell by cell;
+* whole pipeline: that noise moves mel embeddings by <= 8e-4 x max|reference|
+  (the issue's 1e-3 holds) but linear ones by up to 8.5e-3 x max, because a
+  quarter of the linear input sits at the noise level; linear is held to
+  1e-2 x max.  A wrong resampler (resampy >= 0.3) moves them by 1-7 %.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core.models import openl3
+from core.models.base import ModelError, ModelUnavailable
+
+REPRS = ("mel128", "mel256", "linear")
+SHORT_CLIPS = ("violin_p069_v112.flac", "acoustic_grand_piano_p060_v112.flac", "guit_harmonics.flac",
+               "4-182395-A-0.flac", "4-125825-A-46.flac", "2-104168-A-32.flac", "3-132852-A-10.flac",
+               "trumpet.ogg", "perc_bell.flac")
+LONG_CLIPS = ("choice.ogg", "brahms.ogg", "sweetwaltz.ogg")
+FRONTEND_CLIPS = ("trumpet.ogg", "violin_p069_v112.flac")
+
+
+def pipeline_tolerance(input_repr: str) -> float:
+    return 1e-2 if input_repr == "linear" else 1e-3
+
+
+def decode(path) -> tuple[np.ndarray, int]:
+    """What core.audio.load does: the mean over channels, float32, at the file's own rate."""
+    audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    return audio.mean(axis=1), sr
+
+
+def reference_weights(reference, input_repr: str):
+    return reference / "openl3" / f"openl3_audio_{input_repr}_music-random.h5"
+
+
+def entry(input_repr: str, size: int = 512, hop_s: float = 0.1):
+    key = f"openl3-{input_repr}-music-{size}" + ("" if hop_s == 0.1 else f"-hop{hop_s:g}")
+    return next(e for e in openl3.CATALOGUE if e.key == key)
+
+
+@pytest.fixture(scope="session")
+def weights_dir(reference, tmp_path_factory):
+    """The reference files under their official names, as a user would lay them out."""
+    folder = tmp_path_factory.mktemp("openl3-weights")
+    for input_repr in REPRS:
+        (folder / openl3.weight_file_name(input_repr, "music")).symlink_to(reference_weights(reference, input_repr))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def adapters(weights_dir):
+    """Adapters loaded through ``openl3.load``, shared by the tests (loading reads and hashes 18 MB)."""
+    loaded = {}
+
+    def get(input_repr: str, size: int = 512):
+        if (input_repr, size) not in loaded:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv(openl3.WEIGHTS_ENV, str(weights_dir))
+                loaded[input_repr, size] = openl3.load(entry(input_repr, size), "cpu")
+        return loaded[input_repr, size]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def golden(reference):
+    return {r: np.load(reference / "openl3" / f"{r}.npz") for r in REPRS}
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+def test_catalogue_covers_every_representation_content_and_size():
+    keys = [e.key for e in openl3.CATALOGUE]
+    expected = {f"openl3-{r}-{c}-{s}" for r in REPRS for c in ("music", "env") for s in (512, 6144)}
+    assert expected <= set(keys)
+    assert len(keys) == len(set(keys)) == len(expected) + 2
+    for e in openl3.CATALOGUE:
+        assert e.family == "openl3" and e.sample_rate == 48000
+        assert e.dim == e.params["embedding_size"]
+        assert e.key.startswith(f"openl3-{e.params['input_repr']}-{e.params['content_type']}-{e.dim}")
+        assert e.params["hop_s"] == (0.5 if e.key.endswith("-hop0.5") else 0.1)
+
+
+# --------------------------------------------------------------------------- resampler and framing
+
+
+def check_resampled(reference, clip):
+    audio, sr = decode(reference / "audio" / clip)
+    stored = np.load(reference / "openl3" / "audio48k.npz")
+    y = openl3.resample(audio, sr)
+    assert y.dtype == np.float64 and len(y) == int(stored[f"{clip}/n_samples"])
+    head = stored[f"{clip}/head"]
+    assert np.abs(y[: len(head)] - head).max() <= 1e-6 * np.abs(head).max()
+    # resampy 0.4.3's kaiser_best is off by 2e-7 here; the 0.2.x filter by 1e-10.
+    assert abs(np.sum(y**2) / stored[f"{clip}/sumsq"] - 1) < 1e-8
+    assert abs(np.sum(y) - stored[f"{clip}/sum"]) < 1e-6 * np.abs(y).sum()
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("clip", SHORT_CLIPS)
+def test_resampler_is_resampy_02_kaiser_best(reference, clip):
+    check_resampled(reference, clip)
+
+
+@pytest.mark.reference
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", LONG_CLIPS)
+def test_resampler_is_resampy_02_kaiser_best_long(reference, clip):
+    check_resampled(reference, clip)
+
+
+@pytest.mark.reference
+def test_window_count_and_timestamps_follow_openl3(reference, golden):
+    stored = np.load(reference / "openl3" / "audio48k.npz")
+    for clip in SHORT_CLIPS + LONG_CLIPS:
+        n = openl3.window_count(int(stored[f"{clip}/n_samples"]))
+        assert n == int(golden["mel128"][f"{clip}/n_windows"])
+        np.testing.assert_allclose(np.arange(n) * openl3.DEFAULT_HOP_S, golden["mel128"][f"{clip}/ts"], atol=1e-12)
+    assert openl3.window_count(100) == 1
+    assert openl3.window_count(24001) == 2
+
+
+def test_frames_are_centred_and_zero_padded():
+    audio = np.arange(1, 60001, dtype=np.float64)
+    windows = openl3.frame_windows(audio, np.array([0, 1, 8]))
+    assert windows.shape == (3, 48000)
+    assert np.all(windows[0, :24000] == 0) and windows[0, 24000] == 1
+    assert windows[1, 24000] == audio[4800]
+    assert windows[2, 0] == audio[8 * 4800 - 24000] and np.all(windows[2, 60000 - 14400 :] == 0)
+
+
+# --------------------------------------------------------------------------- frontend and network
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("input_repr", REPRS)
+@pytest.mark.parametrize("clip", FRONTEND_CLIPS)
+def test_frontend_matches_kapre(reference, golden, input_repr, clip):
+    import torch
+
+    audio, sr = decode(reference / "audio" / clip)
+    windows = openl3.frame_windows(openl3.resample(audio, sr), np.arange(3))
+    ours = openl3.frontend(torch.from_numpy(windows), input_repr)[:, 0].numpy()
+    ref = golden[input_repr][f"{clip}/frontend"][..., 0]
+    assert ours.shape == ref.shape
+    assert np.all(ours.max(axis=(1, 2)) == 0) and ours.min() >= -80
+    diff = np.abs(ours - ref)
+    assert diff[ref >= -40].max() <= 1e-2
+    # Cells at TensorFlow's FFT noise level differ; on mel bands they are rare.
+    assert np.mean(diff <= 1e-2) >= (0.99 if input_repr != "linear" else 0.7)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("input_repr", REPRS)
+def test_network_matches_keras_on_its_own_input(reference, golden, input_repr):
+    """The network and both poolings, fed openl3's own frontend output."""
+    import torch
+
+    ref = golden[input_repr]
+    clip = "trumpet.ogg"
+    net = openl3._network(input_repr, openl3.read_weights(reference_weights(reference, input_repr)))
+    with torch.inference_mode():
+        feature_map = net(torch.from_numpy(ref[f"{clip}/frontend"]).permute(0, 3, 1, 2))
+    emb512 = openl3.pool_embedding(feature_map, input_repr, 512).numpy()
+    emb6144 = openl3.pool_embedding(feature_map, input_repr, 6144).numpy()
+    scale = np.abs(ref[f"{clip}/emb512"]).max()
+    assert list(ref[f"{clip}/idx"][:3]) == [0, 1, 2] and list(ref[f"{clip}/idx6144"][:2]) == [0, 1]
+    assert np.abs(emb512 - ref[f"{clip}/emb512"][:3]).max() <= 1e-4 * scale
+    assert np.abs(emb6144[:2] - ref[f"{clip}/emb6144"][:2]).max() <= 1e-4 * scale
+    np.testing.assert_array_equal(emb512, emb6144.reshape(3, 4, 3, 512).max(axis=(1, 2)))
+
+
+# --------------------------------------------------------------------------- whole pipeline
+
+
+def check_windows(adapters, golden, reference, input_repr, clip, rows, size=512):
+    """Embed one-window segments through ``embed`` and compare the chosen reference rows."""
+    ref = golden[input_repr]
+    idx, key = (f"{clip}/idx", f"{clip}/emb512") if size == 512 else (f"{clip}/idx6144", f"{clip}/emb6144")
+    windows = ref[idx][rows]
+    audio, sr = decode(reference / "audio" / clip)
+    centres = windows * openl3.DEFAULT_HOP_S
+    segments = np.stack([centres - 0.05, centres + 0.05], axis=1)
+    adapter = adapters(input_repr, size)
+    out = adapter.embed(audio, sr, segments)[adapter.entry.key]
+    assert out.shape == (len(rows), size) and out.dtype == np.float32
+    scale = np.abs(ref[f"{clip}/emb512"]).max()
+    assert np.abs(out - ref[key][rows]).max() <= pipeline_tolerance(input_repr) * scale
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("input_repr", REPRS)
+def test_pipeline_from_file_short_clip(reference, golden, adapters, input_repr):
+    clip = "violin_p069_v112.flac"
+    check_windows(adapters, golden, reference, input_repr, clip, [0, 3, 4])
+    check_windows(adapters, golden, reference, input_repr, clip, [0, 2], size=6144)
+
+
+@pytest.mark.reference
+@pytest.mark.slow
+@pytest.mark.parametrize("input_repr", REPRS)
+def test_pipeline_from_file_every_clip(reference, golden, adapters, input_repr):
+    """Window 1, a middle stored window and the last one of every clip."""
+    for clip in SHORT_CLIPS + LONG_CLIPS:
+        n_stored = len(golden[input_repr][f"{clip}/idx"])
+        check_windows(adapters, golden, reference, input_repr, clip, [1, n_stored // 2, n_stored - 1])
+
+
+@pytest.mark.reference
+@pytest.mark.slow
+@pytest.mark.parametrize("input_repr", REPRS)
+def test_segment_mean_and_window_statistics(reference, golden, adapters, input_repr):
+    """All 16 windows of a note: the segment mean, and openl3's max/min over windows."""
+    clip = "acoustic_grand_piano_p060_v112.flac"
+    ref = golden[input_repr]
+    audio, sr = decode(reference / "audio" / clip)
+    adapter = adapters(input_repr)
+    centres = np.arange(int(ref[f"{clip}/n_windows"])) * openl3.DEFAULT_HOP_S
+    one_window_each = np.stack([centres - 0.05, centres + 0.05], axis=1)
+    out = adapter.embed(audio, sr, np.vstack([one_window_each, [[0.0, 10.0]]]))[adapter.entry.key]
+    windows, mean = out[:-1], out[-1]
+    scale = np.abs(ref[f"{clip}/emb512"]).max()
+    tol = pipeline_tolerance(input_repr) * scale
+    assert np.abs(mean - ref[f"{clip}/emb512_mean"]).max() <= tol
+    assert np.abs(windows.max(axis=0) - ref[f"{clip}/emb512_max"]).max() <= tol
+    assert np.abs(windows.min(axis=0) - ref[f"{clip}/emb512_min"]).max() <= tol
+    np.testing.assert_allclose(windows.mean(axis=0), mean, rtol=0, atol=1e-5 * scale)
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@pytest.mark.reference
+def test_segments_pool_window_centres_and_fall_back_to_the_nearest(reference, adapters):
+    """[start, end) over openl3's timestamps; an empty segment takes the nearest window."""
+    adapter = adapters("mel128")
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1  # 1 s at 16 kHz
+    windows = adapter.window_embeddings(openl3.resample(audio, 16000), np.arange(6))  # centres 0 .. 0.5 s
+    segments = np.array([[0.0, 0.25], [0.25, 0.26], [0.3, 0.5], [5.0, 6.0]])
+    out = adapter.embed(audio, 16000, segments)["openl3-mel128-music-512"]
+    scale = np.abs(windows).max()
+    np.testing.assert_allclose(out[0], windows[:3].mean(axis=0), atol=1e-5 * scale)
+    np.testing.assert_allclose(out[1], windows[3], atol=1e-5 * scale)  # midpoint 0.255 s: nearest centre 0.3 s
+    np.testing.assert_allclose(out[2], windows[3:5].mean(axis=0), atol=1e-5 * scale)  # 0.5 s is excluded
+    np.testing.assert_allclose(out[3], windows[5], atol=1e-5 * scale)  # past the end: the last window
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out, adapter.embed(audio, 16000, segments)["openl3-mel128-music-512"])
+
+
+@pytest.mark.reference
+def test_faster_variant_frames_every_half_second(reference, weights_dir, monkeypatch):
+    monkeypatch.setenv(openl3.WEIGHTS_ENV, str(weights_dir))
+    adapter = openl3.load(entry("mel128", hop_s=0.5), "cpu")
+    audio = np.random.default_rng(1).standard_normal(22050).astype(np.float32) * 0.1  # 1 s at 22.05 kHz
+    audio48 = openl3.resample(audio, 22050)
+    assert openl3.window_count(len(audio48), 0.5) == 2
+    windows = adapter.window_embeddings(audio48, np.arange(2))
+    out = adapter.embed(audio, 22050, np.array([[0.0, 1.0]]))["openl3-mel128-music-512-hop0.5"]
+    np.testing.assert_allclose(out[0], windows.mean(axis=0), atol=1e-5 * np.abs(windows).max())
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def test_adapter_records_provenance(reference, adapters):
+    adapter = adapters("mel128")
+    digest = hashlib.sha256(reference_weights(reference, "mel128").read_bytes()).hexdigest()
+    assert adapter.weights_sha256 == digest
+    assert isinstance(adapter.version, str) and adapter.tag_names == {}
+
+
+def write_keras2(path, layers, as_bytes=True):
+    """Write weighted layers in the legacy Keras-2 HDF5 layout, with a weightless layer first."""
+    enc = (lambda s: s.encode()) if as_bytes else (lambda s: s)
+    names = ["input_1"] + [f"layer_{i}" for i in range(len(layers))]
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [enc(n) for n in names]
+        f.create_group("input_1").attrs["weight_names"] = np.zeros(0)
+        for name, arrays in zip(names[1:], layers):
+            group = f.create_group(name)
+            weight_names = [f"{name}/w{j}:0" for j in range(len(arrays))]
+            group.attrs["weight_names"] = [enc(w) for w in weight_names]
+            for weight_name, array in zip(weight_names, arrays):
+                group.create_dataset(weight_name, data=array)
+
+
+def test_loader_follows_layer_names_and_accepts_str_attributes(reference, tmp_path):
+    layers = openl3.read_weights(reference_weights(reference, "mel128"))
+    assert len(layers) == 16 and sum(len(arrays) for arrays in layers) == 48
+    assert sum(a.size for arrays in layers for a in arrays) == 4_689_860
+    rewritten = tmp_path / "renamed.h5"
+    write_keras2(rewritten, layers, as_bytes=False)
+    again = openl3.read_weights(rewritten)
+    assert all(np.array_equal(a, b) for x, y in zip(layers, again) for a, b in zip(x, y))
+
+
+def test_wrong_shapes_are_refused_naming_the_file(reference, tmp_path):
+    layers = openl3.read_weights(reference_weights(reference, "linear"))
+    layers[3] = [layers[3][0][:, :, :, :32], layers[3][1][:32]]
+    bad = tmp_path / "openl3_audio_linear_music-v0_4_0.h5"
+    write_keras2(bad, layers)
+    with pytest.raises(ModelError, match="does not hold an OpenL3 audio network") as err:
+        openl3.read_weights(bad)
+    assert str(bad) in str(err.value)
+    write_keras2(bad, layers[:-1])
+    with pytest.raises(ModelError, match="found 15 layers"):
+        openl3.read_weights(bad)
+
+
+def test_truncated_and_foreign_files_are_refused_naming_the_file(reference, tmp_path, monkeypatch):
+    truncated = tmp_path / openl3.weight_file_name("mel256", "music")
+    truncated.write_bytes(reference_weights(reference, "mel256").read_bytes()[:3_000_000])
+    monkeypatch.setenv(openl3.WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(ModelError) as err:
+        openl3.load(entry("mel256"), "cpu")
+    assert str(truncated) in str(err.value) and not isinstance(err.value, ModelUnavailable)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(ModelError, match="no 'layer_names'"):
+        openl3.read_weights(foreign)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A cache of this test's own, so that downloads and cache hits leak into no other test."""
+    monkeypatch.setenv("AEB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_weights_are_found_in_documented_order(reference, tmp_path, monkeypatch, own_cache):
+    source = reference_weights(reference, "mel128")
+    monkeypatch.delenv(openl3.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(openl3, "WEIGHTS_URL", "http://127.0.0.1:9/{name}.gz")
+    assert openl3.local_weights("mel128", "music") is None
+
+    cached = openl3.cache_dir() / "openl3" / openl3.weight_file_name("mel128", "music")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.symlink_to(source)
+    assert openl3.local_weights("mel128", "music") == cached
+
+    package = tmp_path / "site" / "openl3"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('openl3 must never be imported')\n")
+    (package / "openl3_audio_mel128_music.h5").symlink_to(source)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert openl3.local_weights("mel128", "music") == package / "openl3_audio_mel128_music.h5"
+
+    env = tmp_path / "env"
+    env.mkdir()
+    (env / openl3.weight_file_name("mel128", "music")).symlink_to(source)
+    monkeypatch.setenv(openl3.WEIGHTS_ENV, str(env))
+    assert openl3.local_weights("mel128", "music") == env / openl3.weight_file_name("mel128", "music")
+    assert openl3.availability(entry("mel128")) == (True, "")
+
+
+def test_offline_without_weights_says_so_in_one_sentence(monkeypatch, own_cache):
+    monkeypatch.delenv(openl3.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(openl3, "WEIGHTS_URL", "http://127.0.0.1:9/{name}.gz")
+    e = entry("linear", 6144)
+    available, reason = openl3.availability(e)
+    assert not available
+    assert "openl3_audio_linear_music-v0_4_0.h5" in reason and openl3.WEIGHTS_ENV in reason
+    assert reason.count(". ") == 0 and "\n" not in reason
+    with pytest.raises(ModelUnavailable, match=openl3.WEIGHTS_ENV) as err:
+        openl3.load(e, "cpu")
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_download_checks_the_gzip_and_records_its_digest(reference, tmp_path, monkeypatch, own_cache):
+    monkeypatch.delenv(openl3.WEIGHTS_ENV, raising=False)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    monkeypatch.setattr(openl3, "WEIGHTS_URL", mirror.as_uri() + "/{name}.gz")
+    name = openl3.weight_file_name("linear", "env")
+    e = next(x for x in openl3.CATALOGUE if x.key == "openl3-linear-env-512")
+
+    (mirror / f"{name}.gz").write_bytes(b"<html>rate limited</html>")
+    assert openl3.availability(e)[0]
+    with pytest.raises(ModelError, match="not a valid OpenL3 weight file"):
+        openl3.load(e, "cpu")
+
+    source = reference_weights(reference, "linear")
+    with open(source, "rb") as src, gzip.open(mirror / f"{name}.gz", "wb", compresslevel=1) as out:
+        shutil.copyfileobj(src, out)
+    packed = (mirror / f"{name}.gz").read_bytes()
+    (mirror / f"{name}.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(ModelError, match="not a valid OpenL3 weight file"):
+        openl3.load(e, "cpu")
+    assert not list((openl3.cache_dir() / "openl3").glob("*part"))
+
+    (mirror / f"{name}.gz").write_bytes(packed)
+    adapter = openl3.load(e, "cpu")
+    assert adapter.weights_path == openl3.cache_dir() / "openl3" / name
+    assert adapter.weights_sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    (mirror / f"{name}.gz").unlink()
+    assert openl3.load(e, "cpu").weights_path == adapter.weights_path

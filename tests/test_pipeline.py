@@ -1,0 +1,158 @@
+"""The pipeline and the command line: idempotent, resumable, and bad input never stops a batch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core import cli
+from core.extract import extract, read_metadata_csv
+from core.models.base import load_model
+from core.store import Store
+from tests.conftest import tone
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "audio"
+    d.mkdir()
+    sf.write(d / "a.wav", tone(220, 7.0), 22050)
+    sf.write(d / "b.flac", tone(880, 2.0, 44100), 44100)
+    sf.write(d / "c.ogg", tone(440, 4.0, 48000), 48000)
+    return d
+
+
+def run_cli(*args, capsys=None):
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr() if capsys else None
+    return code, out
+
+
+def test_extract_is_idempotent_and_counts_match_the_grid(folder, tmp_path):
+    db = tmp_path / "x.duckdb"
+    r1 = extract([folder], ["dsp"], db=db)
+    assert (r1.stored, r1.skipped, r1.failures) == (3, 0, [])
+    r2 = extract([folder], ["dsp"], db=db)
+    assert (r2.stored, r2.skipped) == (0, 3)
+    # 7 s -> 0-3, 3-6 (tail of 1 s < 1.5 s dropped); 2 s -> one segment; 4 s -> 0-3 (tail 1 s dropped)
+    assert Store(db).info()["segments"] == 4 and Store(db).info()["embeddings"] == {"dsp": 4}
+
+
+def test_a_changed_file_replaces_its_rows(folder, tmp_path):
+    db = tmp_path / "x.duckdb"
+    extract([folder], ["dsp"], db=db)
+    sf.write(folder / "a.wav", tone(220, 12.0), 22050)
+    r = extract([folder], ["dsp"], db=db)
+    assert (r.stored, r.skipped) == (1, 2)
+    assert Store(db).info()["segments"] == 4 - 2 + 4
+
+
+class InterruptAfter:
+    """The real dsp adapter, with a Ctrl-C arriving while the n-th file is embedded."""
+
+    def __init__(self, n):
+        self.inner, self.calls, self.n = load_model("dsp"), 0, n
+        self.entry, self.version = self.inner.entry, self.inner.version
+        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
+
+    def embed(self, audio, sr, segments):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.inner.embed(audio, sr, segments)
+
+
+def test_an_interrupted_run_resumes_without_duplicates(folder, tmp_path):
+    db = tmp_path / "x.duckdb"
+    with pytest.raises(KeyboardInterrupt):
+        extract([folder], ["dsp"], db=db, adapters=[InterruptAfter(3)], batch_tracks=1)
+    assert Store(db).info()["tracks"] == 2  # finished tracks were kept
+    r = extract([folder], ["dsp"], db=db)
+    assert (r.stored, r.skipped) == (1, 2)
+    info = Store(db).info()
+    assert info["tracks"] == 3 and info["segments"] == 4 and info["embeddings"] == {"dsp": 4}
+
+
+def make_bad_inputs(d):
+    good = tone(440, 3.5)
+    sf.write(d / "good.wav", good, 22050)
+    full = d / "full.flac"
+    sf.write(full, np.random.default_rng(0).uniform(-0.5, 0.5, 44100 * 3), 44100)
+    (d / "truncated.flac").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    (d / "zero.wav").write_bytes(b"")
+    (d / "text.wav").write_text("hello, I am not audio\n" * 20)
+    sf.write(d / "tiny.wav", tone(440, 0.01), 22050)
+    sf.write(d / "silent.wav", np.zeros(22050 * 2, np.float32), 22050)
+    nan = tone(440, 1.0)
+    nan[10:20] = np.nan
+    sf.write(d / "nan.wav", nan, 22050, subtype="FLOAT")
+    sf.write(d / "u8.wav", tone(300, 1.0, 8000), 8000, subtype="PCM_U8")
+    sf.write(d / "alaw.wav", tone(300, 1.0, 8000), 8000, subtype="ALAW")
+    sf.write(d / "odd_rate.wav", tone(300, 1.0, 22255), 22255)
+
+
+def test_bad_input_gets_one_line_errors_and_the_batch_goes_on(tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    make_bad_inputs(d)
+    db = tmp_path / "x.duckdb"
+    code, out = run_cli("extract", d, "--model", "dsp", "--db", db, capsys=capsys)
+    assert code == 1
+    failed = {line.split(" [")[0].strip() for line in out.err.splitlines() if line.startswith("  ")}
+    assert failed == {str(d / n) for n in ("truncated.flac", "zero.wav", "text.wav", "nan.wav")}
+    for line in out.err.splitlines():
+        if line.startswith("  "):
+            assert len(line.split("]: ", 1)[1]) < 100, line
+    info = Store(db).info()
+    assert info["tracks"] == 6 and info["failures"] == 4  # good, tiny, silent, u8, alaw, odd_rate
+    tracks = Store(db).tracks_frame().set_index("path")
+    assert tracks.loc[str(d / "odd_rate.wav"), "sample_rate"] == 22255
+    ids, x = Store(db).vectors("dsp")
+    assert np.isfinite(x).all()
+    # nothing already stored is lost when a later batch has failures
+    code, _ = run_cli("extract", d, "--model", "dsp", "--db", db, capsys=capsys)
+    assert code == 1 and Store(db).info()["tracks"] == 6
+
+
+def test_cli_json_shapes_and_exit_codes(folder, tmp_path, capsys):
+    db = tmp_path / "x.duckdb"
+    csv = folder / "meta.csv"
+    csv.write_text("path,genre,bpm,duration_s\na.wav,rock,120,1\nb.flac,jazz,90.5,2\nc.ogg,jazz,,3\n")
+    code, _ = run_cli("extract", folder, "--model", "dsp", "--db", db, "--metadata", csv, capsys=capsys)
+    assert code == 0
+    code, out = run_cli("info", "--db", db, "--json", capsys=capsys)
+    info = json.loads(out.out)
+    assert code == 0 and {k: info[k] for k in ("tracks", "segments", "embeddings", "failures", "missing_files")} == {
+        "tracks": 3, "segments": 4, "embeddings": {"dsp": 4}, "failures": 0, "missing_files": 0}
+    seg = Store(db).segments_frame()
+    assert seg["bpm"].dropna().tolist() == [120.0, 120.0, 90.5] and seg["genre"].tolist()[0] == "rock"
+    assert (seg["track_duration_s"] > 1.5).all()  # the CSV's duration_s did not overwrite the attribute
+    code, out = run_cli("models", "--json", capsys=capsys)
+    models = json.loads(out.out)
+    assert code == 0 and {"key": "dsp", "dim": 128, "available": True, "reason": ""}.items() <= models[0].items()
+    code, out = run_cli("project", "--model", "dsp", "--method", "pca", "--db", db, "--json", capsys=capsys)
+    proj = json.loads(out.out)
+    assert code == 0 and proj["n"] == 4 and proj["method"] == "pca" and 0 <= proj["trustworthiness"] <= 1
+    code, out = run_cli("export", "--model", "dsp", "--db", db, "--out", tmp_path / "d.parquet", capsys=capsys)
+    assert code == 0 and (tmp_path / "d.parquet").is_file()
+    # exit code 2 with a one-line reason: unknown model, grid mismatch, missing db, bad usage
+    for args in (["extract", folder, "--model", "nope", "--db", db],
+                 ["extract", folder, "--model", "dsp", "--db", db, "--segment", "5"],
+                 ["info", "--db", tmp_path / "missing.duckdb"],
+                 ["project", "--model", "nope", "--method", "pca", "--db", db],
+                 ["extract", folder]):
+        code, out = run_cli(*args, capsys=capsys)
+        assert code == 2, args
+        assert out.err.strip() and len(out.err.strip().splitlines()) <= 3, out.err
+
+
+def test_metadata_csv_typing(tmp_path):
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,n,x,label\na.wav,1,1.5,cat\nb.wav,2,,dog\nc.wav,3,2,7\n")
+    md = read_metadata_csv(csv, [tmp_path])
+    a, b, c = (md[str((tmp_path / n).resolve())] for n in ("a.wav", "b.wav", "c.wav"))
+    assert a == {"n": 1, "x": 1.5, "label": "cat"} and b == {"n": 2, "label": "dog"} and c["label"] == "7"

@@ -1,0 +1,150 @@
+"""Search on constructed vectors whose answers are known by brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.search import (
+    SearchError,
+    cosine_scores,
+    mean_embedding,
+    normalize,
+    rank_segments,
+    rank_tracks,
+    top_k,
+    zero_shot,
+)
+
+
+@pytest.fixture(scope="module")
+def stored():
+    rng = np.random.default_rng(1)
+    return normalize(rng.standard_normal((3000, 64)))
+
+
+def test_normalize_gives_unit_rows_and_keeps_zero_rows_zero():
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    unit = normalize(x)
+    assert unit.dtype == np.float32 and unit.flags.c_contiguous
+    np.testing.assert_allclose(unit, [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)
+    assert x[0, 0] == 3.0
+
+
+def test_normalize_in_place_saves_a_copy():
+    x = np.array([[3.0, 4.0]], dtype=np.float32)
+    assert normalize(x, copy=False) is x or np.shares_memory(normalize(x, copy=False), x)
+    np.testing.assert_allclose(x, [[0.6, 0.8]], atol=1e-7)
+
+
+def test_top_k_equals_brute_force_argsort(stored):
+    rng = np.random.default_rng(2)
+    queries = rng.standard_normal((5, 64))
+    idx, scores = top_k(stored, queries, k=7)
+    unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    brute = stored.astype(np.float64) @ unit_queries.T
+    for j in range(len(queries)):
+        expected = np.argsort(-brute[:, j], kind="stable")[:7]
+        np.testing.assert_array_equal(idx[j], expected)
+        np.testing.assert_allclose(scores[j], brute[expected, j], atol=1e-5)
+    single_idx, single_scores = top_k(stored, queries[0], k=7)
+    np.testing.assert_array_equal(single_idx, idx[0])
+    np.testing.assert_allclose(single_scores, scores[0], atol=1e-6)
+
+
+def test_ties_are_broken_by_lower_index():
+    stored = normalize(np.array([[1.0, 0.0]] * 5 + [[0.0, 1.0]]))
+    idx, _ = top_k(stored, np.array([1.0, 0.0]), k=3)
+    np.testing.assert_array_equal(idx, [0, 1, 2])
+
+
+def test_excluded_rows_are_never_returned(stored):
+    query = stored[10] * 5.0
+    exclude = np.zeros(len(stored), dtype=bool)
+    exclude[:100] = True
+    idx, scores = rank_segments(cosine_scores(stored, query), k=20, exclude=exclude)
+    assert len(idx) == 20 and idx.min() >= 100
+    assert np.all(np.diff(scores) <= 0)
+    own, _ = top_k(stored, query, k=1)
+    assert own[0] == 10
+
+
+def test_fewer_results_when_fewer_rows_are_left():
+    stored = normalize(np.eye(4))
+    idx, _ = top_k(stored, np.ones(4), k=10, exclude=np.array([True, False, True, False]))
+    np.testing.assert_array_equal(np.sort(idx), [1, 3])
+
+
+def test_track_ranking_uses_the_best_segment():
+    scores = np.array([0.9, 0.1, 0.1, 0.5, 0.6, 0.8, 0.95], dtype=np.float32)
+    tracks = np.array(["a", "a", "a", "b", "b", "c", "d"])
+    exclude = tracks == "d"
+    ids, track_scores, best = rank_tracks(scores, tracks, k=10, exclude=exclude)
+    np.testing.assert_array_equal(ids, ["a", "c", "b"])
+    np.testing.assert_allclose(track_scores, [0.9, 0.8, 0.6])
+    np.testing.assert_array_equal(best, [0, 5, 4])
+
+
+def test_track_ranking_equals_brute_force_max(stored):
+    rng = np.random.default_rng(3)
+    tracks = rng.integers(0, 400, len(stored))
+    scores = cosine_scores(stored, rng.standard_normal(64))
+    ids, track_scores, best = rank_tracks(scores, tracks, k=25)
+    maxima = {t: scores[tracks == t].max() for t in np.unique(tracks)}
+    expected = sorted(maxima, key=lambda t: -maxima[t])[:25]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_allclose(track_scores, [maxima[t] for t in expected])
+    np.testing.assert_array_equal(tracks[best], ids)
+    np.testing.assert_allclose(scores[best], track_scores)
+
+
+def test_dimension_mismatch_names_both_dimensions(stored):
+    with pytest.raises(SearchError, match="512 dimensions but the stored vectors have 64"):
+        top_k(stored, np.ones(512))
+
+
+@pytest.mark.parametrize(
+    ("matrix", "query", "message"),
+    [
+        (np.zeros((0, 4), np.float32), np.ones(4), "no stored vectors"),
+        (np.ones((3, 4), np.float32), np.ones(4), "not L2-normalised"),
+        (np.eye(4, dtype=np.float64), np.ones(4), "float32"),
+        (np.eye(4, dtype=np.float32), np.zeros(4), "all zeros"),
+        (np.eye(4, dtype=np.float32), np.array([1.0, np.nan, 0, 0]), "NaN"),
+    ],
+)
+def test_unusable_queries_raise_a_reason(matrix, query, message):
+    with pytest.raises(SearchError, match=message):
+        top_k(matrix, query)
+
+
+def test_everything_excluded_raises(stored):
+    with pytest.raises(SearchError, match="own track"):
+        rank_segments(np.zeros(3), exclude=np.ones(3, bool))
+
+
+def test_non_finite_stored_vector_raises():
+    with pytest.raises(SearchError, match="vector 1"):
+        normalize(np.array([[1.0, 0.0], [np.inf, 0.0]]))
+
+
+def test_mean_embedding_is_the_normalised_mean():
+    segments = np.array([[2.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(mean_embedding(segments), [2 / np.sqrt(5), 1 / np.sqrt(5)], rtol=1e-6)
+    with pytest.raises(SearchError):
+        mean_embedding(np.zeros((0, 2)))
+
+
+def test_zero_shot_best_label_and_clap_probability(stored):
+    labels = stored[:3] * 2.0
+    best, score = zero_shot(stored, labels)
+    cos = stored @ (labels / 2.0).T
+    np.testing.assert_array_equal(best, np.argmax(cos, axis=1))
+    np.testing.assert_allclose(score, cos.max(axis=1), atol=1e-6)
+    assert np.all(best[:3] == [0, 1, 2])
+    _, prob = zero_shot(stored, labels, logit_scale=100.0)
+    logits = 100.0 * cos
+    soft = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(prob, (soft / soft.sum(axis=1, keepdims=True)).max(axis=1), rtol=1e-5)
+    with pytest.raises(SearchError, match="dimensions"):
+        zero_shot(stored, np.ones((2, 8)))

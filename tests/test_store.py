@@ -1,0 +1,131 @@
+"""The DuckDB store: idempotent writes, provenance, grid, metadata namespace, locking, Parquet."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.exchange import export_parquet, import_parquet
+from core.store import DimensionMismatch, GridMismatch, Provenance, Store, TrackRecord
+
+
+def record(path, digest="h1", n=3, dim=4, seed=0, space="m"):
+    rng = np.random.default_rng(seed)
+    segs = np.stack([np.arange(n) * 3.0, np.arange(n) * 3.0 + 3.0], axis=1)
+    return TrackRecord(path, digest, n * 3.0, 22050, 1, "WAV/PCM_16", segs,
+                       {space: rng.normal(size=(n, dim)).astype(np.float32)}, {"label": "a"})
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "s.duckdb")
+    s.ensure_grid(3.0, 3.0)
+    s.prepare_space(Provenance("m", "m", 4, "1", "sha-a"))
+    return s
+
+
+def test_vectors_round_trip_and_track_level_is_normalised_mean(store):
+    store.write_tracks([record("/a.wav"), record("/b.wav", seed=1, n=2)])
+    ids, x = store.vectors("m")
+    assert x.shape == (5, 4) and ids.tolist() == sorted(ids.tolist())
+    tids, t = store.vectors("m", level="track")
+    assert t.shape == (2, 4)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    mean = unit[:3].mean(0)
+    assert np.allclose(t[0], mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_rewriting_a_changed_file_replaces_its_rows(store):
+    store.write_tracks([record("/a.wav", "h1", n=3)])
+    store.write_tracks([record("/a.wav", "h2", n=2, seed=5)])
+    info = store.info()
+    assert info["tracks"] == 1 and info["segments"] == 2 and info["embeddings"] == {"m": 2}
+    assert store.track_states()["/a.wav"][1] == "h2"
+
+
+def test_new_provenance_replaces_vectors_instead_of_mixing(store):
+    store.write_tracks([record("/a.wav")])
+    assert store.prepare_space(Provenance("m", "m", 4, "1", "sha-a")) is False
+    assert store.info()["embeddings"] == {"m": 3}
+    assert store.prepare_space(Provenance("m", "m", 4, "2", "sha-a")) is True
+    assert store.info()["embeddings"] == {"m": 0}
+    assert store.space("m")["adapter_version"] == "2"
+
+
+def test_grid_is_fixed_by_the_first_extraction(store):
+    store.ensure_grid(3.0, 3.0)
+    with pytest.raises(GridMismatch, match="new --db"):
+        store.ensure_grid(5.0, 2.5)
+
+
+def test_metadata_lives_in_its_own_namespace(store):
+    rec = record("/a.wav")
+    rec.metadata = {"duration_s": "fake", "path": "evil", "genre": "jazz", "bpm": 120}
+    store.write_tracks([rec])
+    seg = store.segments_frame()
+    assert seg["track_duration_s"].iloc[0] == 9.0 and seg["path"].iloc[0] == "/a.wav"
+    assert seg["meta_path"].iloc[0] == "evil" and seg["duration_s"].iloc[0] == "fake"
+    assert seg["genre"].iloc[0] == "jazz" and seg["bpm"].iloc[0] == 120
+    assert store.set_metadata({"/a.wav": {"genre": "blues"}}) == 1
+    assert store.segments_frame()["genre"].iloc[0] == "blues"
+
+
+def test_failures_count_the_latest_run_of_each_model(store):
+    r1 = store.start_run(["m"])
+    store.record_failures(r1, [("/x.wav", "m", "bad"), ("/y.wav", "m", "bad")])
+    assert store.info()["failures"] == 2
+    r2 = store.start_run(["m"])
+    store.record_failures(r2, [("/x.wav", "m", "still bad")])
+    assert store.info()["failures"] == 1
+    store.start_run(["m"])
+    assert store.info()["failures"] == 0
+
+
+def test_another_process_holding_the_file_is_waited_for(store):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, time, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(1.5); c.close()"
+    ), str(store.path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    t = time.perf_counter()
+    store.write_tracks([record("/a.wav")])
+    assert time.perf_counter() - t > 0.3  # it waited instead of crashing
+    holder.wait(timeout=10)
+    assert store.info()["embeddings"] == {"m": 3}
+
+
+def test_parquet_export_import_round_trip_and_dimension_guard(store, tmp_path):
+    store.write_tracks([record("/a.wav"), record("/b.wav", seed=1)])
+    out = tmp_path / "m.parquet"
+    assert export_parquet(store, "m", out) == 6
+    frame = pd.read_parquet(out)
+    assert {"path", "start_s", "end_s", "label", "track_duration_s", "vector"} <= set(frame.columns)
+    import pyarrow.parquet as pq
+
+    assert b"aeb:provenance" in pq.read_schema(out).metadata
+    # import under a new key: segments coincide, so vectors line up with the original
+    assert import_parquet(store, out, "copy") == 6
+    ids_m, xm = store.vectors("m")
+    ids_c, xc = store.vectors("copy")
+    assert ids_m.tolist() == ids_c.tolist() and np.allclose(xm, xc)
+    store.prepare_space(Provenance("wide", "wide", 8, "1", ""))
+    with pytest.raises(DimensionMismatch):
+        import_parquet(store, out, "wide")
+
+
+def test_imported_rows_for_unknown_paths_become_tracks(store, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vec = np.eye(3, dtype=np.float32)
+    table = pa.table({"path": ["/gone/a.wav"] * 3, "start_s": [0.0, 1.0, 2.0], "end_s": [1.0, 2.0, 3.0],
+                      "genre": ["x", "x", "x"],
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), 3)})
+    pq.write_table(table, tmp_path / "byo.parquet")
+    assert import_parquet(store, tmp_path / "byo.parquet", "byo") == 3
+    seg = store.segments_frame()
+    assert (seg["path"] == "/gone/a.wav").sum() == 3 and seg.loc[seg["path"] == "/gone/a.wav", "genre"].eq("x").all()
