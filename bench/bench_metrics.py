@@ -6,18 +6,23 @@ noise, ten segments per track (the group excluded from neighbours), and a
 both printed, because on a shared machine wall time also measures the
 neighbours' load; CPU time / cores is the wall time of an idle machine.
 
-    python -m bench.bench_metrics [--sizes 20000 100000] [--dims 512 200 128] [--full-knn]
+    python bench/bench_metrics.py [--sizes 20000 100000] [--dims 512 200 128] [--full-knn]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from core import compare
+import numpy as np  # noqa: E402
+
+from core import compare  # noqa: E402
 
 
 def synthetic(n: int, dims: list[int], n_labels: int = 20, seed: int = 0) -> tuple[dict, dict, np.ndarray, np.ndarray]:

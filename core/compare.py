@@ -262,7 +262,11 @@ def kmeans_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int = SEE
 
     k-means runs on L2-normalised vectors, so that its clusters follow the
     same cosine geometry as every other metric here; above
-    ``MINIBATCH_KMEANS_ABOVE`` items it is sklearn's MiniBatchKMeans.
+    ``MINIBATCH_KMEANS_ABOVE`` items it is sklearn's MiniBatchKMeans.  It runs
+    on one thread: sklearn's k-means++ spends most of its time waiting on
+    its own threads when the cores are shared (10× the CPU time measured on
+    a loaded two-core machine), and one thread takes under a second at
+    20,000 × 512.
 
     Parameters
     ----------
@@ -276,6 +280,7 @@ def kmeans_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int = SEE
     """
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    from threadpoolctl import threadpool_limits
 
     x = normalize(vectors)
     y = _codes(labels, len(x), "label")[0]
@@ -286,7 +291,8 @@ def kmeans_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int = SEE
         model = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
     else:
         model = KMeans(n_clusters=n_clusters, random_state=seed, n_init=3)
-    clusters = model.fit_predict(x)
+    with threadpool_limits(limits=1):
+        clusters = model.fit_predict(x)
     return {"nmi": float(normalized_mutual_info_score(y, clusters)), "ari": float(adjusted_rand_score(y, clusters))}
 
 

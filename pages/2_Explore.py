@@ -6,7 +6,7 @@ import streamlit as st
 
 import ui
 from core import explore as ex
-from core.cluster import HDBSCAN_MAX, ClusterError, cached_clusters, default_min_cluster_size
+from core.cluster import ClusterError, cached_clusters, default_min_cluster_size
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
@@ -148,56 +148,60 @@ with st.expander("Filter by metadata", expanded=False):
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def clusters(db: str, space: str, level: str, method: str, k: int, min_size: int | None, version: int) -> dict:
-    return cached_clusters(ui.Store(db), space, level, method, k=k, min_cluster_size=min_size)
+def derived_colour(db: str, version: tuple, level: str, keys: tuple, choice: str, space: str, k: int,
+                   min_size: int | None) -> tuple[str, pd.Series, str]:
+    """A colour computed from a space (top tag, clusters), aligned with the map's points; stored, then kept here."""
+    ids = linked(db, version, level, keys)["id"]
+    if choice.startswith("top tag"):
+        tag_ids, scores = ui.Store(db).vectors(space, level=level)
+        values = ex.top_tag(tag_ids, scores, ui.Store(db).space(space)["tag_names"])
+        return f"top tag ({space})", values.reindex(ids).reset_index(drop=True), ""
+    method = "kmeans" if choice.endswith("k-means") else "hdbscan"
+    found = cached_clusters(ui.Store(db), space, level, method, k=k, min_cluster_size=min_size)
+    labels = pd.Series(found["labels"], index=found["ids"]).map(lambda v: "noise" if v < 0 else f"cluster {v}")
+    return "cluster", labels.reindex(ids).reset_index(drop=True), f"Clusters: {found['description']}, model {space}."
 
 
-colour_title, colour_values = None, None
+colour_title, colour_values, colour_key = None, None, (colour_choice,)
 if colour_choice in ex.metadata_columns(segments):
     colour_title, colour_values = colour_choice, frame[colour_choice]
 elif colour_choice.startswith("top tag · "):
     space = colour_choice.removeprefix("top tag · ")
-    ids, scores = ui.vectors(DB, space, level, store.data_version(space))
-    colour_title = f"top tag ({space})"
-    colour_values = ex.top_tag(ids, scores, store.space(space)["tag_names"]).reindex(frame["id"]).reset_index(drop=True)
+    colour_title, colour_values, _ = derived_colour(DB, VERSION, level, keys, colour_choice, space, 0, None)
 elif colour_choice.startswith("clusters · "):
-    method = "kmeans" if colour_choice.endswith("k-means") else "hdbscan"
     k1, k2 = st.columns([2, 3])
     cluster_space = k1.selectbox("Cluster in the space of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]))
-    n_space = len(projections[[v["space"] for v in views].index(cluster_space)]["ids"]) \
-        if cluster_space in [v["space"] for v in views] else int(spaces.set_index("space").loc[cluster_space, "n"])
-    if method == "kmeans":
+    n_space = int(spaces.set_index("space").loc[cluster_space, "n"])
+    if colour_choice.endswith("k-means"):
         k, min_size = k2.slider("Clusters (k)", 2, 40, 8), None
     else:
         k, min_size = 0, k2.slider("Minimum cluster size", 2, 500, default_min_cluster_size(n_space))
     try:
-        with st.spinner("Clustering in the embedding space (once; stored)…"):
-            found = clusters(DB, cluster_space, level, method, k, min_size, store.data_version(cluster_space))
+        with st.spinner("Clustering in the embedding space (once; it is stored)…"):
+            colour_title, colour_values, description = derived_colour(DB, VERSION, level, keys, colour_choice,
+                                                                      cluster_space, k, min_size)
+        st.caption(description)
+        colour_key = (colour_choice, cluster_space, k, min_size)
     except ClusterError as exc:
-        st.warning(f"{exc} HDBSCAN runs on at most {HDBSCAN_MAX:,} points.")
-    else:
-        st.caption(f"Clusters: {found['description']}, model {cluster_space}.")
-        labels = pd.Series(found["labels"], index=found["ids"]).map(lambda v: "noise" if v < 0 else f"cluster {v}")
-        colour_title, colour_values = "cluster", labels.reindex(frame["id"]).reset_index(drop=True)
+        st.warning(f"{exc}")
 elif colour_choice.startswith("from Search · "):
     name = colour_choice.removeprefix("from Search · ")
     values = ex.to_level(pd.Series(extra[name]), segments, level)
     colour_title, colour_values = name, values.reindex(frame["id"]).reset_index(drop=True)
+    colour_key = (colour_choice, int(pd.util.hash_pandas_object(values).sum()))
 
 keep = ex.filter_mask(frame, None if filter_column == "(none)" else filter_column, filter_values, filter_range, name_filter)
-colour = ex.colour_column(colour_values) if colour_values is not None else None
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, cap: int, _keep, _colour):
     """The chart's rows, built once per (views, colour, filter, cap): a click reruns the page but reuses them."""
-    return ex.chart_data(frame, _keep, cap=cap, strata="colour", colour=_colour)
+    colour = ex.colour_column(_colour) if _colour is not None else None
+    return ex.chart_data(frame, _keep, cap=cap, strata="colour", colour=colour)
 
 
-colour_key = (colour_choice, colour_title, None if colour_values is None else pd.util.hash_pandas_object(
-    pd.Series(np.asarray(colour_values, dtype=object)), index=False).sum())
 filter_key = (filter_column, tuple(filter_values or ()), filter_range, name_filter)
-data, note = drawn(keys, VERSION, colour_key, filter_key, cap, keep, colour)
+data, note = drawn(keys, VERSION, colour_key, filter_key, cap, keep, colour_values)
 if data.empty:
     st.warning(f"No point passes the filters ({note}).")
     st.stop()

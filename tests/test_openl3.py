@@ -252,46 +252,7 @@ def test_segment_mean_and_window_statistics(reference, golden, adapters, input_r
     np.testing.assert_allclose(windows.mean(axis=0), mean, rtol=0, atol=1e-5 * scale)
 
 
-# --------------------------------------------------------------------------- segments
-
-
-@pytest.mark.reference
-def test_segments_pool_window_centres_and_fall_back_to_the_nearest(reference, adapters):
-    """[start, end) over openl3's timestamps; an empty segment takes the nearest window."""
-    adapter = adapters("mel128")
-    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1  # 1 s at 16 kHz
-    windows = adapter.window_embeddings(openl3.resample(audio, 16000), np.arange(6))  # centres 0 .. 0.5 s
-    segments = np.array([[0.0, 0.25], [0.25, 0.26], [0.3, 0.5], [5.0, 6.0]])
-    out = adapter.embed(audio, 16000, segments)["openl3-mel128-music-512"]
-    scale = np.abs(windows).max()
-    np.testing.assert_allclose(out[0], windows[:3].mean(axis=0), atol=1e-5 * scale)
-    np.testing.assert_allclose(out[1], windows[3], atol=1e-5 * scale)  # midpoint 0.255 s: nearest centre 0.3 s
-    np.testing.assert_allclose(out[2], windows[3:5].mean(axis=0), atol=1e-5 * scale)  # 0.5 s is excluded
-    np.testing.assert_allclose(out[3], windows[5], atol=1e-5 * scale)  # past the end: the last window
-    assert np.all(np.isfinite(out))
-    np.testing.assert_array_equal(out, adapter.embed(audio, 16000, segments)["openl3-mel128-music-512"])
-
-
-@pytest.mark.reference
-def test_faster_variant_frames_every_half_second(reference, weights_dir, monkeypatch):
-    monkeypatch.setenv(openl3.WEIGHTS_ENV, str(weights_dir))
-    adapter = openl3.load(entry("mel128", hop_s=0.5), "cpu")
-    audio = np.random.default_rng(1).standard_normal(22050).astype(np.float32) * 0.1  # 1 s at 22.05 kHz
-    audio48 = openl3.resample(audio, 22050)
-    assert openl3.window_count(len(audio48), 0.5) == 2
-    windows = adapter.window_embeddings(audio48, np.arange(2))
-    out = adapter.embed(audio, 22050, np.array([[0.0, 1.0]]))["openl3-mel128-music-512-hop0.5"]
-    np.testing.assert_allclose(out[0], windows.mean(axis=0), atol=1e-5 * np.abs(windows).max())
-
-
-# --------------------------------------------------------------------------- weights
-
-
-def test_adapter_records_provenance(reference, adapters):
-    adapter = adapters("mel128")
-    digest = hashlib.sha256(reference_weights(reference, "mel128").read_bytes()).hexdigest()
-    assert adapter.weights_sha256 == digest
-    assert isinstance(adapter.version, str) and adapter.tag_names == {}
+# --------------------------------------------------------------------------- weights built here
 
 
 def write_keras2(path, layers, as_bytes=True):
@@ -309,41 +270,34 @@ def write_keras2(path, layers, as_bytes=True):
                 group.create_dataset(weight_name, data=array)
 
 
-def test_loader_follows_layer_names_and_accepts_str_attributes(reference, tmp_path):
-    layers = openl3.read_weights(reference_weights(reference, "mel128"))
-    assert len(layers) == 16 and sum(len(arrays) for arrays in layers) == 48
-    assert sum(a.size for arrays in layers for a in arrays) == 4_689_860
-    rewritten = tmp_path / "renamed.h5"
-    write_keras2(rewritten, layers, as_bytes=False)
-    again = openl3.read_weights(rewritten)
-    assert all(np.array_equal(a, b) for x, y in zip(layers, again) for a, b in zip(x, y))
+def random_layers(seed: int = 0) -> list[list[np.ndarray]]:
+    """Arrays in the official shapes: He-scaled kernels, non-trivial biases and batch norms."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for kind, shapes in openl3._expected_layers():
+        if kind == "conv":
+            kernel_shape, bias_shape = shapes
+            fan_in = np.prod(kernel_shape[:3])
+            layers.append([rng.normal(0, np.sqrt(2 / fan_in), kernel_shape), rng.normal(0, 0.1, bias_shape)])
+        else:
+            (c,) = shapes[0]
+            layers.append([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)])
+    return [[a.astype(np.float32) for a in arrays] for arrays in layers]
 
 
-def test_wrong_shapes_are_refused_naming_the_file(reference, tmp_path):
-    layers = openl3.read_weights(reference_weights(reference, "linear"))
-    layers[3] = [layers[3][0][:, :, :, :32], layers[3][1][:32]]
-    bad = tmp_path / "openl3_audio_linear_music-v0_4_0.h5"
-    write_keras2(bad, layers)
-    with pytest.raises(ModelError, match="does not hold an OpenL3 audio network") as err:
-        openl3.read_weights(bad)
-    assert str(bad) in str(err.value)
-    write_keras2(bad, layers[:-1])
-    with pytest.raises(ModelError, match="found 15 layers"):
-        openl3.read_weights(bad)
+@pytest.fixture(scope="session")
+def synthetic_weights(tmp_path_factory):
+    """A weight folder for mel128/music in the official layout, independent of ../shared."""
+    folder = tmp_path_factory.mktemp("openl3-synthetic")
+    write_keras2(folder / openl3.weight_file_name("mel128", "music"), random_layers())
+    return folder
 
 
-def test_truncated_and_foreign_files_are_refused_naming_the_file(reference, tmp_path, monkeypatch):
-    truncated = tmp_path / openl3.weight_file_name("mel256", "music")
-    truncated.write_bytes(reference_weights(reference, "mel256").read_bytes()[:3_000_000])
-    monkeypatch.setenv(openl3.WEIGHTS_ENV, str(tmp_path))
-    with pytest.raises(ModelError) as err:
-        openl3.load(entry("mel256"), "cpu")
-    assert str(truncated) in str(err.value) and not isinstance(err.value, ModelUnavailable)
-    foreign = tmp_path / "foreign.h5"
-    with h5py.File(foreign, "w") as f:
-        f.create_dataset("x", data=np.zeros(3))
-    with pytest.raises(ModelError, match="no 'layer_names'"):
-        openl3.read_weights(foreign)
+@pytest.fixture(scope="session")
+def synthetic_adapter(synthetic_weights):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(openl3.WEIGHTS_ENV, str(synthetic_weights))
+        return openl3.load(entry("mel128"), "cpu")
 
 
 @pytest.fixture
@@ -353,8 +307,94 @@ def own_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_weights_are_found_in_documented_order(reference, tmp_path, monkeypatch, own_cache):
-    source = reference_weights(reference, "mel128")
+# --------------------------------------------------------------------------- segments
+
+
+def test_segments_pool_window_centres_and_fall_back_to_the_nearest(synthetic_adapter):
+    """[start, end) over openl3's timestamps; an empty segment takes the nearest window."""
+    adapter = synthetic_adapter
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1  # 1 s at 16 kHz
+    windows = adapter.window_embeddings(openl3.resample(audio, 16000), np.arange(6))  # centres 0 .. 0.5 s
+    segments = np.array([[0.0, 0.25], [0.25, 0.26], [0.3, 0.5], [5.0, 6.0]])
+    out = adapter.embed(audio, 16000, segments)["openl3-mel128-music-512"]
+    scale = np.abs(windows).max()
+    np.testing.assert_allclose(out[0], windows[:3].mean(axis=0), atol=1e-5 * scale)
+    np.testing.assert_allclose(out[1], windows[3], atol=1e-5 * scale)  # midpoint 0.255 s: nearest centre 0.3 s
+    np.testing.assert_allclose(out[2], windows[3:5].mean(axis=0), atol=1e-5 * scale)  # 0.5 s is excluded
+    np.testing.assert_allclose(out[3], windows[5], atol=1e-5 * scale)  # past the end: the last window
+    assert np.all(np.isfinite(out)) and len(np.unique(out[:3], axis=0)) == 3
+    np.testing.assert_array_equal(out, adapter.embed(audio, 16000, segments)["openl3-mel128-music-512"])
+
+
+def test_faster_variant_frames_every_half_second(synthetic_weights, monkeypatch):
+    monkeypatch.setenv(openl3.WEIGHTS_ENV, str(synthetic_weights))
+    adapter = openl3.load(entry("mel128", hop_s=0.5), "cpu")
+    audio = np.random.default_rng(1).standard_normal(22050).astype(np.float32) * 0.1  # 1 s at 22.05 kHz
+    audio48 = openl3.resample(audio, 22050)
+    assert openl3.window_count(len(audio48), 0.5) == 2
+    windows = adapter.window_embeddings(audio48, np.arange(2))
+    out = adapter.embed(audio, 22050, np.array([[0.0, 1.0]]))["openl3-mel128-music-512-hop0.5"]
+    np.testing.assert_allclose(out[0], windows.mean(axis=0), atol=1e-5 * np.abs(windows).max())
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def test_adapter_records_provenance(synthetic_weights, synthetic_adapter):
+    path = synthetic_weights / openl3.weight_file_name("mel128", "music")
+    assert synthetic_adapter.weights_path == path
+    assert synthetic_adapter.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert isinstance(synthetic_adapter.version, str) and synthetic_adapter.tag_names == {}
+
+
+@pytest.mark.reference
+def test_reference_files_have_the_official_layout(reference):
+    for input_repr in REPRS:
+        layers = openl3.read_weights(reference_weights(reference, input_repr))
+        assert len(layers) == 16 and sum(len(arrays) for arrays in layers) == 48
+        assert sum(a.size for arrays in layers for a in arrays) == 4_689_860
+
+
+def test_loader_follows_layer_names_and_accepts_str_attributes(synthetic_weights, tmp_path):
+    layers = openl3.read_weights(synthetic_weights / openl3.weight_file_name("mel128", "music"))
+    assert [[a.shape for a in arrays] for arrays in layers] == [shapes for _, shapes in openl3._expected_layers()]
+    rewritten = tmp_path / "renamed.h5"
+    write_keras2(rewritten, layers, as_bytes=False)
+    again = openl3.read_weights(rewritten)
+    assert all(np.array_equal(a, b) for x, y in zip(layers, again) for a, b in zip(x, y))
+
+
+def test_wrong_shapes_are_refused_naming_the_file(tmp_path):
+    layers = random_layers()
+    layers[3] = [layers[3][0][:, :, :, :32], layers[3][1][:32]]
+    bad = tmp_path / "openl3_audio_linear_music-v0_4_0.h5"
+    write_keras2(bad, layers)
+    with pytest.raises(ModelError, match="does not hold an OpenL3 audio network") as err:
+        openl3.read_weights(bad)
+    assert str(bad) in str(err.value)
+    write_keras2(bad, random_layers()[:-1])
+    with pytest.raises(ModelError, match="found 15 layers"):
+        openl3.read_weights(bad)
+
+
+def test_truncated_and_foreign_files_are_refused_naming_the_file(synthetic_weights, tmp_path, monkeypatch):
+    name = openl3.weight_file_name("mel128", "music")
+    truncated = tmp_path / name
+    truncated.write_bytes((synthetic_weights / name).read_bytes()[:3_000_000])
+    monkeypatch.setenv(openl3.WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(ModelError) as err:
+        openl3.load(entry("mel128"), "cpu")
+    assert str(truncated) in str(err.value) and not isinstance(err.value, ModelUnavailable)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(ModelError, match="no 'layer_names'") as err:
+        openl3.read_weights(foreign)
+    assert str(foreign) in str(err.value)
+
+
+def test_weights_are_found_in_documented_order(synthetic_weights, tmp_path, monkeypatch, own_cache):
+    source = synthetic_weights / openl3.weight_file_name("mel128", "music")
     monkeypatch.delenv(openl3.WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(openl3, "WEIGHTS_URL", "http://127.0.0.1:9/{name}.gz")
     assert openl3.local_weights("mel128", "music") is None
@@ -392,31 +432,31 @@ def test_offline_without_weights_says_so_in_one_sentence(monkeypatch, own_cache)
     assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
 
 
-def test_download_checks_the_gzip_and_records_its_digest(reference, tmp_path, monkeypatch, own_cache):
+def test_download_checks_the_gzip_and_records_its_digest(synthetic_weights, tmp_path, monkeypatch, own_cache):
     monkeypatch.delenv(openl3.WEIGHTS_ENV, raising=False)
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     monkeypatch.setattr(openl3, "WEIGHTS_URL", mirror.as_uri() + "/{name}.gz")
-    name = openl3.weight_file_name("linear", "env")
-    e = next(x for x in openl3.CATALOGUE if x.key == "openl3-linear-env-512")
+    name = openl3.weight_file_name("mel128", "env")
+    e = next(x for x in openl3.CATALOGUE if x.key == "openl3-mel128-env-6144")
 
     (mirror / f"{name}.gz").write_bytes(b"<html>rate limited</html>")
     assert openl3.availability(e)[0]
     with pytest.raises(ModelError, match="not a valid OpenL3 weight file"):
         openl3.load(e, "cpu")
 
-    source = reference_weights(reference, "linear")
+    source = synthetic_weights / openl3.weight_file_name("mel128", "music")
     with open(source, "rb") as src, gzip.open(mirror / f"{name}.gz", "wb", compresslevel=1) as out:
         shutil.copyfileobj(src, out)
     packed = (mirror / f"{name}.gz").read_bytes()
     (mirror / f"{name}.gz").write_bytes(packed[: len(packed) // 2])
     with pytest.raises(ModelError, match="not a valid OpenL3 weight file"):
         openl3.load(e, "cpu")
-    assert not list((openl3.cache_dir() / "openl3").glob("*part"))
+    assert not list((own_cache / "openl3").iterdir())
 
     (mirror / f"{name}.gz").write_bytes(packed)
     adapter = openl3.load(e, "cpu")
-    assert adapter.weights_path == openl3.cache_dir() / "openl3" / name
+    assert adapter.weights_path == own_cache / "openl3" / name
     assert adapter.weights_sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     (mirror / f"{name}.gz").unlink()
     assert openl3.load(e, "cpu").weights_path == adapter.weights_path

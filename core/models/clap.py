@@ -238,7 +238,7 @@ class ClapAdapter:
     def _compute_text_row(self, text: str) -> np.ndarray:
         import torch
 
-        inputs = self.processor(text=[text], return_tensors="pt")
+        inputs = self.processor(text=[text], truncation=True, return_tensors="pt")
         with torch.inference_mode():
             out = self.model.get_text_features(
                 input_ids=inputs["input_ids"].to(self.device),

@@ -96,16 +96,15 @@ def weight_files(folder: Path) -> list[Path]:
     return []
 
 
-def snapshot_folder(spec: str, required: tuple[str, ...] = ()) -> Path | None:
+def snapshot_folder(spec: str) -> Path | None:
     """The folder holding a checkpoint's files on this machine, or None when it is not here.
 
     Parameters
     ----------
     spec : str
         A local folder or a hub id such as ``"laion/clap-htsat-unfused"``.
-    required : tuple of str
-        Files besides ``config.json`` and the weights that must be present,
-        e.g. the processor's ``preprocessor_config.json``.
+        A cached hub checkpoint counts when its ``config.json`` and weight
+        files are there.
     """
     if is_local_folder(spec):
         return Path(spec).expanduser()
@@ -118,9 +117,7 @@ def snapshot_folder(spec: str, required: tuple[str, ...] = ()) -> Path | None:
     if not isinstance(config, str):
         return None
     folder = Path(config).parent
-    if not weight_files(folder) or not all((folder / name).is_file() for name in required):
-        return None
-    return folder
+    return folder if weight_files(folder) else None
 
 
 def read_config(spec: str) -> dict | None:
@@ -153,7 +150,7 @@ def unavailable_reason(key: str, spec: str) -> str:
     )
 
 
-def availability(key: str, spec: str, required: tuple[str, ...] = ()) -> tuple[bool, str]:
+def availability(key: str, spec: str) -> tuple[bool, str]:
     """Whether a checkpoint can be loaded, without loading or downloading anything.
 
     Returns
@@ -164,19 +161,18 @@ def availability(key: str, spec: str, required: tuple[str, ...] = ()) -> tuple[b
     """
     if is_local_folder(spec):
         folder = Path(spec).expanduser()
-        missing = [name for name in ("config.json", *required) if not (folder / name).is_file()]
-        if missing or not weight_files(folder):
-            what = ", ".join(missing) if missing else "no model.safetensors or pytorch_model.bin"
+        if not (folder / "config.json").is_file() or not weight_files(folder):
+            what = "no config.json" if not (folder / "config.json").is_file() else "no model.safetensors or pytorch_model.bin"
             return False, f"{key}: the folder {folder} is not a complete checkpoint ({what}); save it with save_pretrained."
         return True, ""
-    if snapshot_folder(spec, required) is not None:
+    if snapshot_folder(spec) is not None:
         return True, ""
     if hub_reachable():
         return True, f"{key}: the weights are downloaded from the Hugging Face hub ({spec}) on first use."
     return False, unavailable_reason(key, spec)
 
 
-def source(key: str, spec: str, required: tuple[str, ...] = ()) -> tuple[str, dict]:
+def source(key: str, spec: str) -> tuple[str, dict]:
     """What to pass to ``from_pretrained``: the name and the cache keywords.
 
     A cached checkpoint is read with ``local_files_only`` so that loading
@@ -190,14 +186,14 @@ def source(key: str, spec: str, required: tuple[str, ...] = ()) -> tuple[str, di
     if is_local_folder(spec):
         return str(Path(spec).expanduser()), {}
     kwargs = {"cache_dir": str(hub_cache_dir())}
-    if snapshot_folder(spec, required) is not None:
+    if snapshot_folder(spec) is not None:
         return spec, {**kwargs, "local_files_only": True}
     if not hub_reachable():
         raise ModelUnavailable(unavailable_reason(key, spec))
     return spec, kwargs
 
 
-def load_model(model_class, key: str, spec: str, required: tuple[str, ...] = (), **kwargs):
+def load_model(model_class, key: str, spec: str, **kwargs):
     """``model_class.from_pretrained`` that refuses incomplete or broken weight files.
 
     Returns
@@ -215,21 +211,21 @@ def load_model(model_class, key: str, spec: str, required: tuple[str, ...] = (),
         Naming the weight file when it is truncated, has wrong shapes, or
         lacks weights the architecture needs.
     """
-    name, hub_kwargs = source(key, spec, required)
+    name, hub_kwargs = source(key, spec)
     try:
         model, info = model_class.from_pretrained(name, output_loading_info=True, **hub_kwargs, **kwargs)
     except OSError as exc:
-        folder = snapshot_folder(spec, required)
+        folder = snapshot_folder(spec)
         if folder is None:
             raise ModelUnavailable(f"{key}: {spec} could not be fetched ({first_line(exc)}); "
                                    f"connect once or point HF_HOME at a cache that has it.") from None
         raise ModelError(f"{key}: {_describe(folder)} could not be read: {first_line(exc)}.") from None
     except Exception as exc:  # safetensors/torch raise their own types for torn files and wrong shapes
-        folder = snapshot_folder(spec, required)
+        folder = snapshot_folder(spec)
         where = _describe(folder) if folder is not None else spec
         raise ModelError(f"{key}: {where} does not fit the {model_class.__name__} its config describes: "
                          f"{first_line(exc)}.") from None
-    folder = snapshot_folder(spec, required)
+    folder = snapshot_folder(spec)
     if folder is None:  # present a moment ago; a concurrent cache clean-up
         raise ModelUnavailable(unavailable_reason(key, spec))
     missing = sorted(info.get("missing_keys") or ())
@@ -253,6 +249,11 @@ def load_processor(processor_class, key: str, spec: str):
         When the folder's processor files are missing or broken.
     """
     name, hub_kwargs = source(key, spec)
+    if hub_kwargs.get("local_files_only") and hub_reachable():
+        try:  # the cache may hold the model but not its processor files
+            return processor_class.from_pretrained(name, **hub_kwargs)
+        except OSError:
+            hub_kwargs = {**hub_kwargs, "local_files_only": False}
     try:
         return processor_class.from_pretrained(name, **hub_kwargs)
     except (OSError, ValueError, TypeError) as exc:

@@ -1,0 +1,58 @@
+"""Store ingest of 200,000 x 512 synthetic embeddings, read-back, and a top-10 cosine query over them.
+
+Usage: python bench/bench_store.py [N] [DIM]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.models.base import unit_rows  # noqa: E402
+from core.store import Provenance, Store, TrackRecord  # noqa: E402
+
+
+def main(n: int = 200_000, dim: int = 512) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    per_track = 100
+    segs = np.stack([np.arange(per_track) * 3.0, np.arange(per_track) * 3.0 + 3.0], axis=1)
+    records = [TrackRecord(f"/synthetic/{i:06d}.wav", str(i), per_track * 3.0, 22050, 1, "x", segs,
+                           {"bench": vectors[i * per_track : (i + 1) * per_track]}) for i in range(n // per_track)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.duckdb")
+        store.ensure_grid(3.0, 3.0)
+        store.prepare_space(Provenance("bench", "bench", dim, "1", ""))
+        t = time.perf_counter()
+        store.write_tracks(records)
+        rows.append(("ingest (one transaction)", time.perf_counter() - t))
+        t = time.perf_counter()
+        ids, x = store.vectors("bench")
+        rows.append(("read back to numpy", time.perf_counter() - t))
+        t = time.perf_counter()
+        xn = unit_rows(x)
+        rows.append(("normalise (once per data version)", time.perf_counter() - t))
+        q = unit_rows(rng.normal(size=(1, dim)))
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            scores = xn @ q[0]
+            top = np.argpartition(-scores, 10)[:10]
+            top = top[np.argsort(-scores[top])]
+            times.append(time.perf_counter() - t)
+        rows.append(("top-10 cosine query (median of 5)", float(np.median(times))))
+        assert len(ids) == n
+    print(f"| {n:,} x {dim} | seconds |\n|---|---|")
+    for name, sec in rows:
+        print(f"| {name} | {sec:.3f} |")
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:3]))
