@@ -53,8 +53,9 @@ WEIGHTS_VERSION = "v0_4_0"
 WEIGHTS_URL = "https://github.com/marl/openl3/raw/models/{name}.gz"
 WEIGHTS_ENV = "OPENL3_WEIGHTS_DIR"
 
-#: resampy 0.2.x ``kaiser_best``: 64 zero crossings, 2**9 table entries per
-#: crossing, Kaiser window and roll-off as listed in resampy 0.2.2's filters.py.
+#: resampy 0.2.x ``kaiser_best``: zero crossings, Kaiser beta and roll-off as
+#: documented in resampy 0.2.2's filters.py; 2**9 table entries per crossing,
+#: as in the ``kaiser_best.npz`` it shipped.
 _KAISER_BEST_02 = dict(num_zeros=64, precision=9, beta=14.769656459379492, rolloff=0.9475937167399596)
 
 #: STFT size and number of frames per 1 s window for each input representation.
@@ -243,29 +244,35 @@ def read_weights(path: str | Path) -> list[list[np.ndarray]]:
     import h5py
 
     path = Path(path)
+    names: list[str] = []
     layers: list[list[np.ndarray]] = []
     try:
         with h5py.File(path, "r") as f:
             if "layer_names" not in f.attrs:
                 raise ModelError(f"{path} is not a Keras weight file: it has no 'layer_names' attribute.")
             for layer in map(_text, f.attrs["layer_names"]):
-                names = [_text(w) for w in f[layer].attrs.get("weight_names", [])]
-                if names:
-                    layers.append([np.asarray(f[layer][name][()], dtype=np.float32) for name in names])
+                weight_names = [_text(w) for w in f[layer].attrs.get("weight_names", [])]
+                if weight_names:
+                    names.append(layer)
+                    layers.append([np.asarray(f[layer][w][()], dtype=np.float32) for w in weight_names])
     except ModelError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise ModelError(f"{path} cannot be read as an OpenL3 weight file ({exc}); delete it and fetch it again.") from None
 
-    expected = _expected_layers()
-    found = [[a.shape for a in arrays] for arrays in layers]
-    if found != [shapes for _, shapes in expected]:
-        n_arrays = sum(len(s) for s in found)
+    expected = [shapes for _, shapes in _expected_layers()]
+    if len(layers) != len(expected):
         raise ModelError(
-            f"{path} does not hold an OpenL3 audio network: expected 16 weighted layers (48 arrays, "
-            f"batch norm then 3x3 convolutions 64-64-128-128-256-256-512-512), found {len(found)} layers "
-            f"({n_arrays} arrays) with shapes {found}."
+            f"{path} does not hold an OpenL3 audio network: it has {len(layers)} weighted layers "
+            f"({sum(map(len, layers))} arrays), expected {len(expected)} (48 arrays)."
         )
+    for name, arrays, shapes in zip(names, layers, expected):
+        found = [a.shape for a in arrays]
+        if found != shapes:
+            raise ModelError(
+                f"{path} does not hold an OpenL3 audio network: layer {name!r} has arrays of shapes {found}, "
+                f"expected {shapes}."
+            )
     return layers
 
 
