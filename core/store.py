@@ -57,7 +57,6 @@ class DimensionMismatch(StoreError):
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE SEQUENCE IF NOT EXISTS track_ids START 1;
 CREATE SEQUENCE IF NOT EXISTS run_ids START 1;
 CREATE SEQUENCE IF NOT EXISTS space_ids START 1;
 CREATE TABLE IF NOT EXISTS tracks (
@@ -314,47 +313,60 @@ class Store:
             return
         with self.transaction() as con:
             tables = dict(con.execute("SELECT space, table_name FROM spaces").fetchall())
-            for rec in records:
-                if rec.track_id is None:
-                    self._delete_tracks(con, [rec.path])
-                    track_id = _one(con.execute("SELECT nextval('track_ids')"))[0]
-                    con.execute(
-                        "INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [track_id, rec.path, rec.content_hash, rec.duration_s, rec.sample_rate, rec.channels,
-                         rec.format, json.dumps(rec.metadata) if rec.metadata else None, _now()],
-                    )
-                    n = len(rec.segments)
-                    first = _one(con.execute("SELECT COALESCE(max(segment_id), 0) + 1 FROM segments"))[0]
-                    seg_ids = np.arange(first, first + n, dtype=np.int64)
-                    seg_df = pd.DataFrame({
-                        "segment_id": seg_ids, "track_id": np.full(n, track_id, dtype=np.int64),
-                        "idx": np.arange(n, dtype=np.int32), "start_s": rec.segments[:, 0],
-                        "end_s": rec.segments[:, 1], "on_grid": np.ones(n, dtype=bool),
-                    })
-                    con.register("seg_df", seg_df)
-                    con.execute("INSERT INTO segments SELECT * FROM seg_df")
-                    con.unregister("seg_df")
-                else:
-                    track_id = rec.track_id
-                    seg_ids = np.array(
-                        [r[0] for r in con.execute(
-                            "SELECT segment_id FROM segments WHERE track_id = ? AND on_grid ORDER BY idx", [track_id]
-                        ).fetchall()], dtype=np.int64)
-                for space, vectors in rec.vectors.items():
-                    table = tables[space]
-                    con.execute(
-                        f"DELETE FROM {table} WHERE segment_id IN (SELECT segment_id FROM segments WHERE track_id = ?)",
-                        [track_id],
-                    )
-                    _insert_vectors(con, table, seg_ids, vectors)
-                    con.execute("DELETE FROM failures WHERE path = ? AND model = ?", [rec.path, space])
+            new = [r for r in records if r.track_id is None]
+            self._delete_tracks(con, [r.path for r in new])
+            first_track = _one(con.execute("SELECT COALESCE(max(track_id), 0) + 1 FROM tracks"))[0]
+            first_segment = _one(con.execute("SELECT COALESCE(max(segment_id), 0) + 1 FROM segments"))[0]
+            track_ids = {id(r): first_track + i for i, r in enumerate(new)}
+            counts = np.array([len(r.segments) for r in new], dtype=np.int64)
+            starts = first_segment + np.concatenate([[0], np.cumsum(counts)[:-1]]) if new else []
+            seg_ids = {id(r): np.arange(s, s + c, dtype=np.int64) for r, s, c in zip(new, starts, counts)}
+            if new:
+                now = _now()
+                con.register("new_tracks", pd.DataFrame({
+                    "track_id": [track_ids[id(r)] for r in new], "path": [r.path for r in new],
+                    "content_hash": [r.content_hash for r in new], "duration_s": [r.duration_s for r in new],
+                    "sample_rate": [r.sample_rate for r in new], "channels": [r.channels for r in new],
+                    "format": [r.format for r in new],
+                    "metadata": [json.dumps(r.metadata) if r.metadata else None for r in new],
+                    "added_at": [now] * len(new)}))
+                con.execute("INSERT INTO tracks SELECT track_id, path, content_hash, duration_s, sample_rate, channels, "
+                            "format, metadata::JSON, added_at FROM new_tracks")
+                con.register("new_segments", pd.DataFrame({
+                    "segment_id": np.concatenate([seg_ids[id(r)] for r in new]),
+                    "track_id": np.repeat([track_ids[id(r)] for r in new], counts),
+                    "idx": np.concatenate([np.arange(c, dtype=np.int32) for c in counts]),
+                    "start_s": np.concatenate([r.segments[:, 0] for r in new]),
+                    "end_s": np.concatenate([r.segments[:, 1] for r in new]),
+                    "on_grid": np.ones(int(counts.sum()), dtype=bool)}))
+                con.execute("INSERT INTO segments SELECT * FROM new_segments")
+            old = [r for r in records if r.track_id is not None]
+            if old:
+                rows = con.execute(
+                    "SELECT track_id, segment_id FROM segments WHERE on_grid AND track_id IN (SELECT unnest(?)) "
+                    "ORDER BY track_id, idx", [[r.track_id for r in old]]).fetchnumpy()
+                by_track = pd.Series(rows["segment_id"]).groupby(rows["track_id"])
+                for r in old:
+                    seg_ids[id(r)] = by_track.get_group(r.track_id).to_numpy(np.int64)
+            for space in sorted({s for r in records for s in r.vectors}):
+                holders = [r for r in records if space in r.vectors]
+                ids = np.concatenate([seg_ids[id(r)] for r in holders])
+                if old:
+                    con.execute(f"DELETE FROM {tables[space]} WHERE segment_id IN (SELECT unnest(?))",
+                                [ids[np.isin(ids, np.concatenate([seg_ids[id(r)] for r in old]))]])
+                _insert_vectors(con, tables[space], ids, np.concatenate([r.vectors[space] for r in holders]))
+            done = pd.DataFrame([(r.path, s) for r in records for s in r.vectors], columns=["path", "model"])
+            con.register("done_pairs", done)
+            con.execute("DELETE FROM failures WHERE (path, model) IN (SELECT (path, model) FROM done_pairs)")
             con.execute(
                 "UPDATE spaces SET data_version = data_version + 1 WHERE space IN (SELECT unnest(?))",
-                [sorted({s for r in records for s in r.vectors})],
+                [sorted(set(done["model"]))],
             )
 
     @staticmethod
     def _delete_tracks(con, paths: list[str]) -> None:
+        if not paths:
+            return
         ids = [r[0] for r in con.execute("SELECT track_id FROM tracks WHERE path IN (SELECT unnest(?))", [paths]).fetchall()]
         if not ids:
             return
@@ -585,7 +597,7 @@ class Store:
             meta_cols = [c for c in frame.columns if c not in ("path", "start_s", "end_s", "vector")]
             for path, group in frame.groupby("path", sort=False):
                 if path not in known:
-                    track_id = _one(con.execute("SELECT nextval('track_ids')"))[0]
+                    track_id = _one(con.execute("SELECT COALESCE(max(track_id), 0) + 1 FROM tracks"))[0]
                     meta = group.iloc[0][meta_cols].dropna().to_dict() if meta_cols else {}
                     con.execute(
                         "INSERT INTO tracks VALUES (?, ?, NULL, ?, NULL, NULL, 'imported', ?, ?)",
