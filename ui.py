@@ -73,3 +73,9 @@ def player(path: str, start_s: float, end_s: float | None, label: str | None = N
 
 def model_error(exc: ModelError) -> None:
     st.error(str(exc))
+
+
+@st.cache_resource(show_spinner=False)
+def opened_store(db: str) -> Store:
+    """One Store per file for the server's life: opening one runs the schema statements, which a click should not pay."""
+    return Store(db)

@@ -107,6 +107,7 @@ def main() -> None:
     print(f"build: {time.perf_counter() - t0:.2f} s (device {args.device}, {args.threads} threads, "
           f"batch {adapter.batch_size})")
     print("bare 10 s windows:", bare_model(adapter, 2 * adapter.batch_size))
+    adapter.embed(np.zeros(44100 * 3, dtype=np.float32), 44100, np.array([[0.0, 3.0]]))  # warm-up: resampler, allocator
     rows = [bench_set(adapter, name, args.limit, args.max_seconds) for name in SETS]
     print("cpu_x: the same from CPU time over the threads (what an otherwise idle machine would give)")
     print("embed_x: seconds of audio per second through the adapter (3 s grid, each segment padded to 10 s)")

@@ -30,7 +30,9 @@ TRUSTWORTHINESS_MAX_POINTS = 5_000
 #: Above this many items k-means uses sklearn's MiniBatchKMeans.
 MINIBATCH_KMEANS_ABOVE = 10_000
 
-#: Similarity values held at once by :func:`knn` (64 MB of float32).
+#: Similarity values held at once by :func:`knn` (64 MB of float32).  Computing
+#: each block once for its rows and its columns (similarity is symmetric) was
+#: measured slower: transposing a block costs more than the product it saves.
 _BLOCK_VALUES = 1 << 24
 
 SEED = 0
@@ -55,7 +57,7 @@ EXPLANATIONS = {
                     "1 − this is how much the models disagree about what sounds alike.",
 }
 
-#: What :func:`metrics_table` reports about group exclusion, for the UI.
+#: For the UI, beside the metrics when a group column is excluded.
 GROUP_NOTE = ("Neighbours from the query's own group are excluded: slices of one recording look alike, "
               "and log-mel 1-NN accuracy on UrbanSound8K falls from 0.91 to 0.31 once they are.")
 
@@ -65,7 +67,7 @@ class CompareError(ValueError):
 
 
 def _codes(values: np.ndarray, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes and distinct values of a label or group column, refusing missing values rather than making them a class."""
+    """Integer codes and distinct values of a column; missing values are refused rather than made a class."""
     v = np.asarray(values)
     if v.shape != (n,):
         raise CompareError(f"The {what} column has {v.size} values for {n} items.")
@@ -84,12 +86,18 @@ def _nested(fine: np.ndarray, coarse: np.ndarray) -> bool:
     return len(np.unique(fine * (coarse.max() + 1) + coarse)) == fine.max() + 1
 
 
-def _group_codes(groups, n: int) -> list[np.ndarray]:
-    """Code arrays of the group columns, without any that another one already excludes."""
+def _group_columns(groups) -> list:
+    """One group column or several, as a list."""
     if groups is None:
         return []
-    columns = [groups] if np.ndim(groups) == 1 else list(groups)
-    kept = [_codes(g, n, "group")[0] for g in columns]
+    return [groups] if np.ndim(groups) == 1 else list(groups)
+
+
+def _group_codes(groups, n: int) -> list[np.ndarray]:
+    """Code arrays of the group columns, without any that another one already excludes."""
+    if n == 0:
+        return []
+    kept = [_codes(g, n, "group")[0] for g in _group_columns(groups)]
     for fine in list(kept):
         if any(other is not fine and _nested(fine, other) for other in kept):
             kept = [c for c in kept if c is not fine]
@@ -115,8 +123,9 @@ def knn(
     Returns
     -------
     indices : np.ndarray [shape=(n, k), dtype=int64]
-        Nearest first; ties broken by lower index.  ``-1`` where fewer than
-        ``k`` items are left after exclusion.
+        Nearest first, equal similarities in index order (which of several
+        items tied at the k-th place is kept is arbitrary but reproducible).
+        ``-1`` where fewer than ``k`` items are left after exclusion.
     similarities : np.ndarray [shape=(n, k), dtype=float32]
         Cosine similarity; ``-inf`` where the index is ``-1``.
     """
@@ -265,8 +274,8 @@ def kmeans_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int = SEE
     ``MINIBATCH_KMEANS_ABOVE`` items it is sklearn's MiniBatchKMeans.  It runs
     on one thread: sklearn's k-means++ spends most of its time waiting on
     its own threads when the cores are shared (10× the CPU time measured on
-    a loaded two-core machine), and one thread takes under a second at
-    20,000 × 512.
+    a loaded two-core machine), and one thread takes about a second at
+    20,000 × 512 with 50 labels.
 
     Parameters
     ----------
@@ -288,7 +297,7 @@ def kmeans_agreement(vectors: np.ndarray, labels: np.ndarray, *, seed: int = SEE
     if n_clusters < 2 or n_clusters > len(x):
         return {"nmi": float("nan"), "ari": float("nan")}
     if len(x) > MINIBATCH_KMEANS_ABOVE:
-        model = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
+        model = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=3)
     else:
         model = KMeans(n_clusters=n_clusters, random_state=seed, n_init=3)
     with threadpool_limits(limits=1):
@@ -342,16 +351,21 @@ def cka(a: np.ndarray, b: np.ndarray, *, debiased: bool = True) -> float:
     if len(x) < 4:
         raise CompareError(f"CKA needs at least 4 items, got {len(x)}.")
     if debiased:
-        xy = np.sum((x.T @ y) ** 2)
-        xx = np.sum((x.T @ x) ** 2)
-        yy = np.sum((y.T @ y) ** 2)
-        hxy, hxx, hyy = _hsic(x, y, xy), _hsic(x, x, xx), _hsic(y, y, yy)
-    else:
-        x = x - x.mean(axis=0)
-        y = y - y.mean(axis=0)
-        hxy, hxx, hyy = np.sum((x.T @ y) ** 2), np.sum((x.T @ x) ** 2), np.sum((y.T @ y) ** 2)
+        return _debiased_cka(x, y, _self_hsic(x), _self_hsic(y))
+    x = x - x.mean(axis=0)
+    y = y - y.mean(axis=0)
+    denom = np.sqrt(np.sum((x.T @ x) ** 2) * np.sum((y.T @ y) ** 2))
+    return float(np.sum((x.T @ y) ** 2) / denom) if denom > 0 else float("nan")
+
+
+def _self_hsic(x: np.ndarray) -> float:
+    """HSIC of a float64 space with itself, computed once per space when a table compares many pairs."""
+    return _hsic(x, x, np.sum((x.T @ x) ** 2))
+
+
+def _debiased_cka(x: np.ndarray, y: np.ndarray, hxx: float, hyy: float) -> float:
     denom = np.sqrt(hxx * hyy)
-    return float(hxy / denom) if denom > 0 else float("nan")
+    return float(_hsic(x, y, np.sum((x.T @ y) ** 2)) / denom) if denom > 0 else float("nan")
 
 
 def jaccard(indices_a: np.ndarray, indices_b: np.ndarray) -> np.ndarray:
@@ -542,20 +556,18 @@ def metrics_table(
     if n < 4:
         raise CompareError(f"Metrics need at least 4 items, got {n}.")
     rows = _sample(n, max_points, seed)
-    columns = [] if groups is None else [groups] if np.ndim(groups) == 1 else list(groups)
-    group_rows = [np.asarray(g)[rows] for g in columns] or None
+    group_rows = [np.asarray(g)[rows] for g in _group_columns(groups)] or None
     label_rows = None if labels is None else np.asarray(labels)[rows]
-    ks = sorted({1, k})
 
     table: dict = {}
     neighbours: dict[str, np.ndarray] = {}
     for name in names:
         x = np.asarray(spaces[name])[rows]
-        idx, _ = knn(x, k=max(ks), groups=group_rows)
-        neighbours[name] = idx[:, :k]
-        row: dict = {"hubness": hubness(idx[:, :k])}
+        idx, _ = knn(x, k=k, groups=group_rows)
+        neighbours[name] = idx
+        row: dict = {"hubness": hubness(idx)}
         if label_rows is not None:
-            for kv in ks:
+            for kv in sorted({1, k}):
                 scores = knn_classification(idx, label_rows, k=kv)
                 row[f"knn_acc_k{kv}"] = scores["accuracy"]
                 if kv == k:
@@ -566,9 +578,11 @@ def metrics_table(
             row["trustworthiness"] = trustworthiness(spaces[name], maps[name], k=k, seed=seed)
         table[name] = row
 
+    wide = {name: np.asarray(spaces[name])[rows].astype(np.float64) for name in names}
+    self_hsic = {name: _self_hsic(x) for name, x in wide.items()}
     table["pairs"] = {
         f"{a}|{b}": {
-            "cka": cka(np.asarray(spaces[a])[rows], np.asarray(spaces[b])[rows]),
+            "cka": _debiased_cka(wide[a], wide[b], self_hsic[a], self_hsic[b]),
             "jaccard_at_k": float(jaccard(neighbours[a], neighbours[b]).mean()),
         }
         for a, b in itertools.combinations(names, 2)

@@ -36,6 +36,9 @@ DISPLAY_CAP = 30_000
 #: ``{name: pd.Series indexed by segment_id}`` (numbers or labels).
 EXTRA_COLOURS_KEY = "explore_extra_colours"
 
+# Sharing one pick/track selection between the views is the point of linking them, not a slip.
+warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter", category=UserWarning)
+
 #: Selections the chart reports: the clicked points and one box per view.
 PICK = "pick"
 TRACK = "track"
@@ -296,23 +299,41 @@ def space_parquet_bytes(store, space: str) -> bytes:
 # ---------------------------------------------------------------------- chart
 
 
-def linked_chart(data: pd.DataFrame, titles: list[str], colour_title: str | None = None,
-                 drag: str = "select", trajectory: bool = False, width: int = 520, height: int = 500) -> alt.HConcatChart:
-    """One chart with a view per projection; a selection in any view highlights the same points in all.
+def colour_scale(values) -> list[str] | str | None:
+    """What the chart's colour encoding needs to know: ``"numeric"``, the categories in legend order, or None."""
+    if values is None:
+        return None
+    if _is_numeric(values):
+        return "numeric"
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        return [str(c) for c in values.cat.categories] if hasattr(values, "cat") else [str(c) for c in values.categories]
+    return sorted(pd.Series(values).astype(str).unique())
+
+
+def linked_spec(n_points: int, titles: list[str], colour: list[str] | str | None = None, colour_title: str | None = None,
+                drag: str = "select", trajectory: bool = False, width: int = 520, height: int = 500) -> dict:
+    """A Vega-Lite spec with a view per projection; a selection in any view highlights the same points in all.
+
+    The spec holds no data: the page passes :func:`chart_data`'s rows (``id,
+    track_id, idx, x0, y0[, x1, y1], name, start_s[, colour]``) beside it, and
+    every view reads that one table.  It is built once per layout and
+    reused, because Altair validates compound charts on every build (about
+    1.5 s here), which a click must not pay.
 
     Parameters
     ----------
-    data : pd.DataFrame
-        From :func:`chart_data`: ``id, track_id, idx, x0, y0[, x1, y1], name, start_s[, colour]``.
+    n_points : int
+        Drawn points; sets the mark size.
     titles : list of str
         One per view; the number of views is ``len(titles)``.
+    colour : "numeric", list of str, or None
+        From :func:`colour_scale`.
     drag : {"select", "zoom"}
         Whether dragging draws a selection box or pans (the wheel then zooms).
     trajectory : bool
         Join the segments of the clicked track in time order.
     """
-    n = len(data)
-    size = 60 if n < 2_000 else 20 if n < 20_000 else 8
+    size = 60 if n_points < 2_000 else 20 if n_points < 20_000 else 8
     pick = alt.selection_point(name=PICK, fields=["id"], on="click", clear="dblclick")
     track = alt.selection_point(name=TRACK, fields=["track_id"], on="click", clear="dblclick", empty=False)
     brushes = [alt.selection_interval(name=brush_name(i), encodings=["x", "y"]) if drag == "select"
@@ -320,44 +341,40 @@ def linked_chart(data: pd.DataFrame, titles: list[str], colour_title: str | None
     stores = [PICK] + ([brush_name(i) for i in range(len(titles))] if drag == "select" else [])
     chosen = {"or": [{"param": s, "empty": False} for s in stores]}
     anything = " || ".join(f"length(data('{s}_store'))" for s in stores)
-    colour = _colour_encoding(data, colour_title)
+    colour_enc = _colour_encoding(colour, colour_title)
     views = []
     for i, title in enumerate(titles):
-        x = alt.X(f"x{i}:Q", axis=None, scale=alt.Scale(zero=False), title=title)
+        x = alt.X(f"x{i}:Q", axis=None, scale=alt.Scale(zero=False))
         y = alt.Y(f"y{i}:Q", axis=None, scale=alt.Scale(zero=False))
         tooltip = ["name:N", alt.Tooltip("start_s:Q", format=".1f", title="start (s)"), "id:Q"]
-        if colour is not None:
-            tooltip.append(alt.Tooltip("colour", title=colour_title, type=colour.to_dict()["type"]))
+        if colour_enc is not None:
+            tooltip.append(alt.Tooltip("colour", title=colour_title, type="quantitative" if colour == "numeric" else "nominal"))
         points = alt.Chart().mark_circle(size=size).encode(
             x=x, y=y, tooltip=tooltip, description=alt.Description("id:N"),
             opacity=alt.OpacityValue(0.75, condition=[{"test": chosen, "value": 1.0}, {"test": anything, "value": 0.12}]),
             size=alt.SizeValue(size, condition=[{"test": chosen, "value": max(4 * size, 90)}]),
             stroke=alt.StrokeValue("transparent", condition=[{"test": chosen, "value": "#111111"}]),
             strokeWidth=alt.StrokeWidthValue(0, condition=[{"test": chosen, "value": 1.5}]),
-            **({"color": colour} if colour is not None else {}),
+            **({"color": colour_enc} if colour_enc is not None else {}),
         ).add_params(pick, track, brushes[i])
         layers = [points]
         if trajectory:
-            line = alt.Chart().mark_line(color="#111111", strokeWidth=1.2, point=False).encode(
+            line = alt.Chart().mark_line(color="#111111", strokeWidth=1.2).encode(
                 x=x, y=y, detail="track_id:N", order="idx:Q").transform_filter(track)
             layers.insert(0, line)
-        views.append(alt.layer(*layers, data=data).properties(width=width, height=height, title=title))
-    with warnings.catch_warnings():  # the shared pick/track params are deduplicated on purpose
-        warnings.simplefilter("ignore", UserWarning)
-        chart = alt.hconcat(*views, spacing=24).configure_view(strokeWidth=0).configure_title(fontSize=13, anchor="start")
-        chart = chart.properties(autosize={"type": "pad", "contains": "padding"})
-        chart.to_dict()  # resolve the deduplication inside the filter
-    return chart
+        views.append(alt.layer(*layers).properties(width=width, height=height, title=title))
+    chart = alt.hconcat(*views, spacing=24).configure_view(strokeWidth=0).configure_title(fontSize=13, anchor="start")
+    spec = chart.properties(autosize={"type": "pad", "contains": "padding"}).to_dict()
+    spec.pop("datasets", None)
+    return spec
 
 
-def _colour_encoding(data: pd.DataFrame, title: str | None):
-    if title is None or "colour" not in data:
+def _colour_encoding(colour, title: str | None):
+    if colour is None:
         return None
-    if _is_numeric(data["colour"]):
+    if colour == "numeric":
         return alt.Color("colour:Q", title=title, scale=alt.Scale(scheme="viridis"))
-    categories = list(data["colour"].cat.categories) if isinstance(data["colour"].dtype, pd.CategoricalDtype) \
-        else sorted(data["colour"].astype(str).unique())
-    scheme = "tableau10" if len(categories) <= 10 else "tableau20"
-    return alt.Color("colour:N", title=title, sort=categories, scale=alt.Scale(scheme=scheme),
-                     legend=alt.Legend(columns=1 if len(categories) <= 12 else 2, symbolLimit=MAX_CATEGORIES + 1,
+    scheme = "tableau10" if len(colour) <= 10 else "tableau20"
+    return alt.Color("colour:N", title=title, sort=list(colour), scale=alt.Scale(scheme=scheme),
+                     legend=alt.Legend(columns=1 if len(colour) <= 12 else 2, symbolLimit=MAX_CATEGORIES + 1,
                                        labelLimit=140))

@@ -84,7 +84,9 @@ def project(x: np.ndarray, method: str, params: dict | None = None, seed: int = 
 
         perplexity = float(min(params["perplexity"], max(2.0, (n - 1) / 3.0)))
         info["params"] = {**params, "perplexity": perplexity}
+        # Barnes-Hut below 10k points: FFT interpolation has a fixed cost per iteration that dominates there.
         xy = np.asarray(TSNE(perplexity=perplexity, metric="cosine", n_jobs=-1, random_state=seed,
+                             negative_gradient_method="bh" if n < 10_000 else "fft",
                              initialization="pca" if n > 50 else "random").fit(x))
     else:
         import umap

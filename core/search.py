@@ -1,7 +1,7 @@
 """Cosine top-k over stored vectors: text → audio, audio → audio, segment → track.
 
 Search is one exact matrix product of the query with every stored vector,
-followed by ``np.argpartition``.  Exact search needs no index to build, keep
+followed by a partial sort (``np.partition``, O(n)).  Exact search needs no index to build, keep
 in sync or tune, and at the sizes of a personal collection it is fast enough:
 a single query reads each stored float once, so its cost is the time to
 stream the matrix from memory (about 0.1 s for 1,000,000 × 512 float32 on
@@ -28,8 +28,8 @@ EXACT_SEARCH_MAX_VALUES = 1_000_000 * 512
 #: temporary of the matrix's size.
 _NORMALIZE_BLOCK = 1 << 16
 
-#: Score values held at once when many queries are scored together (256 MB).
-_SCORE_BLOCK_VALUES = 1 << 26
+#: Score values held at once when many queries or labels are scored together (64 MB).
+_SCORE_BLOCK_VALUES = 1 << 24
 
 #: Relative tolerance of the check that stored rows are unit vectors.
 _NORM_TOLERANCE = 1e-3
@@ -68,13 +68,13 @@ def normalize(vectors: np.ndarray, *, copy: bool = True) -> np.ndarray:
         unit = unit.copy()
     for start in range(0, len(unit), _NORMALIZE_BLOCK):
         block = unit[start:start + _NORMALIZE_BLOCK]
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
         bad = ~np.isfinite(norms)
         if bad.any():
             row = start + int(np.flatnonzero(bad)[0])
             raise SearchError(f"Stored vector {row} contains NaN or infinity; re-extract that segment.")
         norms[norms == 0] = 1.0
-        block /= norms.astype(np.float32)[:, None]
+        block /= norms[:, None]
     return unit
 
 
@@ -138,24 +138,22 @@ def cosine_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """
     m = _check_matrix(matrix)
     q = _check_queries(queries, m.shape[1])
-    if q.ndim == 1:
-        return m @ q
-    out = np.empty((len(q), len(m)), dtype=np.float32)
-    step = max(1, _SCORE_BLOCK_VALUES // len(m))
-    for start in range(0, len(q), step):
-        np.matmul(q[start:start + step], m.T, out=out[start:start + step])
-    return out
+    return m @ q if q.ndim == 1 else q @ m.T
 
 
-def _exclusion(exclude: np.ndarray | None, n: int) -> np.ndarray | None:
+def _masked(scores: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Scores with excluded rows at -inf, and how many rows are left, refusing a search with nothing left."""
+    s = np.asarray(scores, dtype=np.float32)
+    if k < 1:
+        raise SearchError(f"k must be at least 1, not {k}.")
     if exclude is None:
-        return None
+        return s, len(s)
     mask = np.asarray(exclude, dtype=bool)
-    if mask.shape != (n,):
-        raise SearchError(f"The exclusion mask has shape {mask.shape} but there are {n} stored vectors.")
+    if mask.shape != s.shape:
+        raise SearchError(f"The exclusion mask has shape {mask.shape} but there are {len(s)} stored vectors.")
     if mask.all():
         raise SearchError("Nothing is left to search once the query's own track is excluded.")
-    return mask
+    return np.where(mask, np.float32(-np.inf), s), int(len(s) - mask.sum())
 
 
 def _best(scores: np.ndarray, k: int) -> np.ndarray:
@@ -168,7 +166,12 @@ def _best(scores: np.ndarray, k: int) -> np.ndarray:
     return top[np.lexsort((top, -scores[top]))][:k]
 
 
-def rank_segments(scores: np.ndarray, *, k: int = 10, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def rank_segments(
+    scores: np.ndarray,
+    *,
+    k: int = 10,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Best k segments for one query, from the scores of :func:`cosine_scores`.
 
     Parameters
@@ -186,13 +189,7 @@ def rank_segments(scores: np.ndarray, *, k: int = 10, exclude: np.ndarray | None
         Row numbers into the stored matrix, best first.
     scores : np.ndarray [shape=(min(k, n_left),), dtype=float32]
     """
-    s = np.asarray(scores, dtype=np.float32)
-    if k < 1:
-        raise SearchError(f"k must be at least 1, not {k}.")
-    mask = _exclusion(exclude, len(s))
-    if mask is not None:
-        s = np.where(mask, -np.inf, s).astype(np.float32)
-    n_left = len(s) if mask is None else int((~mask).sum())
+    s, n_left = _masked(scores, k, exclude)
     idx = _best(s, min(k, n_left))
     return idx, s[idx]
 
@@ -230,16 +227,10 @@ def rank_tracks(
     best_segments : np.ndarray [shape=(min(k, n_tracks_left),), dtype=int64]
         Row of each track's best segment in the stored matrix.
     """
-    s = np.asarray(scores, dtype=np.float32)
+    s, n_left = _masked(scores, k, exclude)
     tid = np.asarray(track_ids)
     if tid.shape != s.shape:
         raise SearchError(f"There are {len(tid)} track ids for {len(s)} segment scores.")
-    if k < 1:
-        raise SearchError(f"k must be at least 1, not {k}.")
-    mask = _exclusion(exclude, len(s))
-    if mask is not None:
-        s = np.where(mask, -np.inf, s).astype(np.float32)
-    n_left = len(s) if mask is None else int((~mask).sum())
     # The first k distinct tracks among the best segments are the k best
     # tracks under the max rule; widen the window until it holds k of them.
     window = min(n_left, 4 * k)
@@ -278,19 +269,24 @@ def top_k(
         Best first; ``k' = min(k, rows left after exclusion)``.
     scores : np.ndarray [shape=(k',) or (m, k'), dtype=float32]
     """
-    scores = cosine_scores(matrix, queries)
-    if scores.ndim == 1:
-        return rank_segments(scores, k=k, exclude=exclude)
-    ranked = [rank_segments(row, k=k, exclude=exclude) for row in scores]
+    q = np.asarray(queries)
+    if q.ndim == 1:
+        return rank_segments(cosine_scores(matrix, q), k=k, exclude=exclude)
+    ranked = []
+    step = max(1, _SCORE_BLOCK_VALUES // max(1, len(matrix)))
+    for start in range(0, len(q), step):
+        ranked += [rank_segments(row, k=k, exclude=exclude) for row in cosine_scores(matrix, q[start:start + step])]
+    if not ranked:
+        raise SearchError("No query vector was given.")
     return np.stack([r[0] for r in ranked]), np.stack([r[1] for r in ranked])
 
 
 def mean_embedding(segment_embeddings: np.ndarray) -> np.ndarray:
-    """One vector for audio longer than a segment: the normalised mean of its segment vectors.
+    """One vector for audio longer than a segment: the normalised mean of its normalised segment vectors.
 
-    Use it both for an uploaded query clip and for stored track-level
-    vectors, so that a clip and the same audio stored as a track get the
-    same vector.
+    This is the store's rule for track-level vectors, so an uploaded clip
+    and the same audio stored as a track get the same vector, and no loud
+    or high-norm segment outweighs the others.
 
     Parameters
     ----------
@@ -301,13 +297,13 @@ def mean_embedding(segment_embeddings: np.ndarray) -> np.ndarray:
     vector : np.ndarray [shape=(dim,), dtype=float32]
         Unit length.
     """
-    e = np.asarray(segment_embeddings, dtype=np.float64)
+    e = np.asarray(segment_embeddings)
     if e.ndim != 2 or len(e) == 0:
         raise SearchError("The query audio gave no segment embeddings; is it shorter than the model's shortest input?")
-    mean = e.mean(axis=0)
+    mean = normalize(e).mean(axis=0, dtype=np.float64)
     norm = np.linalg.norm(mean)
-    if not np.isfinite(norm) or norm == 0:
-        raise SearchError("The query audio's mean embedding is zero or not finite; choose another clip.")
+    if norm == 0:
+        raise SearchError("The query audio's mean embedding is zero (silent audio?); choose another clip.")
     return (mean / norm).astype(np.float32)
 
 

@@ -1,6 +1,7 @@
 """Explore: two linked maps of the embedding spaces. Select in one, see the same segments in the other, listen, export."""
 
-import numpy as np
+import json
+
 import pandas as pd
 import streamlit as st
 
@@ -11,14 +12,15 @@ from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
 st.title("🗺️ Explore")
-store = ui.store()
+store = ui.opened_store(str(ui.cfg().db))
 spaces = store.spaces()
 if spaces.empty:
     st.info("Nothing to explore yet: extract a collection first (or load the demo on the home page).")
     st.stop()
 
 DB = str(store.path)
-VERSION = ui.store_version(store)
+VERSION = (tuple(zip(spaces["space"], spaces["data_version"])), store.metadata_version())  # as ui.store_version
+DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
 segments = ui.segments_frame(DB, VERSION)
 METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
 SPACE_NAMES = list(spaces["space"])
@@ -37,8 +39,7 @@ def view_controls(i: int, column) -> dict:
     """One view's model, reduction and the reduction's parameters, all on screen."""
     with column:
         default_space = SPACE_NAMES[min(i, len(SPACE_NAMES) - 1)]
-        n_points = int(spaces.set_index("space").loc[default_space, "n"])
-        default_method = "pca" if i == 0 or len(SPACE_NAMES) > 1 else ("tsne" if n_points <= 20_000 else "std-pca")
+        default_method = "pca" if i == 0 or len(SPACE_NAMES) > 1 else "std-pca"  # instant; t-SNE/UMAP on request
         c1, c2 = st.columns(2)
         space = c1.selectbox(f"Model {'AB'[i]}", SPACE_NAMES, index=SPACE_NAMES.index(default_space), key=f"space{i}")
         method = c2.selectbox(f"Reduction {'AB'[i]}", METHODS, index=METHODS.index(default_method),
@@ -61,8 +62,7 @@ def _projections() -> dict:
 
 
 def projection(view: dict, column) -> dict:
-    key = (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())),
-           store.data_version(view["space"]))
+    key = (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())), DATA_VERSION[view["space"]])
     memo = _projections()
     if key not in memo:
         label = f"{METHOD_LABELS[view['method']]} of {view['space']}"
@@ -104,8 +104,9 @@ if len(views) == 2 and views[0]["space"] != views[1]["space"]:
     ids_a, ids_b = projections[0]["ids"], projections[1]["ids"]
     shared = ex.coinciding(ids_a, ids_b)
     if shared < max(len(ids_a), len(ids_b)):
-        st.caption(f"⚠️ {shared:,} points are in both views (same path, start and end); "
-                   f"{len(ids_a) - shared:,} only in A and {len(ids_b) - shared:,} only in B are drawn in their own view only.")
+        st.caption(f"⚠️ The views' segments differ (imported vectors keep their own): {shared:,} in both views "
+                   f"(same path, start and end), {len(ids_a) - shared:,} only in A and {len(ids_b) - shared:,} only in B, "
+                   "each drawn in its own view only.")
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -115,12 +116,12 @@ def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
     return ex.linked_frame(ui.segments_frame(db, version), [(p["ids"], p["xy"]) for p in projs], level=level)
 
 
-keys = tuple((DB, v["space"], v["method"], level, tuple(sorted(v["params"].items())), store.data_version(v["space"]))
+keys = tuple((DB, v["space"], v["method"], level, tuple(sorted(v["params"].items())), DATA_VERSION[v["space"]])
              for v in views)
 frame = linked(DB, VERSION, level, keys)
 
 # ---------------------------------------------------------------------------- colour and filter
-tagged = [s for s in SPACE_NAMES if (store.space(s) or {}).get("tag_names")]
+tagged = [s for s, tags in zip(spaces["space"], spaces["tag_names"]) if isinstance(tags, str) and json.loads(tags)]
 extra = st.session_state.get(ex.EXTRA_COLOURS_KEY) or {}
 colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in tagged],
                   "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
@@ -207,12 +208,23 @@ if data.empty:
     st.stop()
 
 titles = [f"{'AB'[i]}: {v['space']} · {METHOD_LABELS[v['method']]}" for i, v in enumerate(views)]
-chart = ex.linked_chart(data, titles, colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment",
-                        width=map_width, height=int(map_width * 0.9))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def spec(n_bucket: int, titles: tuple, colour: tuple | str | None, colour_title: str | None, drag: str, trajectory: bool,
+         width: int) -> dict:
+    return ex.linked_spec(n_bucket, list(titles), colour=list(colour) if isinstance(colour, tuple) else colour,
+                          colour_title=colour_title, drag=drag, trajectory=trajectory, width=width, height=int(width * 0.9))
+
+
+scale = ex.colour_scale(data["colour"]) if "colour" in data else None
+n_bucket = 0 if len(data) < 2_000 else 2_000 if len(data) < 20_000 else 20_000
+chart = spec(n_bucket, tuple(titles), tuple(scale) if isinstance(scale, list) else scale, colour_title, drag,
+             trajectory and level == "segment", map_width)
 modes = [ex.PICK] + ([ex.brush_name(i) for i in range(len(views))] if drag == "select" else [])
 st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
-event = st.altair_chart(chart, on_select="rerun", selection_mode=modes, key=f"map-{len(views)}-{drag}",
-                        width="content")
+event = st.vega_lite_chart(data, chart, on_select="rerun", selection_mode=modes, key=f"map-{len(views)}-{drag}",
+                           width="content")
 selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
 chosen = ex.selected_ids(selection, data)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import os
-import pickle
 import re
 import shutil
 
@@ -261,6 +260,6 @@ class _RunsCode:
 
 def test_checkpoint_reader_never_executes_pickled_code(tmp_path):
     path = tmp_path / "evil.pth"
-    torch.save(({"x": torch.zeros(1)}, _RunsCode()), path, pickle_module=pickle)
+    torch.save(({"x": torch.zeros(1)}, _RunsCode()), path)
     with pytest.raises(ModelError, match=f"{re.escape(str(path))} is not a readable aisfx checkpoint .it pickles \\S*getcwd"):
         aisfx.read_checkpoint(path, sha256=None)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
+from core import compare
 from core.compare import (
     EXPLANATIONS,
     CompareError,
@@ -77,7 +78,9 @@ def test_debiased_cka_equals_the_gram_matrix_formula():
 # Neighbours and labels
 
 
-def test_knn_equals_brute_force_with_self_and_group_excluded():
+@pytest.mark.parametrize("block_values", [1 << 24, 37**2])
+def test_knn_equals_brute_force_with_self_and_group_excluded(monkeypatch, block_values):
+    monkeypatch.setattr(compare, "_BLOCK_VALUES", block_values)
     x, _ = clustered(400, 16, 4, 1.0, seed=5)
     groups = np.repeat(np.arange(40), 10)
     idx, sims = knn(x, k=5, groups=groups)

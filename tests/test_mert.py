@@ -132,22 +132,30 @@ def test_rows_do_not_depend_on_the_batch(adapter, audio):
     segments = np.array([[0.0, 3.0], [3.0, 6.0], [6.0, 9.0], [2.0, 9.0]])
     together = adapter.embed(audio, SR, segments)[adapter.entry.key]
     alone = np.concatenate([adapter.embed(audio, SR, s[None])[adapter.entry.key] for s in segments])
-    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
 
 
-def test_legacy_weight_norm_names_load_identically(tmp_path, tiny_folder, adapter, audio):
-    """The MERT checkpoints store the positional convolution as weight_g/weight_v."""
-    from safetensors.torch import load_file, save_file
+def test_mert_v1_weight_layout_loads_identically(tmp_path, tiny_folder, adapter, audio):
+    """MERT-v1 ships pytorch_model.bin with the positional convolution as weight_g/weight_v."""
+    import torch
+    from safetensors.torch import load_file
 
     folder = shutil.copytree(tiny_folder, tmp_path / "legacy")
     renamed = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
                for k, v in load_file(folder / "model.safetensors").items()}
     assert any(k.endswith("weight_g") for k in renamed)
-    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "model.safetensors").unlink()
+    torch.save(renamed, folder / "pytorch_model.bin")
     legacy = mert.load(mert.generic_entry(str(folder)), "cpu")
+    assert legacy.weights_sha256 == sha256_file(folder / "pytorch_model.bin")
     segment = np.array([[0.0, 3.0]])
     np.testing.assert_array_equal(legacy.embed(audio, SR, segment)[legacy.entry.key],
                                   adapter.embed(audio, SR, segment)[adapter.entry.key])
+
+    data = (folder / "pytorch_model.bin").read_bytes()
+    (folder / "pytorch_model.bin").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelError, match="legacy/pytorch_model.bin"):
+        mert.load(mert.generic_entry(str(folder)), "cpu")
 
 
 @pytest.mark.parametrize("switch", ["feature_extractor_cqt", "deepnorm"])
@@ -171,6 +179,7 @@ def test_refuses_a_layer_the_checkpoint_lacks(adapter, tiny_folder):
 def test_hub_id_not_in_cache_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     entry = mert.CATALOGUE[0]
     ok, reason = mert.availability(entry)

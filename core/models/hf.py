@@ -40,8 +40,9 @@ _TRUE = {"1", "on", "yes", "true"}
 
 def hub_cache_dir() -> Path:
     """The Hugging Face hub cache, resolved from the environment as huggingface_hub does."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
     xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -63,9 +64,15 @@ def _can_connect(host: str, port: int, timeout: float) -> bool:
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the hub answers a TCP connection; probed once per process and endpoint."""
+    """Whether the hub answers a TCP connection; probed once per process and endpoint.
+
+    Behind an HTTPS proxy a direct connection proves nothing, so a configured
+    proxy counts as reachable and a failed download reports itself at load.
+    """
     if hub_offline():
         return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     return _can_connect(endpoint.hostname or "huggingface.co", port, timeout)
@@ -214,17 +221,14 @@ def load_model(model_class, key: str, spec: str, **kwargs):
     name, hub_kwargs = source(key, spec)
     try:
         model, info = model_class.from_pretrained(name, output_loading_info=True, **hub_kwargs, **kwargs)
-    except OSError as exc:
+    except Exception as exc:  # torch, safetensors and transformers each raise their own types for torn files
         folder = snapshot_folder(spec)
-        if folder is None:
+        if folder is None and isinstance(exc, OSError):
             raise ModelUnavailable(f"{key}: {spec} could not be fetched ({first_line(exc)}); "
                                    f"connect once or point HF_HOME at a cache that has it.") from None
-        raise ModelError(f"{key}: {_describe(folder)} could not be read: {first_line(exc)}.") from None
-    except Exception as exc:  # safetensors/torch raise their own types for torn files and wrong shapes
-        folder = snapshot_folder(spec)
         where = _describe(folder) if folder is not None else spec
-        raise ModelError(f"{key}: {where} does not fit the {model_class.__name__} its config describes: "
-                         f"{first_line(exc)}.") from None
+        raise ModelError(f"{key}: {where} is truncated or does not match its config.json ({first_line(exc)}); "
+                         f"download it again or re-save it with save_pretrained.") from None
     folder = snapshot_folder(spec)
     if folder is None:  # present a moment ago; a concurrent cache clean-up
         raise ModelUnavailable(unavailable_reason(key, spec))

@@ -10,11 +10,14 @@ defaults equal HubertConfig's for every field HuBERT uses, so fields absent
 from a config.json mean the same in both.  Checkpoints that enable the CQT
 branch or deepnorm are refused.
 
-MERT-v1-330M needs nothing more: its config sets ``do_stable_layer_norm``
-(pre-norm encoder, ``HubertEncoderStableLayerNorm``) and ``feat_extract_norm:
-"layer"``, both HuBERT options, and its ``attention_relax`` only acts in the
-deepnorm encoder (where it is the max-subtraction of a softmax, which leaves
-the result unchanged).
+MERT-v1-330M needs nothing more.  Its config differs from 95M's in size
+(24 layers, 1024-D, 16 heads) and in switches that are HuBERT's own:
+``do_stable_layer_norm`` (the pre-norm ``HubertEncoderStableLayerNorm``,
+which MERT's code also uses) and ``feat_extract_norm: "layer"``.  Its
+``attention_relax`` only reaches MERT's deepnorm encoder, and even there it
+is a max-subtraction before the softmax, which leaves the result unchanged.
+(The config could not be fetched here; this follows the published config and
+MERT's modeling code, which picks the encoder from these switches alone.)
 
 Representation: each segment is cut into passes of at most 5 s at 24 kHz
 (equal lengths, so a batch never mixes lengths: the feature encoder's group

@@ -76,7 +76,7 @@ _CONV_CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512)
 #: enough that the first 64-channel activation stays near 100 MB.
 BATCH_WINDOWS = 8
 
-_LICENCE = "MIT (openl3 code and model weights, marl/openl3)"
+_LICENCE = "MIT (marl/openl3, which distributes the weights with its code)"
 
 
 def _entry(input_repr: str, content: str, size: int, hop_s: float = DEFAULT_HOP_S) -> ModelEntry:
@@ -84,7 +84,8 @@ def _entry(input_repr: str, content: str, size: int, hop_s: float = DEFAULT_HOP_
     faster = ""
     if hop_s != DEFAULT_HOP_S:
         key += f"-hop{hop_s:g}"
-        faster = f" Windows every {hop_s:g} s instead of openl3's 0.1 s: about {hop_s / DEFAULT_HOP_S:g}x faster, fewer windows per segment."
+        faster = (f" Windows every {hop_s:g} s instead of openl3's 0.1 s: about {hop_s / DEFAULT_HOP_S:g}x faster, "
+                  "with fewer windows per segment.")
     kind = "music" if content == "music" else "environmental sound"
     grid = "global max over the last feature map" if size == 512 else "max-pooled to a 4x3 (frequency x time) grid"
     return ModelEntry(
@@ -258,7 +259,9 @@ def read_weights(path: str | Path) -> list[list[np.ndarray]]:
     except ModelError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path} cannot be read as an OpenL3 weight file ({exc}); delete it and fetch it again.") from None
+        raise ModelError(
+            f"{path} cannot be read as an OpenL3 weight file ({exc}); delete it and fetch it again."
+        ) from None
 
     expected = [shapes for _, shapes in _expected_layers()]
     if len(layers) != len(expected):
@@ -387,7 +390,7 @@ def frontend(windows, input_repr: str):
     magnitude = torch.stft(x, n_fft, hop_length=STFT_HOP, win_length=n_fft, window=window,
                            center=False, return_complex=True).abs()
     if spec["n_mels"] is not None:
-        fb = torch.from_numpy(_mel_filterbank(spec["n_mels"])).to(x.device)
+        fb = torch.from_numpy(_mel_filterbank(spec["n_mels"])).to(x.device, x.dtype)
         magnitude = torch.matmul(fb, magnitude)
     db = 10.0 * torch.log10(torch.clamp(magnitude, min=1e-10))
     db = db - db.amax(dim=(1, 2), keepdim=True)

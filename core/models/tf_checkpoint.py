@@ -343,14 +343,13 @@ def load_checkpoint(prefix: str | Path, names: list[str] | None = None) -> dict[
             raise ModelError(f"{index_file}: tensor {name!r} has TF dtype {entry.dtype}, which this reader does not decode.")
         if entry.sliced:
             raise ModelError(f"{index_file}: tensor {name!r} is saved in slices, which this reader does not decode.")
+        data_file = Path(f"{prefix}.data-{entry.shard_id:05d}-of-{num_shards:05d}")
         if entry.shard_id not in shards:
-            data_file = Path(f"{prefix}.data-{entry.shard_id:05d}-of-{num_shards:05d}")
             try:
                 shards[entry.shard_id] = data_file.read_bytes()
             except OSError as exc:
                 raise ModelError(f"Cannot read checkpoint data {data_file}: {exc.strerror or exc}.") from None
         data = shards[entry.shard_id]
-        data_file = f"{prefix}.data-{entry.shard_id:05d}-of-{num_shards:05d}"
         dtype = np.dtype(DTYPES[entry.dtype]).newbyteorder("<")
         count = int(np.prod(entry.shape, dtype=np.int64))
         if entry.size != count * dtype.itemsize:

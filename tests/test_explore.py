@@ -1,0 +1,282 @@
+"""Explore: the pure functions behind the page, and the page's state logic through AppTest.
+
+The store here is synthetic (random clustered vectors over short tone files),
+so these tests need no model and no extraction.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from streamlit.testing.v1 import AppTest
+
+from core import explore as ex
+from core.cluster import ClusterError, cached_clusters, cluster
+from core.store import Provenance, Store, TrackRecord
+from tests.conftest import PROJECT_ROOT, tone
+
+PAGE = str(PROJECT_ROOT / "pages" / "2_Explore.py")
+FAMILIES = ("bell", "drum", "flute")
+TAGS = ["calm", "loud", "bright", "dark"]
+
+
+@pytest.fixture(scope="module")
+def small_db(tmp_path_factory):
+    """12 tracks × 3 segments in three families, a tagger space, and an imported space with its own segments."""
+    folder = tmp_path_factory.mktemp("audio")
+    db = tmp_path_factory.mktemp("db") / "small.duckdb"
+    store = Store(db)
+    store.ensure_grid(1.0, 1.0)
+    store.prepare_space(Provenance("toy", "toy", 16, "1", "sha"))
+    store.prepare_space(Provenance("toy/taggram", "toy", len(TAGS), "1", "sha", tag_names=tuple(TAGS)))
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(len(FAMILIES), 16)) * 4
+    records = []
+    for t in range(12):
+        family = FAMILIES[t % 3]
+        path = folder / f"{family}_{t:02d}.wav"
+        sf.write(path, tone(220 + 40 * t, 3.0), 22050)
+        vecs = (centres[t % 3] + rng.normal(size=(3, 16))).astype(np.float32)
+        tags = np.zeros((3, len(TAGS)), np.float32)
+        tags[:, t % len(TAGS)] = 1.0
+        records.append(TrackRecord(str(path), f"h{t}", 3.0, 22050, 1, "WAV", np.array([[0, 1], [1, 2], [2, 3.0]]),
+                                   {"toy": vecs, "toy/taggram": tags}, {"family": family, "loudness": float(t)}))
+    store.write_tracks(records)
+    first = str(folder / "bell_00.wav")
+    imported = pd.DataFrame({"path": [first, first, "/nowhere/gone.wav"], "start_s": [0.0, 0.5, 0.0],
+                             "end_s": [1.0, 1.5, 1.0]})
+    store.add_imported(Provenance("mine", "mine", 8, "imported", "", source="imported"), imported,
+                       rng.normal(size=(3, 8)).astype(np.float32))
+    return db
+
+
+@pytest.fixture
+def page(small_db, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(small_db))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def select(at: AppTest, selection: dict) -> AppTest:
+    at.session_state["map-2-select"] = {"selection": {"pick": [], "brush0": {}, "brush1": {}, **selection}}  # two views, drag selects
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return " ".join(e.value for e in [*at.caption, *at.subheader, *at.markdown, *at.warning])
+
+
+# ---------------------------------------------------------------------- pure functions
+
+
+def test_linked_frame_joins_views_on_segment_ids_and_leaves_missing_points_out():
+    segments = pd.DataFrame({"segment_id": [1, 2, 3], "track_id": [1, 1, 2], "idx": [0, 1, 0],
+                             "start_s": [0.0, 1.0, 0.0], "end_s": [1.0, 2.0, 1.0], "path": ["/a/x.wav"] * 2 + ["/a/y.wav"],
+                             "track_duration_s": 2.0, "track_sample_rate": 1, "track_channels": 1, "family": ["p", "p", "q"]})
+    frame = ex.linked_frame(segments, [(np.array([1, 2]), np.array([[0, 0], [1, 1]], np.float32)),
+                                       (np.array([2, 3]), np.array([[5, 5], [6, 6]], np.float32))])
+    assert frame["id"].tolist() == [1, 2, 3]
+    assert frame["x0"].tolist()[:2] == [0, 1] and np.isnan(frame["x0"][2])
+    assert np.isnan(frame["x1"][0]) and frame["y1"].tolist()[1:] == [5, 6]
+    assert frame["name"].tolist() == ["x.wav", "x.wav", "y.wav"] and frame["family"].tolist() == ["p", "p", "q"]
+    assert ex.coinciding(np.array([1, 2]), np.array([2, 3])) == 1
+    tracks = ex.points_frame(segments, np.array([1, 2]), level="track")
+    assert tracks["end_s"].tolist() == [2.0, 1.0] and tracks["track_id"].tolist() == [1, 2]
+
+
+def test_colour_column_folds_the_long_tail_into_other_and_keeps_numbers():
+    values = pd.Series([f"c{i}" for i in range(30)] + ["c0"] * 10)
+    folded = ex.colour_column(values, max_categories=5)
+    assert list(folded.categories) == ["c0", *folded.categories[1:4], "other"] and len(folded.categories) == 5
+    assert (pd.Series(folded) == "other").sum() == 26
+    assert ex.colour_column(pd.Series([1, 2, None])).dtype == np.float32
+    assert list(ex.colour_column(pd.Series(["a", None])).categories) == ["a", "(missing)"]
+
+
+def test_top_tag_and_extra_colours_at_track_level():
+    tags = ex.top_tag(np.array([10, 11]), np.array([[0.1, 0.9], [0.8, 0.2]]), ["soft", "loud"])
+    assert tags.to_dict() == {10: "loud", 11: "soft"}
+    with pytest.raises(ValueError):
+        ex.top_tag(np.array([1]), np.zeros((1, 3)), ["a"])
+    segments = pd.DataFrame({"segment_id": [1, 2, 3], "track_id": [7, 7, 8]})
+    scores = pd.Series([0.2, 0.9, 0.4], index=[1, 2, 3])
+    assert ex.to_level(scores, segments, "track").to_dict() == {7: 0.9, 8: 0.4}
+    labels = pd.Series(["a", "b", "b"], index=[1, 2, 3])
+    assert ex.to_level(labels, segments, "track").to_dict() == {7: "a", 8: "b"}
+    assert ex.to_level(scores, segments, "segment") is scores
+
+
+def test_filters_by_values_range_and_name():
+    frame = pd.DataFrame({"name": ["Bell.wav", "drum.wav", "bell2.wav"], "family": ["b", "d", None], "loud": [1, 5, 9]})
+    assert ex.filter_mask(frame, "family", ["b", "(missing)"]).tolist() == [True, False, True]
+    assert ex.filter_mask(frame, "loud", value_range=(2, 9)).tolist() == [False, True, True]
+    assert ex.filter_mask(frame, name_contains="BELL").tolist() == [True, False, True]
+    assert ex.filter_mask(frame, "family", []).all()
+
+
+def test_stratified_sample_keeps_rare_strata_and_is_deterministic():
+    strata = np.array(["big"] * 9_000 + ["mid"] * 990 + ["rare"] * 10)
+    pos = ex.stratified_sample(strata, 1_000, seed=1)
+    assert len(pos) == 1_000 and len(set(pos)) == 1_000 and (np.diff(pos) > 0).all()
+    picked = pd.Series(strata[pos]).value_counts()
+    assert picked["rare"] >= 1 and 890 <= picked["big"] <= 910
+    assert np.array_equal(pos, ex.stratified_sample(strata, 1_000, seed=1))
+    assert len(ex.stratified_sample(np.arange(50) % 50, 10)) == 10  # more strata than room
+    assert ex.stratified_sample(strata[:5], 10).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_chart_data_says_when_it_samples_and_sends_few_columns():
+    n = 5_000
+    frame = pd.DataFrame({"id": np.arange(n), "track_id": np.arange(n) // 10, "idx": np.arange(n) % 10,
+                          "x0": np.zeros(n, np.float32), "y0": np.zeros(n, np.float32), "name": "a.wav",
+                          "start_s": 0.0, "path": "/a.wav", "family": "f"})
+    colour = ex.colour_column(pd.Series(np.where(np.arange(n) < 10, "rare", "common")))
+    data, note = ex.chart_data(frame, np.ones(n, bool), cap=1_000, strata="colour", colour=colour)
+    assert len(data) == 1_000 and "stratified by colour" in note and "5,000 points" in note
+    assert set(data.columns) == {"id", "track_id", "idx", "x0", "y0", "name", "start_s", "colour"}
+    assert (data["colour"] == "rare").sum() >= 1
+    keep = np.arange(n) < 100
+    data, note = ex.chart_data(frame, keep, cap=1_000)
+    assert len(data) == 100 and note == "100 of 5,000 points after filters"
+
+
+def test_selected_ids_merges_clicks_and_boxes_in_order():
+    data = pd.DataFrame({"id": [1, 2, 3, 4], "x0": [0, 1, 2, 3.0], "y0": [0, 1, 2, 3.0], "x1": [3, 2, 1, 0.0], "y1": [0, 0, 0, 0.0]})
+    sel = {"pick": [{"id": 4}, {"id": 1}], "brush0": {"x0": [0.5, 2.5], "y0": [2.5, 0.5]}, "brush1": {}}
+    assert ex.selected_ids(sel, data) == [4, 1, 2, 3]
+    assert ex.selected_ids({"brush1": {"x1": [0, 1.5], "y1": [-1, 1]}}, data) == [3, 4]
+    assert ex.selected_ids({"pick": {}, "brush0": {}}, data) == []
+    assert ex.selected_ids(None, data) == []
+
+
+def test_exports_hold_the_selection():
+    table = pd.DataFrame({"id": [1, 2, 3], "name": ["a.wav", "a.wav", "b é.wav"], "start_s": [0, 3, 0.0],
+                          "end_s": [3, 6, 3.0], "path": ["/m/a.wav", "/m/a.wav", "/m/b é.wav"],
+                          "track_duration_s": [6.0, 6.0, None], "x_A": [0.5, 1, 2], "family": ["x", "x", "y"]})
+    playlist = ex.m3u8(table)
+    assert playlist.splitlines() == ["#EXTM3U", "#EXTINF:6,a.wav", "/m/a.wav", "#EXTINF:-1,b é.wav", "/m/b é.wav"]
+    csv = pd.read_csv(io.BytesIO(ex.to_csv_bytes(table)))
+    assert csv["x_A"].tolist() == [0.5, 1, 2] and csv["family"].tolist() == ["x", "x", "y"]
+    parquet = pq.read_table(io.BytesIO(ex.to_parquet_bytes(table))).to_pandas()
+    pd.testing.assert_frame_equal(parquet, table)
+
+
+def test_space_parquet_bytes_is_core_export(small_db):
+    table = pq.read_table(io.BytesIO(ex.space_parquet_bytes(Store(small_db), "toy")))
+    assert table.num_rows == 36 and table.schema.field("vector").type.list_size == 16
+    assert b"aeb:provenance" in table.schema.metadata
+
+
+def test_linked_spec_highlights_through_conditions_on_shared_data():
+    spec = ex.linked_spec(100, ["A", "B"], colour=["p", "q"], colour_title="family", trajectory=True)
+    assert len(spec["hconcat"]) == 2 and "data" not in spec and "datasets" not in spec  # the page passes one table
+    params = {p["name"]: p for p in spec["params"]}
+    assert set(params) == {"pick", "track", "brush0", "brush1"} and len(params["pick"]["views"]) == 2
+    points = spec["hconcat"][1]["layer"][1]
+    test = points["encoding"]["opacity"]["condition"][0]["test"]
+    assert {"param": "brush0", "empty": False} in test["or"]  # a box in A highlights in B
+    assert points["encoding"]["color"]["sort"] == ["p", "q"]
+    assert spec["hconcat"][0]["layer"][0]["transform"] == [{"filter": {"param": "track", "empty": False}}]
+    zoom = ex.linked_spec(100, ["A"], drag="zoom")
+    assert {p["name"] for p in zoom["params"]} == {"pick", "track", "zoom0"}
+    assert ex.colour_scale(pd.Series([1.0, 2.0])) == "numeric"
+    assert ex.colour_scale(ex.colour_column(pd.Series(["b", "a", "b"]))) == ["b", "a"]
+
+
+def test_clusters_in_embedding_space():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(40, 8)) + 6 * np.eye(8)[i] for i in range(3)])
+    labels, description = cluster(x, "kmeans", k=3)
+    assert len(set(labels[:40])) == 1 and len(set(labels)) == 3 and "k-means" in description
+    labels, description = cluster(x, "hdbscan", min_cluster_size=10)
+    assert len(set(labels) - {-1}) == 3 and "HDBSCAN" in description and "8-D PCA" in description
+    with pytest.raises(ClusterError, match="k-means"):
+        cluster(np.zeros((10_001, 2)), "hdbscan")
+
+
+def test_clusters_are_cached_in_the_store(small_db):
+    store = Store(small_db)
+    first = cached_clusters(store, "toy", method="kmeans", k=3)
+    store.put_cached("clusters", "unrelated", "0", [])  # the cache is keyed; other entries do not interfere
+    again = cached_clusters(store, "toy", method="kmeans", k=3)
+    assert np.array_equal(first["labels"], again["labels"]) and len(first["ids"]) == 36
+
+
+# ---------------------------------------------------------------------- the page
+
+
+def test_page_draws_two_linked_views_with_quality(page):
+    assert [s.value for s in page.selectbox][:4] == ["mine", "pca", "toy", "pca"]
+    text = texts(page)
+    assert "explained variance" in text and "trustworthiness@10" in text
+    assert "1 in both views" in text and "2 only in A and 35 only in B" in text  # the imported space's own segments
+    assert "Nothing selected" in text
+
+
+def test_clicked_segment_plays_and_unreachable_audio_says_why(page):
+    page.selectbox[0].set_value("toy").run()
+    at = select(page, {"pick": [{"id": 5}]})  # track 2, second segment
+    assert at.subheader[0].value.startswith("▶ drum_01.wav")
+    assert "1.00–2.00 s of" in texts(at)
+    at.selectbox[2].set_value("mine").run()
+    frame = Store(_db(at)).segments_frame()
+    gone_id = int(frame.loc[frame["path"] == "/nowhere/gone.wav", "segment_id"].iloc[0])
+    at = select(at, {"pick": [{"id": gone_id}]})
+    assert "Cannot play" in texts(at) or "🔇" in texts(at)
+
+
+def _db(at: AppTest) -> str:
+    import os
+
+    return os.environ["AEB_DB"]
+
+
+def test_box_selection_lists_every_point_with_a_counted_table(page):
+    page.selectbox[0].set_value("toy").run()
+    at = select(page, {"brush0": {"x0": [-1e9, 1e9], "y0": [-1e9, 1e9]}})
+    assert "Selection: 36 segments from 12 tracks" in texts(at)
+    assert "Players for the first 10 of 36 selected" in texts(at)
+    assert len(at.dataframe[-1].value) == 36
+    assert {"x_A_toy_pca", "y_B_toy_pca", "family"} <= set(at.dataframe[-1].value.columns)
+
+
+def test_filters_and_colours(page):
+    page.selectbox[0].set_value("toy").run()
+    page.text_input[0].input("bell").run()
+    assert "12 of 36 points after filters" in texts(page)
+    page.text_input[0].input("").run()
+    colour = next(s for s in page.selectbox if s.label == "Colour by")
+    assert "top tag · toy/taggram" in colour.options and "clusters · HDBSCAN" in colour.options
+    colour.set_value("top tag · toy/taggram").run()
+    assert not page.exception
+    colour = next(s for s in page.selectbox if s.label == "Colour by")
+    colour.set_value("clusters · k-means").run()
+    assert "k-means, k=8" in texts(page)
+    colour = next(s for s in page.selectbox if s.label == "Colour by")
+    colour.set_value("clusters · HDBSCAN").run()
+    assert "HDBSCAN, min cluster size" in texts(page)
+    column = next(s for s in page.selectbox if s.label == "Column")
+    column.set_value("family").run()
+    page.multiselect[0].set_value(["flute"]).run()
+    assert "12 of 36 points after filters" in texts(page)
+
+
+def test_extra_colours_from_session_state(page):
+    frame = Store(_db(page)).segments_frame()
+    page.session_state[ex.EXTRA_COLOURS_KEY] = {"query 'bell'": pd.Series(np.linspace(0, 1, len(frame)),
+                                                                         index=frame["segment_id"])}
+    page.run()
+    colour = next(s for s in page.selectbox if s.label == "Colour by")
+    colour.set_value("from Search · query 'bell'").run()
+    assert not page.exception
+    page.radio[0].set_value("track").run()  # track level takes each track's best segment
+    assert not page.exception and "12 points" in texts(page)
