@@ -79,3 +79,27 @@ def model_error(exc: ModelError) -> None:
 def opened_store(db: str) -> Store:
     """One Store per file for the server's life: opening one runs the schema statements, which a click should not pay."""
     return Store(db)
+
+
+@st.cache_data(max_entries=8, show_spinner="Loading vectors…")
+def space(db: str, key: str, level: str, version: tuple):
+    """A space's unit vectors; ``version`` (from :func:`store_version`) invalidates it."""
+    from core import spaces
+
+    return spaces.load(Store(db), key, level)
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def text_embedding(model_key: str, text: str):
+    """Text vectors are cached: typing the same query twice costs nothing."""
+    return adapter(model_key).embed_text([text])[0]
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def segment_names(db: str, version: tuple) -> pd.Series:
+    """segment_id -> "file.wav · 3.0–6.0 s", for pickers."""
+    from pathlib import Path
+
+    seg = Store(db).segments_frame(with_metadata=False)
+    names = [f"{Path(p).name} · {a:.1f}–{b:.1f} s" for p, a, b in zip(seg["path"], seg["start_s"], seg["end_s"])]
+    return pd.Series(names, index=seg["segment_id"].to_numpy())

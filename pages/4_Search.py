@@ -1,0 +1,144 @@
+"""Search: CLAP text queries, query by example for every model, tag filters and zero-shot labels."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ui
+from core.models.base import ModelError, get_entry, split_key
+from core.search import SearchError, embed_clip, search_store, zero_shot
+from core.store import StoreError
+
+st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
+st.title("🔎 Search")
+store = ui.store()
+spaces = store.spaces()
+if spaces.empty:
+    st.info("Nothing to search yet: extract a collection first (or load the demo on the home page).")
+    st.stop()
+
+c1, c2, c3, c4 = st.columns([3, 1, 2, 2])
+key = c1.selectbox("Model", list(spaces["space"]), key="search_space")
+k = c2.number_input("Results", 1, 200, 10)
+level = c3.radio("Rank", ["segment", "track"], horizontal=True,
+                 help="Tracks are ranked by their best segment: a track that holds the moment you look for once "
+                      "ranks high however long it is, and the result plays exactly that moment.")
+exclude_own = c4.checkbox("Exclude the query's own track", value=True)
+version = ui.store_version(store)
+space = ui.space(str(store.path), key, "segment", version)
+model_key, output = split_key(key)
+try:
+    entry = get_entry(model_key)
+except ModelError:
+    entry = None  # imported vectors: no model to embed new queries
+text_capable = entry is not None and "text" in entry.capabilities and not output
+
+
+def show(results: list[dict], tag_filter=None) -> None:
+    if not results:
+        st.warning("No result passed the filters.")
+        return
+    for r in results:
+        with st.container(border=True):
+            a, b = st.columns([2, 3])
+            a.markdown(f"**{Path(r['path']).name}** · {r['start_s']:.1f}–{r['end_s']:.1f} s · score **{r['score']:.3f}**")
+            if r["metadata"]:
+                a.caption(", ".join(f"{c}: {v}" for c, v in r["metadata"].items()))
+            with b:
+                ui.player(r["path"], r["start_s"], r["end_s"])
+
+
+def run_query(query: np.ndarray, exclude_track=None) -> None:
+    try:
+        found = search_store(store, space, query, k=int(k) * (5 if tag else 1), level=level, exclude_track=exclude_track)
+    except SearchError as exc:
+        st.error(str(exc))
+        return
+    if tag:
+        scores = tag_scores.reindex([r["segment_id"] for r in found])
+        found = [r for r, s in zip(found, scores.to_numpy()) if s >= min_score][: int(k)]
+    show(found)
+
+
+# ---------------------------------------------------------------- tag filter (models with tag scores)
+tag, tag_scores, min_score = None, None, 0.0
+tag_spaces = [s for s, t in zip(spaces["space"], spaces["tag_names"]) if isinstance(t, str) and split_key(s)[0] == model_key]
+if tag_spaces:
+    tags_space = ui.space(str(store.path), tag_spaces[0], "segment", version)
+    with st.expander("Filter by tag"):
+        tag = st.selectbox("Tag", ["(no filter)", *tags_space.tag_names])
+        min_score = st.slider("Minimum tag score", 0.0, 1.0, 0.3, 0.05)
+        if tag == "(no filter)":
+            tag = None
+        else:
+            _, raw = store.vectors(tag_spaces[0])
+            tag_scores = pd.Series(raw[:, tags_space.tag_names.index(tag)], index=tags_space.ids)
+
+tabs = st.tabs(["Text", "More like this", "Upload a clip", "Zero-shot labels"])
+
+with tabs[0]:
+    if not text_capable:
+        st.info(f"Text search needs a text–audio model such as CLAP; {key} embeds audio only.")
+    else:
+        text = st.text_input("Describe the sound", placeholder="rain on a window, solo trumpet, a dog barking…")
+        if text:
+            try:
+                query = ui.text_embedding(model_key, text)
+            except ModelError as exc:
+                st.error(str(exc))
+            else:
+                run_query(query)
+
+with tabs[1]:
+    picked = st.session_state.get("explore_picked")
+    names = ui.segment_names(str(store.path), version)
+    default = names.index.get_loc(picked) if picked in names.index else 0
+    sid = st.selectbox("Segment", names.index, index=default, format_func=names.get,
+                       help="Points clicked in Explore are preselected here.")
+    if sid is not None and st.button("Find similar segments", type="primary"):
+        pos = np.searchsorted(space.ids, sid)
+        if pos >= len(space.ids) or space.ids[pos] != sid:
+            st.error(f"This segment has no {key} vector.")
+        else:
+            run_query(space.vectors[pos], exclude_track=int(space.track_ids[pos]) if exclude_own else None)
+
+with tabs[2]:
+    if entry is None:
+        st.info(f"{key} holds imported vectors: there is no model here to embed a new clip with.")
+    else:
+        up = st.file_uploader("A clip (embedded on the fly with the same model)", type=None)
+        if up is not None:
+            data = up.getvalue()
+            target = ui.cfg().uploads / "queries" / hashlib.blake2b(data, digest_size=8).hexdigest() / Path(up.name).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            window, hop = store.grid()
+            try:
+                query = embed_clip(ui.adapter(model_key), target, window, hop, space=key)
+            except Exception as exc:  # decoding or model errors get one visible line
+                st.error(f"{up.name}: {exc}")
+            else:
+                run_query(query)
+
+with tabs[3]:
+    if not text_capable:
+        st.info("Zero-shot labels need a text–audio model such as CLAP.")
+    else:
+        labels_text = st.text_input("Labels, comma-separated", "dog bark, rain, piano, speech, engine, birdsong")
+        labels = [s.strip() for s in labels_text.split(",") if s.strip()]
+        if labels and st.button("Label every segment"):
+            try:
+                label_vectors = np.stack([ui.text_embedding(model_key, lab) for lab in labels])
+            except ModelError as exc:
+                st.error(str(exc))
+            else:
+                best, score = zero_shot(space.vectors, label_vectors)
+                column = pd.Series(np.asarray(labels, dtype=object)[best], index=space.ids)
+                extra = st.session_state.setdefault("explore_extra_colours", {})
+                extra[f"zero-shot ({key})"] = column
+                counts = column.value_counts().rename_axis("label").reset_index(name="segments")
+                st.dataframe(counts, hide_index=True)
+                st.success("Explore can now colour by these labels (“zero-shot” in its colour menu).")
