@@ -39,6 +39,9 @@ EXTRA_COLOURS_KEY = "explore_extra_colours"
 # Sharing one pick/track selection between the views is the point of linking them, not a slip.
 warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter", category=UserWarning)
 
+#: The name under which the page hands :func:`chart_data`'s rows to the spec (``spec["datasets"]``).
+DATASET = "points"
+
 #: Selections the chart reports: the clicked points and one box per view.
 PICK = "pick"
 TRACK = "track"
@@ -314,9 +317,9 @@ def linked_spec(n_points: int, titles: list[str], colour: list[str] | str | None
                 drag: str = "select", trajectory: bool = False, width: int = 520, height: int = 500) -> dict:
     """A Vega-Lite spec with a view per projection; a selection in any view highlights the same points in all.
 
-    The spec holds no data: the page passes :func:`chart_data`'s rows (``id,
-    track_id, idx, x0, y0[, x1, y1], name, start_s[, colour]``) beside it, and
-    every view reads that one table.  It is built once per layout and
+    The spec holds no data: every view reads the dataset named
+    :data:`DATASET`, to which the page hands :func:`chart_data`'s rows (``id,
+    track_id, idx, x0, y0[, x1, y1], name, start_s[, colour]``).  It is built once per layout and
     reused, because Altair validates compound charts on every build (about
     1.5 s here), which a click must not pay.
 
@@ -362,10 +365,11 @@ def linked_spec(n_points: int, titles: list[str], colour: list[str] | str | None
             line = alt.Chart().mark_line(color="#111111", strokeWidth=1.2).encode(
                 x=x, y=y, detail="track_id:N", order="idx:Q").transform_filter(track)
             layers.insert(0, line)
-        views.append(alt.layer(*layers).properties(width=width, height=height, title=title))
+        views.append(alt.layer(*layers, data=alt.NamedData(name=DATASET)).properties(width=width, height=height, title=title))
     chart = alt.hconcat(*views, spacing=24).configure_view(strokeWidth=0).configure_title(fontSize=13, anchor="start")
     spec = chart.properties(autosize={"type": "pad", "contains": "padding"}).to_dict()
-    spec.pop("datasets", None)
+    # SVG keeps small maps crisp and their points addressable (aria-label = id); canvas draws large ones fast.
+    spec["usermeta"] = {"embedOptions": {"renderer": "svg" if n_points < 2_000 else "canvas"}}
     return spec
 
 

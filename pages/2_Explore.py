@@ -223,7 +223,7 @@ chart = spec(n_bucket, tuple(titles), tuple(scale) if isinstance(scale, list) el
              trajectory and level == "segment", map_width)
 modes = [ex.PICK] + ([ex.brush_name(i) for i in range(len(views))] if drag == "select" else [])
 st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
-event = st.vega_lite_chart(data, chart, on_select="rerun", selection_mode=modes, key=f"map-{len(views)}-{drag}",
+event = st.vega_lite_chart({**chart, "datasets": {ex.DATASET: data}}, on_select="rerun", selection_mode=modes, key=f"map-{len(views)}-{drag}",
                            width="content")
 selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
 chosen = ex.selected_ids(selection, data)

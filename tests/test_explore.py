@@ -178,7 +178,8 @@ def test_space_parquet_bytes_is_core_export(small_db):
 
 def test_linked_spec_highlights_through_conditions_on_shared_data():
     spec = ex.linked_spec(100, ["A", "B"], colour=["p", "q"], colour_title="family", trajectory=True)
-    assert len(spec["hconcat"]) == 2 and "data" not in spec and "datasets" not in spec  # the page passes one table
+    assert len(spec["hconcat"]) == 2 and "datasets" not in spec  # the page passes one table, read by both views
+    assert [v["data"] for v in spec["hconcat"]] == [{"name": ex.DATASET}] * 2
     params = {p["name"]: p for p in spec["params"]}
     assert set(params) == {"pick", "track", "brush0", "brush1"} and len(params["pick"]["views"]) == 2
     points = spec["hconcat"][1]["layer"][1]

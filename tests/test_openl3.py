@@ -191,7 +191,7 @@ def test_network_matches_keras_on_its_own_input(reference, golden, input_repr):
 
     ref = golden[input_repr]
     clip = "trumpet.ogg"
-    net = openl3._network(input_repr, openl3.read_weights(reference_weights(reference, input_repr)))
+    net = openl3._network(openl3.read_weights(reference_weights(reference, input_repr)))
     with torch.inference_mode():
         feature_map = net(torch.from_numpy(ref[f"{clip}/frontend"]).permute(0, 3, 1, 2))
     emb512 = openl3.pool_embedding(feature_map, input_repr, 512).numpy()

@@ -339,6 +339,8 @@ def frame_windows(audio48: np.ndarray, indices: np.ndarray, hop_s: float = DEFAU
         Audio at 48 kHz.
     indices : np.ndarray [shape=(k,), dtype=int]
         Window numbers, ``0 <= index < window_count(n, hop_s)``.
+    hop_s : float
+        Window hop in seconds.
 
     Returns
     -------
@@ -397,7 +399,7 @@ def frontend(windows, input_repr: str):
     return torch.clamp(db, min=-80.0).unsqueeze(1)
 
 
-def _network(input_repr: str, layers: list[list[np.ndarray]]):
+def _network(layers: list[list[np.ndarray]]):
     """The OpenL3 audio CNN with the given Keras weights, in eval mode.
 
     The returned module maps (k, 1, F, T) to the last feature map
@@ -472,7 +474,7 @@ class OpenL3:
         self.device = torch.device(device)
         self.weights_path = Path(weights_path)
         # channels-last convolutions run about 20 % faster on CPU (oneDNN).
-        net = _network(self.input_repr, read_weights(self.weights_path))
+        net = _network(read_weights(self.weights_path))
         self.net = net.to(self.device, memory_format=torch.channels_last)
         self.weights_sha256 = sha256_file(self.weights_path)
 
