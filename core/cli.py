@@ -154,6 +154,64 @@ def _stored_space(store: Store, key: str) -> str:
     return space
 
 
+def cmd_search(args) -> int:
+    from core import spaces
+    from core.models.base import get_entry, load_model, split_key
+    from core.search import embed_clip, search_store
+
+    store = _existing_store(args.db)
+    key = _stored_space(store, args.model)
+    model_key, output = split_key(key)
+    entry = get_entry(model_key)
+    space = spaces.load(store, key, "segment")
+    if args.text is not None:
+        if "text" not in entry.capabilities or output:
+            raise UsageError(f"{key} embeds audio only; text search needs a text-audio model such as clap-htsat-unfused.")
+        query = load_model(model_key).embed_text([args.text])[0]
+    else:
+        if not Path(args.audio).is_file():
+            raise UsageError(f"{args.audio} does not exist.")
+        window, hop = store.grid()
+        try:
+            query = embed_clip(load_model(model_key), args.audio, window, hop, space=key)
+        except audio.AudioError as exc:
+            raise UsageError(f"{args.audio}: {exc}") from None
+    found = search_store(store, space, query, k=args.k, level=args.level)
+    if args.json:
+        _print_json([{k: r[k] for k in ("path", "start_s", "end_s", "score", "metadata")} for r in found])
+    else:
+        for i, r in enumerate(found, 1):
+            print(f"{i:>3}. {r['score']:.3f}  {r['path']}  {r['start_s']:.1f}-{r['end_s']:.1f} s")
+    return OK
+
+
+def cmd_metrics(args) -> int:
+    from core.compare import store_metrics, with_baseline
+
+    store = _existing_store(args.db)
+    models = with_baseline(store, [normalise_key(m) for m in args.model])
+    table = store_metrics(store, models, label=args.label, group=args.group, k=args.k, level=args.level,
+                          method=args.method)
+    if args.json:
+        _print_json(table)
+        return OK
+    columns = sorted({name for m in models for name in table[m]})
+    print(f"{'model':<28}" + "".join(f"{c:>16}" for c in columns))
+    for m in models:
+        print(f"{m:<28}" + "".join(f"{_number(table[m].get(c)):>16}" for c in columns))
+    for pair, values in table["pairs"].items():
+        print(f"{pair}: CKA {_number(values['cka'])}, Jaccard@{args.k} {_number(values['jaccard_at_k'])}")
+    info = table["info"]
+    scored = f"a sample of {info['sampled']:,}" if info["sampled"] else "all"
+    took = "cached" if info["cached"] else f"{info['seconds']:.1f} s"
+    print(f"{info['n']:,} {args.level}s shared by the models, {scored} scored ({took})", file=sys.stderr)
+    return OK
+
+
+def _number(value) -> str:
+    return "—" if value is None or value != value else f"{value:.3f}"
+
+
 def cmd_export(args) -> int:
     from core.exchange import export_parquet
 
@@ -215,6 +273,29 @@ def build_parser() -> argparse.ArgumentParser:
     db_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_project)
+
+    p = sub.add_parser("search", help="top-k segments or tracks for a text or an audio query")
+    p.add_argument("--model", required=True)
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a description (text-audio models such as CLAP)")
+    query.add_argument("--audio", help="an audio file; longer than a segment, the mean of its segment vectors is used")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--level", default="segment", choices=["segment", "track"])
+    db_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("metrics", help="compare models: k-NN accuracy, silhouette, CKA, neighbour overlap, …")
+    p.add_argument("--model", action="append", required=True, help="model key; repeat for several (dsp is always added)")
+    p.add_argument("--label", help="metadata column holding the labels")
+    p.add_argument("--group", help="metadata column whose groups are excluded from each other's neighbours")
+    p.add_argument("-k", type=int, default=10, help="k of the k-NN accuracy and of Jaccard@k")
+    p.add_argument("--level", default="segment", choices=["segment", "track"])
+    p.add_argument("--method", default="pca", choices=["pca", "std-pca", "tsne", "umap"],
+                   help="map whose trustworthiness is reported")
+    db_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("export", help="write a model's embeddings to Parquet")
     p.add_argument("--model", required=True)

@@ -36,9 +36,6 @@ DISPLAY_CAP = 30_000
 #: ``{name: pd.Series indexed by segment_id}`` (numbers or labels).
 EXTRA_COLOURS_KEY = "explore_extra_colours"
 
-# Sharing one pick/track selection between the views is the point of linking them, not a slip.
-warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter", category=UserWarning)
-
 #: The name under which the page hands :func:`chart_data`'s rows to the spec (``spec["datasets"]``).
 DATASET = "points"
 
@@ -367,7 +364,9 @@ def linked_spec(n_points: int, titles: list[str], colour: list[str] | str | None
             layers.insert(0, line)
         views.append(alt.layer(*layers, data=alt.NamedData(name=DATASET)).properties(width=width, height=height, title=title))
     chart = alt.hconcat(*views, spacing=24).configure_view(strokeWidth=0).configure_title(fontSize=13, anchor="start")
-    spec = chart.properties(autosize={"type": "pad", "contains": "padding"}).to_dict()
+    with warnings.catch_warnings():  # sharing pick/track between the views is the point of linking them
+        warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
+        spec = chart.properties(autosize={"type": "pad", "contains": "padding"}).to_dict()
     # SVG keeps small maps crisp and their points addressable (aria-label = id); canvas draws large ones fast.
     spec["usermeta"] = {"embedOptions": {"renderer": "svg" if n_points < 2_000 else "canvas"}}
     return spec

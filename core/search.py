@@ -350,3 +350,79 @@ def zero_shot(
             top = 1.0 / np.exp(logit_scale * (sims - top[:, None])).sum(axis=1)
         score[start:start + step] = top
     return best, score
+
+
+# ---------------------------------------------------------------------- over a store
+
+
+def results(space, frame, indices: np.ndarray, scores: np.ndarray, metadata_columns: list[str]) -> list[dict]:
+    """Search results in the shape of the ``search`` command's JSON, best first.
+
+    Parameters
+    ----------
+    space : core.spaces.Space
+        The searched space, at segment level.
+    frame : pd.DataFrame
+        :func:`core.spaces.rows_frame` of the segments to report, one per result.
+    indices, scores : np.ndarray [shape=(k,)]
+        Rows of ``space`` and their scores.
+    """
+    from core.spaces import metadata_of
+
+    out = []
+    for (_, row), i, score in zip(frame.iterrows(), indices, scores):
+        out.append({
+            "path": row["path"], "start_s": float(row["start_s"]), "end_s": float(row["end_s"]),
+            "score": float(score), "metadata": metadata_of(row, metadata_columns),
+            "segment_id": int(space.ids[i]),
+            "track_id": int(space.track_ids[i]),
+        })
+    return out
+
+
+def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "segment",
+                 exclude_track: int | None = None) -> list[dict]:
+    """Top-k segments, or top-k tracks ranked by their best segment, for one query vector.
+
+    Parameters
+    ----------
+    store : core.store.Store
+    space : core.spaces.Space
+        Loaded at segment level: track ranking needs the segment scores.
+    query : np.ndarray [shape=(dim,)]
+    level : {"segment", "track"}
+        At track level each track is scored by its best segment, and the
+        result's ``start_s``/``end_s`` are those of that segment.
+    exclude_track : int, optional
+        Leave out the query's own track ("more like this" elsewhere).
+    """
+    from core.explore import metadata_columns
+    from core.spaces import rows_frame
+
+    if space.level != "segment":
+        raise SearchError("Search runs over segment vectors; load the space at segment level.")
+    scores = cosine_scores(space.vectors, query)
+    exclude = None if exclude_track is None else space.track_ids == exclude_track
+    if level == "track":
+        _, track_scores, rows = rank_tracks(scores, space.track_ids, k=k, exclude=exclude)
+        indices, top = rows, track_scores
+    elif level == "segment":
+        indices, top = rank_segments(scores, k=k, exclude=exclude)
+    else:
+        raise SearchError(f"level must be 'segment' or 'track', not {level!r}.")
+    if len(indices) == 0:
+        raise SearchError("Every stored segment was excluded; nothing is left to rank.")
+    frame = rows_frame(store, space.ids[indices])
+    return results(space, frame, indices, top, metadata_columns(frame))
+
+
+def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None = None) -> np.ndarray:
+    """A query vector for an audio file: the normalised mean of its segment embeddings on the store's grid.
+
+    ``space`` picks one of the adapter's outputs (default: its main space).
+    """
+    from core import audio
+
+    y, sr = audio.load(path)
+    segments = audio.segment_grid(len(y) / sr, window_s, hop_s)
+    return mean_embedding(adapter.embed(y, sr, segments)[space or adapter.entry.key])

@@ -91,7 +91,7 @@ def rows_frame(store: Store, ids: np.ndarray, level: str = "segment") -> pd.Data
     else:
         grouped = seg.groupby("track_id")
         frame = grouped.first().assign(start_s=grouped["start_s"].min(), end_s=grouped["end_s"].max()).reindex(ids)
-    return frame.reset_index(names="id")
+    return frame.reset_index(names="segment_id" if level == "segment" else "track_id")
 
 
 def metadata_of(row: pd.Series, columns: list[str]) -> dict:

@@ -1,0 +1,188 @@
+"""Compare: which model hears my collection best? Linked maps, where two models disagree, and honest metrics."""
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ui
+from core import compare as cp
+from core import explore as ex
+from core import spaces as sp
+from core.reduce import METHODS, ReduceError
+
+st.set_page_config(page_title="Compare · Audio embedding browser", page_icon="⚖️", layout="wide")
+st.title("⚖️ Compare")
+store = ui.opened_store(str(ui.cfg().db))
+spaces = store.spaces()
+if spaces.empty:
+    st.info("Nothing to compare yet: extract a collection with two or more models first (or load the demo on the home page).")
+    st.stop()
+
+DB = str(store.path)
+VERSION = ui.store_version(store)
+segments = ui.segments_frame(DB, VERSION)
+SPACE_NAMES = list(spaces["space"])
+METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
+N_NEIGHBOURS_SHOWN = 10
+
+top = st.columns([4, 2, 2, 2])
+chosen = top[0].multiselect("Models", SPACE_NAMES, default=SPACE_NAMES[:2],
+                            help="Two or more models extracted on the same segment grid.")
+level = top[1].radio("Points", ["segment", "track"], horizontal=True,
+                     format_func=lambda v: "segments" if v == "segment" else "tracks (mean of segments)")
+method = top[2].selectbox("Map", METHODS, format_func=METHOD_LABELS.get)
+k = int(top[3].slider("k (neighbours)", 1, 50, 10, help="k of Jaccard@k, of the k-NN accuracy and of hubness."))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def maps(db: str, version: tuple, models: tuple, method: str, level: str) -> dict:
+    box = st.empty()
+
+    def announce(model: str, n: int) -> None:
+        box.status(f"Computing the {METHOD_LABELS[method]} map of {model} for {n:,} points, once: it is stored…")
+
+    result = cp.store_maps(ui.opened_store(db), list(models), method, level=level, on_compute=announce)
+    box.empty()
+    return result
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def disagreement(db: str, version: tuple, pair: tuple, k: int, level: str) -> dict:
+    return cp.store_disagreement(ui.opened_store(db), *pair, k=k, level=level)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def metrics(db: str, version: tuple, models: tuple, label, group, k: int, level: str, method: str) -> dict:
+    return cp.store_metrics(ui.opened_store(db), list(models), label=label, group=group, k=k, level=level, method=method)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def spec(n_bucket: int, titles: tuple, colour_title: str, width: int) -> dict:
+    """Built once per layout: Altair validates compound charts on every build, which a click must not pay."""
+    return ex.linked_spec(n_bucket, list(titles), colour="numeric", colour_title=colour_title, width=width,
+                          height=int(width * 0.9))
+
+
+# ---------------------------------------------------------------------------- linked maps
+st.header("Where do the models disagree?")
+if len(chosen) < 2:
+    st.info("Choose two or more models to see their maps side by side.")
+else:
+    try:
+        found = maps(DB, VERSION, tuple(chosen), method, level)
+    except (ReduceError, cp.CompareError) as exc:
+        st.error(str(exc))
+        st.stop()
+    shared = len(found["ids"])
+    per_model = ", ".join(f"{m}: {n:,}" for m, n in found["per_model"].items())
+    st.caption(f"{shared:,} {level}s are held by every chosen model ({per_model}); imported spaces keep their own "
+               f"segments and are compared only where they coincide. Each map is turned and scaled (orthogonal "
+               f"Procrustes) onto {chosen[0]}'s, so the same region sits in the same place.")
+    if shared < 4:
+        st.warning("Too few shared points to compare; extract these models on the same collection.")
+        st.stop()
+
+    c1, c2 = st.columns(2)
+    model_a = c1.selectbox("Colour by the disagreement of", chosen, index=0)
+    model_b = c2.selectbox("with", [m for m in chosen if m != model_a], index=0)
+    with st.spinner(f"Finding every point's {k} nearest neighbours in {model_a} and {model_b} (once; it is stored)…"):
+        scored = disagreement(DB, VERSION, (model_a, model_b), k, level)
+    colour = pd.Series(scored["disagreement"], index=scored["ids"], name="disagreement")
+    note = (f"; 1 − Jaccard@{k} on a random sample of {scored['sampled']:,} of {scored['n']:,} points, only they are drawn"
+            if scored["sampled"] else "")
+    frame = ex.linked_frame(segments, [(colour.index.to_numpy(), found["maps"][m][np.searchsorted(found["ids"], colour.index)])
+                                       for m in chosen], level=level)
+    data, drawn_note = ex.chart_data(frame, np.ones(len(frame), dtype=bool), colour=colour.reindex(frame["id"]).to_numpy())
+    st.caption(f"Colour: 1 − Jaccard@{k} between {model_a} and {model_b}: 0 where both models give a point the same "
+               f"{k} nearest neighbours (in embedding space, cosine{', own track excluded' if level == 'segment' else ''}), "
+               f"1 where they share none. Mean {colour.mean():.2f}{note}. {drawn_note}. "
+               "Click a point to hear its neighbours in each model; drag a box to select many.")
+    n_bucket = 0 if len(data) < 2_000 else 2_000 if len(data) < 20_000 else 20_000
+    width = 440 if len(chosen) == 2 else 320
+    chart = spec(n_bucket, tuple(f"{m} · {METHOD_LABELS[method]}" for m in chosen), f"1 − Jaccard@{k}", width)
+    modes = [ex.PICK, *[ex.brush_name(i) for i in range(len(chosen))]]
+    event = st.vega_lite_chart({**chart, "datasets": {ex.DATASET: data}}, on_select="rerun", selection_mode=modes,
+                               key=f"compare-{len(chosen)}", width="content")
+    selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
+    picked = ex.selected_ids(selection, data)
+
+    if picked:
+        query = ex.points_frame(segments, np.array(picked[:1]), level).iloc[0]
+        st.subheader(f"▶ {query['name']} · {query['start_s']:.1f}–{query['end_s']:.1f} s "
+                     f"(disagreement {colour.get(int(query['id']), float('nan')):.2f})")
+        ui.player(query["path"], float(query["start_s"]), float(query["end_s"]), label=query["name"])
+        if len(picked) > 1:
+            st.caption(f"{len(picked):,} points selected; the neighbours below are those of the first.")
+        lists = {}
+        for m in (model_a, model_b):
+            space = sp.aligned([ui.space(DB, m, level, VERSION), ui.space(DB, c, level, VERSION)]
+                               if False else [ui.space(DB, c, level, VERSION) for c in (m, *[x for x in (model_a, model_b) if x != m])])
+            ids, vectors, track_ids = space
+            lists[m] = cp.point_neighbours(ids, track_ids, vectors[0], int(query["id"]), k=k, level=level)
+        both = set(lists[model_a][0]) & set(lists[model_b][0])
+        st.caption(f"Its {k} nearest neighbours in each model, nearest first; ✓ marks those both models agree on "
+                   f"({len(both)} of {k}).")
+        for column, (m, (ids, sims)) in zip(st.columns(2), lists.items()):
+            with column:
+                st.markdown(f"**{m}**")
+                rows = ex.points_frame(segments, ids, level)
+                for (_, row), sim in zip(rows.head(N_NEIGHBOURS_SHOWN).iterrows(), sims):
+                    mark = "✓ " if row["id"] in both else ""
+                    st.write(f"{mark}{row['name']} · {row['start_s']:.1f}–{row['end_s']:.1f} s · cosine {sim:.3f}")
+                    ui.player(row["path"], float(row["start_s"]), float(row["end_s"]), label=row["name"])
+                if len(rows) > N_NEIGHBOURS_SHOWN:
+                    st.caption(f"Players for the first {N_NEIGHBOURS_SHOWN} of {len(rows)}.")
+
+# ---------------------------------------------------------------------------- metrics
+st.header("Metrics")
+columns = ex.metadata_columns(segments)
+m1, m2, m3, m4 = st.columns([3, 2, 2, 2])
+table_models = m1.multiselect("Models in the table", SPACE_NAMES, default=SPACE_NAMES,
+                              help=f"{cp.BASELINE} is always included when stored: it is the baseline every model must beat.")
+label = m2.selectbox("Label column", ["(none)", *columns], help="Adds k-NN accuracy, macro-F1, silhouette, NMI and ARI.")
+group = m3.selectbox("Group column", ["(none)", *columns],
+                     help="Source recording, speaker, …: neighbours from the query's own group are excluded.")
+trust_method = m4.selectbox("Trustworthiness of the map", METHODS, format_func=METHOD_LABELS.get)
+st.caption(("At segment level neighbours from the query's own track are always excluded. " if level == "segment" else "")
+           + "Why a group column matters: " + cp.GROUP_NOTE)
+models = cp.with_baseline(store, table_models)
+label = None if label == "(none)" else label
+group = None if group == "(none)" else group
+try:
+    with st.status(f"Scoring {len(models)} models (once; the table is stored)…", expanded=False) as status:
+        table = metrics(DB, VERSION, tuple(models), label, group, k, level, trust_method)
+        info = table["info"]
+        status.update(label="Metrics " + ("read from the store" if info["cached"] else f"computed in {info['seconds']:.1f} s"),
+                      state="complete")
+except (ReduceError, cp.CompareError) as exc:
+    st.error(str(exc))
+    st.stop()
+
+rows = pd.DataFrame({m: table[m] for m in models}).T
+rows.index = [f"{m} (baseline)" if m == cp.BASELINE else m for m in models]
+st.dataframe(rows.astype(float), width="stretch", column_config={
+    c: st.column_config.NumberColumn(c, format="%.3f", help=cp.EXPLANATIONS.get(c.split("_k")[0], cp.EXPLANATIONS.get(c)))
+    for c in rows.columns})
+scored_note = (f"scored on a random sample of {info['sampled']:,} of {info['n']:,} {level}s (fixed seed)" if info["sampled"]
+               else f"all {info['n']:,} {level}s held by every model scored")
+st.caption(f"{scored_note}; trustworthiness on {info['trustworthiness_points'] or 0:,} points"
+           + (f"; {info['dropped']:,} {level}s without a label or group value left out" if info["dropped"] else ""))
+shown = {"knn_acc" if c.startswith("knn_acc") else c for c in rows.columns} | {"cka", "jaccard_at_k"}
+st.markdown("\n".join(f"- **{name}**: {text}" for name, text in cp.EXPLANATIONS.items() if name in shown))
+
+if len(models) > 1:
+    pairs = [(a, b, v) for key, v in table["pairs"].items() for a, b in [key.split("|")]]
+    heat = pd.DataFrame([{"a": a, "b": b, "cka": v["cka"], "jaccard": v["jaccard_at_k"]} for a, b, v in pairs]
+                        + [{"a": b, "b": a, "cka": v["cka"], "jaccard": v["jaccard_at_k"]} for a, b, v in pairs]
+                        + [{"a": m, "b": m, "cka": 1.0, "jaccard": 1.0} for m in models])
+    base = alt.Chart(heat).encode(x=alt.X("a:N", title=None, sort=models), y=alt.Y("b:N", title=None, sort=models))
+    rect = base.mark_rect().encode(color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(domain=[0, 1], scheme="viridis")),
+                                   tooltip=["a", "b", alt.Tooltip("cka:Q", format=".3f"),
+                                            alt.Tooltip("jaccard:Q", format=".3f", title=f"Jaccard@{k}")])
+    text = base.mark_text(fontSize=11).encode(text=alt.Text("cka:Q", format=".2f"),
+                                              color=alt.condition("datum.cka > 0.6", alt.value("black"), alt.value("white")))
+    h1, h2 = st.columns([3, 2])
+    h1.altair_chart((rect + text).properties(width=alt.Step(60), height=alt.Step(40), title="Debiased linear CKA"))
+    h2.dataframe(pd.DataFrame([{"pair": f"{a} · {b}", "CKA": v["cka"], f"Jaccard@{k}": v["jaccard_at_k"]}
+                               for a, b, v in pairs]), hide_index=True)

@@ -1,0 +1,98 @@
+"""Search over a store: the CLI's JSON, track ranking, own-track exclusion, CLAP text queries, the Search page."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from streamlit.testing.v1 import AppTest
+
+from core import cli, spaces
+from core.search import SearchError, search_store
+from core.store import Store
+from tests.conftest import PROJECT_ROOT, tone
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    d = tmp_path_factory.mktemp("search")
+    (d / "audio").mkdir()
+    for i, f in enumerate((220, 230, 440, 450, 880, 900)):
+        y = tone(f, 7.0) + 0.05 * np.random.default_rng(i).normal(size=7 * 22050).astype(np.float32)
+        sf.write(d / "audio" / f"tone_{f}.wav", y, 22050)
+    (d / "audio" / "meta.csv").write_text("path,pitch\n" + "".join(
+        f"tone_{f}.wav,{f}\n" for f in (220, 230, 440, 450, 880, 900)))
+    db = d / "s.duckdb"
+    assert cli.main(["extract", str(d / "audio"), "--model", "dsp", "--db", str(db),
+                     "--metadata", str(d / "audio" / "meta.csv")]) == 0
+    return d, db
+
+
+def test_cli_audio_query_json_shape(collection, capsys):
+    d, db = collection
+    capsys.readouterr()
+    code = cli.main(["search", "--model", "dsp", "--audio", str(d / "audio" / "tone_440.wav"), "-k", "3",
+                     "--db", str(db), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(out) == 3
+    assert set(out[0]) == {"path", "start_s", "end_s", "score", "metadata"}
+    assert [r["score"] for r in out] == sorted((r["score"] for r in out), reverse=True)
+    assert out[0]["path"].endswith("tone_440.wav") and out[0]["metadata"] == {"pitch": 440}
+    code = cli.main(["search", "--model", "dsp", "--audio", str(d / "audio" / "tone_440.wav"), "--level", "track",
+                     "--db", str(db), "--json"])
+    tracks = json.loads(capsys.readouterr().out)
+    assert code == 0 and len({r["path"] for r in tracks}) == len(tracks) == 6
+    assert tracks[1]["path"].endswith("tone_450.wav")
+    assert tracks[0]["end_s"] - tracks[0]["start_s"] == pytest.approx(3.0)  # the best segment, not the track
+
+
+def test_own_track_exclusion_and_visible_errors(collection):
+    _, db = collection
+    store = Store(db)
+    space = spaces.load(store, "dsp")
+    own = int(space.track_ids[0])
+    found = search_store(store, space, space.vectors[0], k=5, exclude_track=own)
+    assert all(r["track_id"] != own for r in found)
+    with pytest.raises(SearchError, match="dimension|512|128"):
+        search_store(store, space, np.ones(512, np.float32))
+    assert cli.main(["search", "--model", "dsp", "--text", "a dog", "--db", str(db)]) == 2
+    assert cli.main(["search", "--model", "clap-htsat-unfused", "--text", "a dog", "--db", str(db)]) == 2
+
+
+def test_clap_text_search_through_a_tiny_checkpoint(tmp_path, capsys):
+    from tests.test_clap import _save_tiny_clap
+
+    folder = _save_tiny_clap(tmp_path / "tiny-clap")
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    for f in (300, 600, 1200):
+        sf.write(audio_dir / f"t{f}.wav", tone(f, 4.0), 22050)
+    db = tmp_path / "clap.duckdb"
+    key = f"clap:{folder}"
+    assert cli.main(["extract", str(audio_dir), "--model", key, "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert cli.main(["search", "--model", key, "--text", "a high tone", "-k", "2", "--db", str(db), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 2 and -1.0 <= out[1]["score"] <= out[0]["score"] <= 1.0
+
+
+def test_search_page_more_like_this(collection, monkeypatch):
+    _, db = collection
+    monkeypatch.setenv("AEB_DB", str(db))
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert any("Text search needs a text–audio model" in i.value for i in at.info)
+    more = next(b for b in at.button if b.label == "Find similar segments")
+    more.click().run()
+    assert not at.exception
+    assert len(at.get("audio")) >= 1
+
+
+def test_search_page_on_an_empty_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(tmp_path / "empty.duckdb"))
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=60)
+    at.run()
+    assert not at.exception and "Nothing to search yet" in at.info[0].value
