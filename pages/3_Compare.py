@@ -35,16 +35,9 @@ method = top[2].selectbox("Map", METHODS, format_func=METHOD_LABELS.get)
 k = int(top[3].slider("k (neighbours)", 1, 50, 10, help="k of Jaccard@k, of the k-NN accuracy and of hubness."))
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+@st.cache_data(max_entries=8, show_spinner="Computing the maps (once; they are stored for next time)…")
 def maps(db: str, version: tuple, models: tuple, method: str, level: str) -> dict:
-    box = st.empty()
-
-    def announce(model: str, n: int) -> None:
-        box.status(f"Computing the {METHOD_LABELS[method]} map of {model} for {n:,} points, once: it is stored…")
-
-    result = cp.store_maps(ui.opened_store(db), list(models), method, level=level, on_compute=announce)
-    box.empty()
-    return result
+    return cp.store_maps(ui.opened_store(db), list(models), method, level=level)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -114,12 +107,9 @@ else:
         ui.player(query["path"], float(query["start_s"]), float(query["end_s"]), label=query["name"])
         if len(picked) > 1:
             st.caption(f"{len(picked):,} points selected; the neighbours below are those of the first.")
-        lists = {}
-        for m in (model_a, model_b):
-            space = sp.aligned([ui.space(DB, m, level, VERSION), ui.space(DB, c, level, VERSION)]
-                               if False else [ui.space(DB, c, level, VERSION) for c in (m, *[x for x in (model_a, model_b) if x != m])])
-            ids, vectors, track_ids = space
-            lists[m] = cp.point_neighbours(ids, track_ids, vectors[0], int(query["id"]), k=k, level=level)
+        ids, vectors, track_ids = sp.aligned([ui.space(DB, m, level, VERSION) for m in (model_a, model_b)])
+        lists = {m: cp.point_neighbours(ids, track_ids, x, int(query["id"]), k=k, level=level)
+                 for m, x in zip((model_a, model_b), vectors)}
         both = set(lists[model_a][0]) & set(lists[model_b][0])
         st.caption(f"Its {k} nearest neighbours in each model, nearest first; ✓ marks those both models agree on "
                    f"({len(both)} of {k}).")
