@@ -29,8 +29,10 @@ BASE_COLUMNS = ("segment_id", "track_id", "idx", "start_s", "end_s", "path",
 #: A categorical colour keeps this many categories; the long tail becomes "other".
 MAX_CATEGORIES = 20
 
-#: Points drawn per chart before a stratified sample takes over (see bench/bench_explore.py).
-DISPLAY_CAP = 30_000
+#: Points drawn per chart before a stratified sample takes over: two views of 20k points are
+#: painted in about 3 s and answer a click in about 1 s in headless Chromium on 2 busy cores
+#: (bench/bench_explore.py); a plain one-view Vega-Lite chart of 10k points took 2.3-3 s there.
+DISPLAY_CAP = 20_000
 
 #: ``st.session_state`` key through which other pages add colours:
 #: ``{name: pd.Series indexed by segment_id}`` (numbers or labels).
@@ -356,16 +358,16 @@ def linked_spec(n_points: int, titles: list[str], colour: list[str] | str | None
             stroke=alt.StrokeValue("transparent", condition=[{"test": chosen, "value": "#111111"}]),
             strokeWidth=alt.StrokeWidthValue(0, condition=[{"test": chosen, "value": 1.5}]),
             **({"color": colour_enc} if colour_enc is not None else {}),
-        ).add_params(pick, track, brushes[i])
+        ).add_params(pick, brushes[i], *([track] if trajectory else []))
         layers = [points]
         if trajectory:
             line = alt.Chart().mark_line(color="#111111", strokeWidth=1.2).encode(
                 x=x, y=y, detail="track_id:N", order="idx:Q").transform_filter(track)
             layers.insert(0, line)
         views.append(alt.layer(*layers, data=alt.NamedData(name=DATASET)).properties(width=width, height=height, title=title))
-    chart = alt.hconcat(*views, spacing=24).configure_view(strokeWidth=0).configure_title(fontSize=13, anchor="start")
     with warnings.catch_warnings():  # sharing pick/track between the views is the point of linking them
         warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
+        chart = alt.hconcat(*views, spacing=24).configure_view(strokeWidth=0).configure_title(fontSize=13, anchor="start")
         spec = chart.properties(autosize={"type": "pad", "contains": "padding"}).to_dict()
     # SVG keeps small maps crisp and their points addressable (aria-label = id); canvas draws large ones fast.
     spec["usermeta"] = {"embedOptions": {"renderer": "svg" if n_points < 2_000 else "canvas"}}

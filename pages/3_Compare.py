@@ -40,7 +40,7 @@ def maps(db: str, version: tuple, models: tuple, method: str, level: str) -> dic
     return cp.store_maps(ui.opened_store(db), list(models), method, level=level)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+@st.cache_data(max_entries=8, show_spinner="Finding every point's nearest neighbours in both models (once; they are stored)…")
 def disagreement(db: str, version: tuple, pair: tuple, k: int, level: str) -> dict:
     return cp.store_disagreement(ui.opened_store(db), *pair, k=k, level=level)
 
@@ -79,8 +79,7 @@ else:
     c1, c2 = st.columns(2)
     model_a = c1.selectbox("Colour by the disagreement of", chosen, index=0)
     model_b = c2.selectbox("with", [m for m in chosen if m != model_a], index=0)
-    with st.spinner(f"Finding every point's {k} nearest neighbours in {model_a} and {model_b} (once; it is stored)…"):
-        scored = disagreement(DB, VERSION, (model_a, model_b), k, level)
+    scored = disagreement(DB, VERSION, (model_a, model_b), k, level)
     colour = pd.Series(scored["disagreement"], index=scored["ids"], name="disagreement")
     note = (f"; 1 − Jaccard@{k} on a random sample of {scored['sampled']:,} of {scored['n']:,} points, only they are drawn"
             if scored["sampled"] else "")

@@ -188,7 +188,7 @@ def test_linked_spec_highlights_through_conditions_on_shared_data():
     assert points["encoding"]["color"]["sort"] == ["p", "q"]
     assert spec["hconcat"][0]["layer"][0]["transform"] == [{"filter": {"param": "track", "empty": False}}]
     zoom = ex.linked_spec(100, ["A"], drag="zoom")
-    assert {p["name"] for p in zoom["params"]} == {"pick", "track", "zoom0"}
+    assert {p["name"] for p in zoom["params"]} == {"pick", "zoom0"}  # the track selection only serves trajectories
     assert ex.colour_scale(pd.Series([1.0, 2.0])) == "numeric"
     assert ex.colour_scale(ex.colour_column(pd.Series(["b", "a", "b"]))) == ["b", "a"]
 

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 #: Family modules, in the order the catalogue lists them.
-FAMILIES = ("dsp", "aisfx", "clap", "openl3", "mert")
+FAMILIES = ("dsp", "aisfx", "musicnn", "clap", "openl3", "mert")
 
 #: Separator between a model key and the name of one of its extra outputs.
 OUTPUT_SEPARATOR = "/"

