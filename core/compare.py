@@ -661,7 +661,6 @@ def store_metrics(
     level: str = "segment",
     method: str | None = "pca",
     max_points: int = MAX_POINTS,
-    on_compute=None,
 ) -> dict:
     """:func:`metrics_table` for stored models, on the segments (or tracks) they all have, cached in the store.
 
@@ -684,10 +683,9 @@ def store_metrics(
     k : int > 0
     level : {"segment", "track"}
     method : str, optional
-        Map (``core.reduce`` method) whose trustworthiness is reported; the
-        projection is read from, or added to, the store's cache.  None skips it.
-    on_compute : callable, optional
-        Called with the item count before a computation (not on a cache hit).
+        Map (``core.reduce`` method) whose trustworthiness@10 is reported;
+        the projection is read from, or added to, the store's cache.  None
+        skips it.
 
     Returns
     -------
@@ -697,8 +695,6 @@ def store_metrics(
         ``dropped`` (items without a label or group value), ``seconds`` and
         ``cached``.
     """
-    from core.reduce import cached_projection
-
     models = _check_models(store, models)
     if level not in ("segment", "track"):
         raise CompareError(f"level must be 'segment' or 'track', not {level!r}.")
@@ -713,8 +709,6 @@ def store_metrics(
         return hit
     started = time.perf_counter()
     ids, track_ids, vectors, per_model = _aligned_items(store, models, level)
-    if on_compute is not None:
-        on_compute(len(ids))
     keep = np.ones(len(ids), dtype=bool)
     labels = _column(store, track_ids, label) if label else None
     extra = _column(store, track_ids, group) if group else None
@@ -722,20 +716,32 @@ def store_metrics(
         if values is not None:
             keep &= np.array([v is not None for v in values], dtype=bool)
     groups = ([track_ids[keep]] if level == "segment" else []) + ([extra[keep]] if extra is not None else [])
-    maps = None
-    if method:
-        maps = {}
-        for m in models:
-            proj = cached_projection(store, m, method, level=level)
-            pos = np.searchsorted(proj["ids"], ids[keep])
-            maps[m] = proj["xy"][pos]
     table = metrics_table({m: v[keep] for m, v in vectors.items()}, labels=None if labels is None else labels[keep],
-                          groups=groups or None, k=k, maps=maps, max_points=max_points)
+                          groups=groups or None, k=k, max_points=max_points)
+    if method:
+        for m in models:
+            table[m]["trustworthiness"] = _map_trustworthiness(store, m, method, level)
+        table["info"]["trustworthiness_points"] = min(max(per_model.values()), TRUSTWORTHINESS_MAX_POINTS)
     table["info"].update({"level": level, "label": label, "group": group, "method": method, "per_model": per_model,
                           "dropped": int((~keep).sum()), "seconds": time.perf_counter() - started})
     store.put_cached("metrics", key, version, _json_safe(table))
     table["info"]["cached"] = False
     return table
+
+
+def _map_trustworthiness(store, model: str, method: str, level: str) -> float:
+    """Trustworthiness@10 of a model's whole map, as ``core.reduce`` stored it with the projection.
+
+    Reusing the stored value saves recomputing it (seconds per model); the
+    map covers all the model's items, as the map the user sees does.
+    """
+    from core.reduce import cached_projection
+
+    proj = cached_projection(store, model, method, level=level)
+    value = proj["info"].get("trustworthiness")
+    if value is None:
+        value = trustworthiness(store.vectors(model, level=level)[1], proj["xy"], k=10)
+    return float("nan") if value is None else float(value)
 
 
 def _json_safe(obj):
@@ -821,19 +827,13 @@ def point_neighbours(ids: np.ndarray, track_ids: np.ndarray, vectors: np.ndarray
     return ids[order], sims[order]
 
 
-def store_maps(store, models: Sequence[str], method: str, *, level: str = "segment", params: dict | None = None,
-               on_compute=None) -> dict:
+def store_maps(store, models: Sequence[str], method: str, *, level: str = "segment", params: dict | None = None) -> dict:
     """Each model's 2-D map on the items all of them hold, turned and scaled onto the first model's map.
 
     Projections come from (or go to) the store's cache; only the alignment
     (orthogonal Procrustes plus scale, :func:`procrustes_align`) is redone,
     which is instant, so that the same region sits in the same place in
     every map and a moving point means the models disagree about it.
-
-    Parameters
-    ----------
-    on_compute : callable, optional
-        ``on_compute(model, n)`` before a projection is computed (not on a cache hit).
 
     Returns
     -------
@@ -847,8 +847,7 @@ def store_maps(store, models: Sequence[str], method: str, *, level: str = "segme
     models = _check_models(store, models)
     projections = {}
     for m in models:
-        announce = None if on_compute is None else (lambda n, m=m: on_compute(m, n))
-        projections[m] = cached_projection(store, m, method, level=level, params=params, on_compute=announce)
+        projections[m] = cached_projection(store, m, method, level=level, params=params)
     ids = projections[models[0]]["ids"]
     for m in models[1:]:
         ids = np.intersect1d(ids, projections[m]["ids"], assume_unique=True)

@@ -51,6 +51,17 @@ def metrics(db: str, version: tuple, models: tuple, label, group, k: int, level:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
+def drawn(db: str, version: tuple, models: tuple, method: str, level: str, pair: tuple, k: int):
+    """The chart's rows: the points every model holds and the disagreement scored, built once, not per click."""
+    found, scored = maps(db, version, models, method, level), disagreement(db, version, pair, k, level)
+    ids = np.intersect1d(found["ids"], scored["ids"])
+    frame = ex.linked_frame(ui.segments_frame(db, version),
+                            [(ids, found["maps"][m][np.searchsorted(found["ids"], ids)]) for m in models], level=level)
+    colour = pd.Series(scored["disagreement"], index=scored["ids"]).reindex(ids).to_numpy()
+    return ex.chart_data(frame, np.ones(len(frame), dtype=bool), colour=colour)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
 def spec(n_bucket: int, titles: tuple, colour_title: str, width: int) -> dict:
     """Built once per layout: Altair validates compound charts on every build, which a click must not pay."""
     return ex.linked_spec(n_bucket, list(titles), colour="numeric", colour_title=colour_title, width=width,
@@ -83,9 +94,7 @@ else:
     colour = pd.Series(scored["disagreement"], index=scored["ids"], name="disagreement")
     note = (f"; 1 − Jaccard@{k} on a random sample of {scored['sampled']:,} of {scored['n']:,} points, only they are drawn"
             if scored["sampled"] else "")
-    frame = ex.linked_frame(segments, [(colour.index.to_numpy(), found["maps"][m][np.searchsorted(found["ids"], colour.index)])
-                                       for m in chosen], level=level)
-    data, drawn_note = ex.chart_data(frame, np.ones(len(frame), dtype=bool), colour=colour.reindex(frame["id"]).to_numpy())
+    data, drawn_note = drawn(DB, VERSION, tuple(chosen), method, level, (model_a, model_b), k)
     st.caption(f"Colour: 1 − Jaccard@{k} between {model_a} and {model_b}: 0 where both models give a point the same "
                f"{k} nearest neighbours (in embedding space, cosine{', own track excluded' if level == 'segment' else ''}), "
                f"1 where they share none. Mean {colour.mean():.2f}{note}. {drawn_note}. "
@@ -107,15 +116,20 @@ else:
         if len(picked) > 1:
             st.caption(f"{len(picked):,} points selected; the neighbours below are those of the first.")
         ids, vectors, track_ids = sp.aligned([ui.space(DB, m, level, VERSION) for m in (model_a, model_b)])
-        lists = {m: cp.point_neighbours(ids, track_ids, x, int(query["id"]), k=k, level=level)
-                 for m, x in zip((model_a, model_b), vectors)}
-        both = set(lists[model_a][0]) & set(lists[model_b][0])
-        st.caption(f"Its {k} nearest neighbours in each model, nearest first; ✓ marks those both models agree on "
-                   f"({len(both)} of {k}).")
-        for column, (m, (ids, sims)) in zip(st.columns(2), lists.items()):
+        try:
+            lists = {m: cp.point_neighbours(ids, track_ids, x, int(query["id"]), k=k, level=level)
+                     for m, x in zip((model_a, model_b), vectors)}
+        except cp.CompareError as exc:  # a selection left over from other models
+            st.caption(str(exc))
+            lists = {}
+        both = set(lists[model_a][0]) & set(lists[model_b][0]) if lists else set()
+        if lists:
+            st.caption(f"Its {k} nearest neighbours in each model among the {len(ids):,} {level}s both hold, nearest "
+                       f"first; ✓ marks those both models agree on ({len(both)} of {k}).")
+        for column, (m, (neighbour_ids, sims)) in zip(st.columns(2), lists.items()):
             with column:
                 st.markdown(f"**{m}**")
-                rows = ex.points_frame(segments, ids, level)
+                rows = ex.points_frame(segments, neighbour_ids, level)
                 for (_, row), sim in zip(rows.head(N_NEIGHBOURS_SHOWN).iterrows(), sims):
                     mark = "✓ " if row["id"] in both else ""
                     st.write(f"{mark}{row['name']} · {row['start_s']:.1f}–{row['end_s']:.1f} s · cosine {sim:.3f}")
