@@ -9,7 +9,7 @@ from core.demo import build
 from core.extract import extract, read_metadata_csv
 from tests.conftest import PROJECT_ROOT
 
-PAGES = ["streamlit_app.py", "pages/1_Extract.py", "pages/2_Explore.py"]
+PAGES = ["streamlit_app.py", "pages/1_Extract.py", "pages/2_Explore.py", "pages/3_Compare.py", "pages/4_Search.py"]
 
 
 @pytest.fixture
