@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -138,8 +137,8 @@ def clicks(page, n_clicks: int = 3) -> list[tuple[float, float]]:
         page.mouse.click(x, y)
         page.evaluate(PAINTED)
         painted = time.perf_counter() - t
-        answer = re.compile(rf"{start:.2f}–{start + 3:.2f} s of .*{re.escape(name)}")
-        page.get_by_text(answer).first.wait_for(timeout=60_000)
+        page.locator("h3", has_text=name).first.wait_for(timeout=60_000)
+        page.get_by_text(f"{start:.2f}–{start + 3:.2f} s of").first.wait_for(timeout=60_000)
         page.locator("audio").first.wait_for(timeout=60_000)
         out.append((painted, time.perf_counter() - t))
     return out

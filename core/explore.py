@@ -34,6 +34,10 @@ MAX_CATEGORIES = 20
 #: (bench/bench_explore.py); a plain one-view Vega-Lite chart of 10k points took 2.3-3 s there.
 DISPLAY_CAP = 20_000
 
+#: ``st.session_state`` key holding the segment last clicked in Explore, which
+#: the Search page preselects for "more like this".
+PICKED_KEY = "explore_picked"
+
 #: ``st.session_state`` key through which other pages add colours:
 #: ``{name: pd.Series indexed by segment_id}`` (numbers or labels).
 EXTRA_COLOURS_KEY = "explore_extra_colours"

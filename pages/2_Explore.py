@@ -243,6 +243,9 @@ else:
     if p2.button("Play the whole track from here", key=f"whole-{first['id']}"):
         with p1:
             ui.player(first["path"], float(first["start_s"]), None, label=first["name"])
+    if level == "segment":
+        st.session_state[ex.PICKED_KEY] = int(first["id"])
+        p2.page_link("pages/4_Search.py", label="More like this", icon="🔎")
     meta = {c: first[c] for c in ex.metadata_columns(segments) if c in first.index and pd.notna(first[c])}
     if meta:
         st.dataframe(pd.DataFrame([meta]), hide_index=True)

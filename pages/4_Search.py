@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from core.explore import EXTRA_COLOURS_KEY, PICKED_KEY
 from core.models.base import ModelError, get_entry, split_key
 from core.search import SearchError, embed_clip, search_store, zero_shot
 from core.store import StoreError
@@ -93,7 +94,7 @@ with tabs[0]:
                 run_query(query)
 
 with tabs[1]:
-    picked = st.session_state.get("explore_picked")
+    picked = st.session_state.get(PICKED_KEY)
     names = ui.segment_names(str(store.path), version)
     default = names.index.get_loc(picked) if picked in names.index else 0
     sid = st.selectbox("Segment", names.index, index=default, format_func=names.get,
@@ -137,7 +138,7 @@ with tabs[3]:
             else:
                 best, score = zero_shot(space.vectors, label_vectors)
                 column = pd.Series(np.asarray(labels, dtype=object)[best], index=space.ids)
-                extra = st.session_state.setdefault("explore_extra_colours", {})
+                extra = st.session_state.setdefault(EXTRA_COLOURS_KEY, {})
                 extra[f"zero-shot ({key})"] = column
                 counts = column.value_counts().rename_axis("label").reset_index(name="segments")
                 st.dataframe(counts, hide_index=True)
