@@ -245,7 +245,7 @@ else:
             ui.player(first["path"], float(first["start_s"]), None, label=first["name"])
     if level == "segment":
         st.session_state[ex.PICKED_KEY] = int(first["id"])
-        p2.page_link("pages/4_Search.py", label="More like this", icon="🔎")
+        p2.markdown('<a href="Search" target="_self">🔎 More like this</a>', unsafe_allow_html=True)
     meta = {c: first[c] for c in ex.metadata_columns(segments) if c in first.index and pd.notna(first[c])}
     if meta:
         st.dataframe(pd.DataFrame([meta]), hide_index=True)
