@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from core.compare import trustworthiness
 from core.store import Store
 
 METHODS = ("pca", "std-pca", "tsne", "umap")
@@ -99,21 +100,6 @@ def project(x: np.ndarray, method: str, params: dict | None = None, seed: int = 
     return np.asarray(xy, dtype=np.float32), info
 
 
-def trustworthiness(x: np.ndarray, xy: np.ndarray, k: int = 10, sample: int = TRUST_SAMPLE, seed: int = SEED) -> float | None:
-    """sklearn's trustworthiness on a random sample of at most ``sample`` points (cosine in the input space).
-
-    ``k`` shrinks for tiny sets, as sklearn needs k < n/2; ``None`` below 4 points.
-    """
-    from sklearn.manifold import trustworthiness as sk_trust
-
-    n = len(x)
-    idx = np.random.default_rng(seed).choice(n, size=sample, replace=False) if n > sample else np.arange(n)
-    k_eff = min(k, (len(idx) - 1) // 2)
-    if k_eff < 1:
-        return None
-    return float(sk_trust(x[idx], xy[idx], n_neighbors=k_eff, metric="cosine"))
-
-
 def cached_projection(store: Store, space: str, method: str, level: str = "segment", params: dict | None = None,
                       with_trust: bool = True, on_compute: Callable[[int], None] | None = None) -> dict:
     """The projection of a space, from the store's cache or computed and stored.
@@ -141,7 +127,7 @@ def cached_projection(store: Store, space: str, method: str, level: str = "segme
     xy, info = project(x, method, params)
     seconds = time.perf_counter() - t
     if with_trust:
-        info["trustworthiness"] = trustworthiness(x, xy)
+        info["trustworthiness"] = trustworthiness(x, xy, k=10, max_points=TRUST_SAMPLE)
         info["trust_sample"] = int(min(len(x), TRUST_SAMPLE))
     store.put_projection(space, level, method, key, version, ids, xy, seconds, info)
     return {"ids": ids, "xy": xy, "seconds": seconds, "info": info, "cached": False}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.reduce import ReduceError, cached_projection, canonical_params, project, trustworthiness
+from core.compare import trustworthiness
+from core.reduce import ReduceError, cached_projection, canonical_params, project
 from core.store import Provenance, Store, TrackRecord
 
 
