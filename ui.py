@@ -12,7 +12,7 @@ import streamlit as st
 
 from core import audio
 from core.config import AccessDenied, settings
-from core.models.base import ModelError, availability, catalogue, load_model
+from core.models.base import availability, catalogue, load_model
 from core.store import Store
 
 
@@ -22,7 +22,7 @@ def cfg():
 
 
 def store() -> Store:
-    return Store(cfg().db)
+    return opened_store(str(cfg().db))
 
 
 @st.cache_resource(show_spinner="Loading model…")
@@ -47,10 +47,6 @@ def segments_frame(db: str, version: tuple) -> pd.DataFrame:
     return Store(db).segments_frame()
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def vectors(db: str, space: str, level: str, version: int):
-    return Store(db).vectors(space, level=level)
-
 
 def store_version(st_: Store) -> tuple:
     spaces = st_.spaces()
@@ -69,10 +65,6 @@ def player(path: str, start_s: float, end_s: float | None, label: str | None = N
         st.caption(f"🔇 Cannot play {label or path}: {exc}.")
         return
     st.audio(data, format="audio/wav")
-
-
-def model_error(exc: ModelError) -> None:
-    st.error(str(exc))
 
 
 @st.cache_resource(show_spinner=False)

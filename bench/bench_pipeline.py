@@ -11,8 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import audio  # noqa: E402
@@ -59,7 +57,7 @@ def main(folder: Path) -> None:
             store.write_tracks(records[i : i + 32])
         t["store"] = time.perf_counter() - t0
     whole = sum(t.values())
-    print(f"\n| stage | seconds | share | x real time |\n|---|---|---|---|")
+    print("\n| stage | seconds | share | x real time |\n|---|---|---|---|")
     for k, v in t.items():
         print(f"| {k} | {v:.2f} | {v / whole:.0%} | {total / v:.0f} |")
     print(f"| all stages | {whole:.2f} | 100% | {total / whole:.0f} |")

@@ -34,7 +34,8 @@ def synthetic(n: int, dim: int, seed: int = 0):
 def one(n: int, dim: int, method: str) -> dict:
     """Run in a child process: time one projection (and UMAP's JIT warm-up apart)."""
     sys.path.insert(0, str(ROOT))
-    from core.reduce import project, trustworthiness
+    from core.compare import trustworthiness
+    from core.reduce import project
 
     import sklearn.decomposition  # noqa: F401  (imports are not projection time)
     import sklearn.manifold  # noqa: F401

@@ -58,18 +58,6 @@ def metadata_columns(segments: pd.DataFrame) -> list[str]:
     return [c for c in segments.columns if c not in BASE_COLUMNS]
 
 
-def map_frame(segments: pd.DataFrame, ids: np.ndarray, xy: np.ndarray, level: str = "segment") -> pd.DataFrame:
-    """One row per map point: id, x, y, path, name, start/end and metadata.
-
-    At track level a point is a track; it is played from its start and its
-    ``end_s`` is the track's end.
-    """
-    base = points_frame(segments, ids, level)
-    base.insert(1, "x", np.asarray(xy[:, 0]))
-    base.insert(2, "y", np.asarray(xy[:, 1]))
-    return base
-
-
 def points_frame(segments: pd.DataFrame, ids: np.ndarray, level: str = "segment") -> pd.DataFrame:
     """Segments (or tracks) ``ids`` with their attributes, metadata and file name, in the order given."""
     if level == "segment":

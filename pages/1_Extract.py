@@ -27,7 +27,7 @@ if source == "Folder":
         if cfg.audio_root is None:
             st.warning("This shared app has no audio folder configured (AEB_AUDIO_ROOT); use uploads instead.")
         else:
-            sub = st.text_input("Folder inside the audio root", value="", help=f"Relative to the configured audio folder.")
+            sub = st.text_input("Folder inside the audio root", value="", help="Relative to the configured audio folder.")
             folder_text = str(cfg.audio_root / sub)
     else:
         folder_text = st.text_input("Folder (searched recursively for audio files)", placeholder="/path/to/my/sounds")

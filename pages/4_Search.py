@@ -11,7 +11,6 @@ import ui
 from core.explore import EXTRA_COLOURS_KEY, PICKED_KEY
 from core.models.base import ModelError, get_entry, split_key
 from core.search import SearchError, embed_clip, search_store, zero_shot
-from core.store import StoreError
 
 st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
 st.title("🔎 Search")
