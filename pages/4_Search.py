@@ -10,7 +10,7 @@ import streamlit as st
 import ui
 from core.explore import EXTRA_COLOURS_KEY, PICKED_KEY
 from core.models.base import ModelError, get_entry, split_key
-from core.search import SearchError, embed_clip, search_store, zero_shot
+from core.search import SearchError, cosine_scores, embed_clip, search_store, zero_shot
 
 st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
 st.title("🔎 Search")
@@ -51,12 +51,15 @@ def show(results: list[dict], tag_filter=None) -> None:
                 ui.player(r["path"], r["start_s"], r["end_s"])
 
 
-def run_query(query: np.ndarray, exclude_track=None) -> None:
+def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
     try:
         found = search_store(store, space, query, k=int(k) * (5 if tag else 1), level=level, exclude_track=exclude_track)
     except SearchError as exc:
         st.error(str(exc))
         return
+    extra = st.session_state.setdefault(EXTRA_COLOURS_KEY, {})
+    extra[f"search score · {label}"] = pd.Series(cosine_scores(space.vectors, query), index=space.ids)
+    st.caption("Explore can colour every point by this query's score (“search score” in its colour menu).")
     if tag:
         scores = tag_scores.reindex([r["segment_id"] for r in found])
         found = [r for r, s in zip(found, scores.to_numpy()) if s >= min_score][: int(k)]
@@ -90,7 +93,7 @@ with tabs[0]:
             except ModelError as exc:
                 st.error(str(exc))
             else:
-                run_query(query)
+                run_query(query, f"“{text}”")
 
 with tabs[1]:
     picked = st.session_state.get(PICKED_KEY)
@@ -103,7 +106,8 @@ with tabs[1]:
         if pos >= len(space.ids) or space.ids[pos] != sid:
             st.error(f"This segment has no {key} vector.")
         else:
-            run_query(space.vectors[pos], exclude_track=int(space.track_ids[pos]) if exclude_own else None)
+            run_query(space.vectors[pos], f"like {names.get(sid)}",
+                      exclude_track=int(space.track_ids[pos]) if exclude_own else None)
 
 with tabs[2]:
     if entry is None:
@@ -121,7 +125,7 @@ with tabs[2]:
             except Exception as exc:  # decoding or model errors get one visible line
                 st.error(f"{up.name}: {exc}")
             else:
-                run_query(query)
+                run_query(query, f"like {up.name}")
 
 with tabs[3]:
     if not text_capable:

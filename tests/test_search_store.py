@@ -89,6 +89,9 @@ def test_search_page_more_like_this(collection, monkeypatch):
     more.click().run()
     assert not at.exception
     assert len(at.get("audio")) >= 1
+    # the query's scores become a colour Explore offers
+    (name, scores), = at.session_state["explore_extra_colours"].items()
+    assert name.startswith("search score") and len(scores) == 12 and scores.max() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_search_page_on_an_empty_store(tmp_path, monkeypatch):
