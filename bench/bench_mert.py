@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from core.audio import load, segment_grid  # noqa: E402
+from bench.adapter_timing import time_on_set  # noqa: E402
 from core.models import mert  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -60,24 +60,6 @@ def bare_model(adapter: mert.MertAdapter, n: int) -> dict:
     return {"model_x": round(audio_s / model_s, 1), "model_cpu_x": round(audio_s * torch.get_num_threads() / cpu_s, 1)}
 
 
-def bench_set(adapter: mert.MertAdapter, name: str, limit: int, max_s: float) -> dict:
-    meta = pd.read_csv(DATA / name / "metadata.csv").head(limit)
-    t0 = time.perf_counter()
-    decoded = [load(DATA / name / rel, duration_s=max_s) for rel in meta["path"]]
-    decode_s = time.perf_counter() - t0
-    audio_s = sum(len(y) / sr for y, sr in decoded)
-    n_rows = 0
-    t0, c0 = time.perf_counter(), time.process_time()
-    for y, sr in decoded:
-        rows = adapter.embed(y, sr, segment_grid(len(y) / sr))[adapter.entry.key]
-        assert np.isfinite(rows).all()
-        n_rows += len(rows)
-    embed_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    return {"set": name, "clips": len(decoded), "audio_s": round(audio_s, 1), "segments": n_rows,
-            "decode_s": round(decode_s, 2), "embed_s": round(embed_s, 2), "embed_x": round(audio_s / embed_s, 1),
-            "cpu_x": round(audio_s * torch.get_num_threads() / cpu_s, 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -94,7 +76,7 @@ def main() -> None:
           f"batch {adapter.batch_size})")
     print("bare 5 s passes:", bare_model(adapter, 2 * adapter.batch_size))
     adapter.embed(np.zeros(44100 * 3, dtype=np.float32), 44100, np.array([[0.0, 3.0]]))  # warm-up: resampler, allocator
-    rows = [bench_set(adapter, name, args.limit, args.max_seconds) for name in SETS]
+    rows = [time_on_set(adapter, DATA / name, args.limit, args.max_seconds, args.threads) for name in SETS]
     print("cpu_x: the same from CPU time over the threads (what an otherwise idle machine would give)")
     print("embed_x: seconds of audio per second through the adapter (3 s grid)")
     print(pd.DataFrame(rows).to_string(index=False))
