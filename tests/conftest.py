@@ -34,6 +34,14 @@ def tone(freq: float = 440.0, seconds: float = 1.0, sr: int = 22050, amp: float 
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def session_cache(tmp_path_factory):
+    """The same cache for module-scoped fixtures, which run before the per-test one below and load weights."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AEB_CACHE", str(tmp_path_factory.getbasetemp() / "aeb-cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Converted weights go to one temporary cache per test session, never into ./cache."""

@@ -38,14 +38,6 @@ def golden(reference):
 
 
 @pytest.fixture(scope="module")
-def session_cache(tmp_path_factory):
-    """conftest's per-test AEB_CACHE, set before module fixtures (which run first) load weights."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AEB_CACHE", str(tmp_path_factory.getbasetemp() / "aeb-cache"))
-        yield
-
-
-@pytest.fixture(scope="module")
 def adapter(session_cache):
     try:
         return aisfx.load(ENTRY, "cpu")

@@ -46,14 +46,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def session_cache(tmp_path_factory):
-    """conftest's per-test AEB_CACHE, set before module fixtures (which run first) load weights."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AEB_CACHE", str(tmp_path_factory.getbasetemp() / "aeb-cache"))
-        yield
-
-
-@pytest.fixture(scope="module")
 def adapters(session_cache):
     """Adapters loaded on first use, shared by the tests of this module."""
     loaded = {}
