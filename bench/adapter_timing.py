@@ -31,3 +31,40 @@ def time_on_set(adapter, folder: Path, limit: int, max_s: float, threads: int) -
     return {"set": folder.name, "clips": len(decoded), "audio_s": round(audio_s, 1), "segments": n_rows,
             "decode_s": round(decode_s, 2), "embed_s": round(embed_s, 2), "embed_x": round(audio_s / embed_s, 1),
             "cpu_x": round(audio_s * threads / cpu_s, 1)}
+
+
+def run_random_weight_bench(description: str, build, bare, bare_label: str, embed_note: str) -> None:
+    """Command line shared by the hub-model benchmarks: build a random-weight adapter, time it bare and on real sets.
+
+    Parameters
+    ----------
+    build : callable(device) -> adapter
+    bare : callable(adapter, n) -> dict
+        Times the bare network on ``n`` full inputs.
+    """
+    import argparse
+    import sys
+
+    import torch
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=8, help="clips per data set")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="decode at most this much of each clip")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not data.is_dir():
+        sys.exit("../shared/data is not present beside the project")
+    t0 = time.perf_counter()
+    adapter = build(args.device)
+    print(f"build: {time.perf_counter() - t0:.2f} s (device {args.device}, {args.threads} threads, "
+          f"batch {adapter.batch_size})")
+    print(f"{bare_label}:", bare(adapter, 2 * adapter.batch_size))
+    adapter.embed(np.zeros(44100 * 3, dtype=np.float32), 44100, np.array([[0.0, 3.0]]))  # warm-up: resampler, allocator
+    rows = [time_on_set(adapter, data / name, args.limit, args.max_seconds, args.threads)
+            for name in ("esc50_subset", "librosa_examples")]
+    print("cpu_x: the same from CPU time over the threads (what an otherwise idle machine would give)")
+    print(f"embed_x: seconds of audio per second through the adapter ({embed_note})")
+    print(pd.DataFrame(rows).to_string(index=False))

@@ -21,7 +21,6 @@ model on 10 s inputs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -30,14 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from bench.adapter_timing import time_on_set  # noqa: E402
+from bench.adapter_timing import run_random_weight_bench  # noqa: E402
 from core.models import clap  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
-SETS = ("esc50_subset", "librosa_examples")
 
 
 def random_unfused_adapter(device: str) -> clap.ClapAdapter:
@@ -74,27 +70,5 @@ def bare_model(adapter: clap.ClapAdapter, n: int) -> dict:
             "processor_x": round(audio_s / processor_s, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=8, help="clips per data set")
-    parser.add_argument("--max-seconds", type=float, default=30.0, help="decode at most this much of each clip")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if not DATA.is_dir():
-        sys.exit("../shared/data is not present beside the project")
-    t0 = time.perf_counter()
-    adapter = random_unfused_adapter(args.device)
-    print(f"build: {time.perf_counter() - t0:.2f} s (device {args.device}, {args.threads} threads, "
-          f"batch {adapter.batch_size})")
-    print("bare 10 s windows:", bare_model(adapter, 2 * adapter.batch_size))
-    adapter.embed(np.zeros(44100 * 3, dtype=np.float32), 44100, np.array([[0.0, 3.0]]))  # warm-up: resampler, allocator
-    rows = [time_on_set(adapter, DATA / name, args.limit, args.max_seconds, args.threads) for name in SETS]
-    print("cpu_x: the same from CPU time over the threads (what an otherwise idle machine would give)")
-    print("embed_x: seconds of audio per second through the adapter (3 s grid, each segment padded to 10 s)")
-    print(pd.DataFrame(rows).to_string(index=False))
-
-
 if __name__ == "__main__":
-    main()
+    run_random_weight_bench(__doc__.splitlines()[0], random_unfused_adapter, bare_model, "bare 10 s windows", "3 s grid, each segment padded to 10 s")
