@@ -73,12 +73,28 @@ def opened_store(db: str) -> Store:
     return Store(db)
 
 
-@st.cache_data(max_entries=8, show_spinner="Loading vectors…")
+@st.cache_resource(max_entries=8, show_spinner="Loading vectors…")
 def space(db: str, key: str, level: str, version: tuple):
-    """A space's unit vectors; ``version`` (from :func:`store_version`) invalidates it."""
+    """A space's unit vectors; ``version`` (from :func:`store_version`) invalidates it.
+
+    A resource, not data: ``st.cache_data`` would unpickle a copy on every
+    rerun (seconds for a million vectors).  The arrays are made read-only so
+    that sharing them between sessions is safe.
+    """
     from core import spaces
 
-    return spaces.load(Store(db), key, level)
+    loaded = spaces.load(Store(db), key, level)
+    for array in (loaded.ids, loaded.vectors, loaded.track_ids):
+        array.setflags(write=False)
+    return loaded
+
+
+@st.cache_resource(max_entries=2, show_spinner="Indexing vectors for fast search…")
+def sketch(db: str, key: str, version: tuple):
+    """The int8 search sketch of a segment-level space (``None`` for small spaces), built once per data version."""
+    from core.search import build_sketch
+
+    return build_sketch(space(db, key, "segment", version).vectors)
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)

@@ -40,7 +40,8 @@ DISPLAY_CAP = 10_000
 PICKED_KEY = "explore_picked"
 
 #: ``st.session_state`` key through which other pages add colours:
-#: ``{name: pd.Series indexed by segment_id}`` (numbers or labels).
+#: ``{name: pd.Series indexed by segment_id}`` (numbers or labels), or a
+#: function returning one, for colours that cost a scan and may never be used.
 EXTRA_COLOURS_KEY = "explore_extra_colours"
 
 #: The name under which the page hands :func:`chart_data`'s rows to the spec (``spec["datasets"]``).

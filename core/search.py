@@ -1,28 +1,39 @@
 """Cosine top-k over stored vectors: text → audio, audio → audio, segment → track.
 
-Search is one exact matrix product of the query with every stored vector,
-followed by a partial sort (``np.partition``, O(n)).  Exact search needs no index to build, keep
-in sync or tune, and at the sizes of a personal collection it is fast enough:
-a single query reads each stored float once, so its cost is the time to
-stream the matrix from memory (about 0.1 s for 1,000,000 × 512 float32 on
-two cores).  The stored matrix is normalised once after loading
+Search is exact: every stored vector is scored, and the top k are the true
+top k.  A single query reads each stored value once, so its cost is the time
+to stream the matrix from memory: about 0.15 s for 1,000,000 × 512 float32 on
+two cores.  For large spaces the app therefore keeps a :class:`Sketch`, an
+int8 copy of the matrix (a quarter of its bytes), scans that instead, and
+rescores in float32 only the rows that a proven error bound cannot rule out
+(:func:`search`).  The result is the same as a full float32 scan; only the
+work changes.  The stored matrix is normalised once after loading
 (:func:`normalize`), so that a cosine score is a plain dot product and no
 per-query copy of the matrix is made.
 
-Every function here works on numpy arrays only.  A query that cannot run
-raises :class:`SearchError` with one sentence a user can act on, never an
-empty result.
+Every function here works on numpy arrays (the sketch holds torch tensors for
+its int8 kernel).  A query that cannot run raises :class:`SearchError` with
+one sentence a user can act on, never an empty result.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-#: Stored values (rows × dimensions) above which one exact scan takes longer
-#: than about 100 ms on a two-core machine (the scan streams 4 bytes per value
-#: at roughly 20 GB/s); beyond it interactive search needs an approximate index
-#: (HNSW or IVF-PQ, e.g. faiss) or a GPU.
-EXACT_SEARCH_MAX_VALUES = 1_000_000 * 512
+#: Stored values (rows × dimensions) above which even the int8 sketch scan
+#: takes longer than about 100 ms on a two-core machine (it streams one byte
+#: per value at roughly 10 GB/s); beyond it interactive search needs an
+#: approximate index (HNSW or IVF-PQ, e.g. faiss) or a GPU.
+EXACT_SEARCH_MAX_VALUES = 2_000_000 * 512
+
+#: Below this many stored values a float32 scan takes under about 10 ms, and
+#: a sketch would cost memory for nothing.
+SKETCH_MIN_VALUES = 1 << 25
+
+#: Rows quantised per step when a sketch is built (bounds the temporaries).
+_SKETCH_BLOCK = 1 << 16
 
 #: Rows normalised per step, so that normalising a large matrix needs no
 #: temporary of the matrix's size.
@@ -281,6 +292,198 @@ def top_k(
     return np.stack([r[0] for r in ranked]), np.stack([r[1] for r in ranked])
 
 
+def _rank(scores: np.ndarray, k: int, level: str, track_ids, exclude) -> tuple[np.ndarray, np.ndarray]:
+    if level == "segment":
+        return rank_segments(scores, k=k, exclude=exclude)
+    if level == "track":
+        if track_ids is None:
+            raise SearchError("Ranking tracks needs the track of every stored segment.")
+        _, track_scores, rows = rank_tracks(scores, track_ids, k=k, exclude=exclude)
+        return rows, track_scores
+    raise SearchError(f"level must be 'segment' or 'track', not {level!r}.")
+
+
+@dataclass(frozen=True)
+class Sketch:
+    """An int8 copy of a unit matrix whose scoring error is bounded row by row.
+
+    Row ``i`` is kept as ``codes[i] * scale[i]`` (symmetric int8 per row; the
+    scale is bfloat16 because the int8 kernel takes it so), and
+    ``residual[i]`` is ``||x_i - x̂_i||``, rounded up.  That is all
+    :meth:`candidates` needs to prove which rows cannot reach the top k.
+    Build it with :func:`build_sketch`.
+    """
+
+    codes: object  # torch.Tensor [shape=(n, dim), dtype=int8]
+    scale: object  # torch.Tensor [shape=(n,), dtype=bfloat16]
+    residual: np.ndarray  # [shape=(n,), dtype=float32]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.codes.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.numel() + 2 * len(self.scale) + self.residual.nbytes
+
+    def bounds(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sketch scores ``ŝ`` of a unit query, and how far each can be from the float32 score.
+
+        The kernel multiplies the bfloat16 query ``q̂`` with ``x̂`` in float32
+        and rounds to bfloat16, so
+
+        ``|ŝ - q·x| ≤ ||q||·||x̂ - x|| + ||q̂ - q||·||x̂||``  (the roundings of rows and query)
+        ``+ d·2⁻²³·||q̂||·||x̂||``                          (float32 accumulation, twice its textbook bound)
+        ``+ 2⁻⁷·|ŝ|``                                      (the bfloat16 result, twice its bound),
+
+        with ``||x̂|| ≤ 1.001 + ||x̂ - x||`` for rows normalised by :func:`normalize`.
+
+        Returns
+        -------
+        scores, slack : np.ndarray [shape=(n,), dtype=float32]
+        """
+        import torch
+
+        q = np.ascontiguousarray(query, dtype=np.float32)
+        with torch.inference_mode():
+            q_hat = torch.from_numpy(q[None]).to(torch.bfloat16)
+            scores = torch._weight_int8pack_mm(q_hat, self.codes, self.scale)[0].float().numpy()
+        q_hat = q_hat.float().numpy()[0].astype(np.float64)
+        q_err = float(np.linalg.norm(q_hat - q))
+        accumulation = len(q) * 2.0 ** -23 * float(np.linalg.norm(q_hat))
+        slack = np.abs(scores)
+        slack *= np.float32(2.0 ** -7)
+        slack += self.residual * np.float32(float(np.linalg.norm(q)) * (1 + 1e-6) + q_err + accumulation)
+        slack += np.float32(1.001 * (q_err + accumulation))
+        return scores, slack
+
+    def candidates(self, matrix: np.ndarray, query: np.ndarray, k: int, level: str, track_ids,
+                   exclude) -> np.ndarray | None:
+        """Rows that may belong to the exact top k; ``None`` where a full scan is as cheap.
+
+        The rows with the best sketch scores are scored exactly; the k-th of
+        them (over distinct tracks when ranking tracks) gives ``τ``, which the
+        true k-th result reaches or beats.  A row whose sketch score plus its
+        :meth:`bounds` slack stays below ``τ`` can then never be among the
+        top k, nor be the best segment of a top-k track.
+        """
+        approx, slack = self.bounds(query)
+        if exclude is not None:
+            approx[np.asarray(exclude, dtype=bool)] = -np.inf
+            if np.isinf(approx).sum() >= len(approx) - k:
+                return None
+        if level == "track":
+            _, _, lead = rank_tracks(approx, track_ids, k=k)
+            if len(lead) < k or not np.isfinite(approx[lead]).all():
+                return None
+        else:
+            lead, _ = rank_segments(approx, k=k)
+        tau = np.float32((matrix[lead] @ query).min())
+        slack += approx
+        rows = np.flatnonzero(slack >= tau)
+        return rows if len(rows) <= len(approx) // 8 else None
+
+
+def build_sketch(matrix: np.ndarray) -> Sketch | None:
+    """An int8 sketch of a unit matrix, or ``None`` where it would not pay.
+
+    It costs a quarter of the matrix's memory (plus 6 bytes a row) and is
+    built once per loaded space.  ``None`` for matrices under
+    :data:`SKETCH_MIN_VALUES`, and where this torch build lacks the int8
+    kernel: :func:`search` then scans in float32, with the same results.
+
+    Parameters
+    ----------
+    matrix : np.ndarray [shape=(n, dim), dtype=float32]
+        Stored vectors, L2-normalised by :func:`normalize`.
+    """
+    import torch
+
+    m = _check_matrix(matrix)
+    if m.size < SKETCH_MIN_VALUES:
+        return None
+    n, dim = m.shape
+    codes = torch.empty((n, dim), dtype=torch.int8)
+    scale = torch.empty(n, dtype=torch.bfloat16)
+    residual = np.empty(n, dtype=np.float32)
+    with torch.inference_mode():
+        try:
+            torch._weight_int8pack_mm(torch.zeros((1, dim), dtype=torch.bfloat16), codes[:1], scale[:1])
+        except (AttributeError, NotImplementedError, RuntimeError):
+            return None
+        for start in range(0, n, _SKETCH_BLOCK):
+            stop = min(n, start + _SKETCH_BLOCK)
+            x = torch.from_numpy(m[start:stop])
+            s = (torch.linalg.vector_norm(x, ord=float("inf"), dim=1) / 127).to(torch.bfloat16)
+            s32 = s.float()[:, None]
+            c = torch.div(x, torch.where(s32 > 0, s32, 1.0)).round_().clamp_(-127, 127)
+            codes[start:stop] = c
+            scale[start:stop] = s
+            c.mul_(s32).sub_(x)  # x̂ - x; x̂ is exact: 7-bit codes times 8-bit scales
+            r = torch.linalg.vector_norm(c, dim=1).numpy()
+            # Float32 rounding of the norm over d terms is far below 1e-4 relative.
+            residual[start:stop] = np.nextafter(r * np.float32(1 + 1e-4), np.float32(np.inf))
+    return Sketch(codes, scale, residual)
+
+
+def search(
+    matrix: np.ndarray,
+    query: np.ndarray,
+    *,
+    k: int = 10,
+    level: str = "segment",
+    track_ids: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
+    sketch: Sketch | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k segments, or top-k tracks by their best segment, for one query.
+
+    With a ``sketch`` the int8 copy is scanned first and only the rows its
+    error bound cannot rule out are scored in float32 (usually a few dozen
+    of a million); the result is that of the full float32 scan either way.
+
+    Parameters
+    ----------
+    matrix : np.ndarray [shape=(n, dim), dtype=float32]
+        Stored vectors, L2-normalised by :func:`normalize`.
+    query : np.ndarray [shape=(dim,)]
+    k : int > 0
+    level : {"segment", "track"}
+        See :func:`rank_tracks` for how tracks are scored.
+    track_ids : np.ndarray [shape=(n,)], optional
+        Required for ``level="track"``.
+    exclude : np.ndarray [shape=(n,), dtype=bool], optional
+        Rows never to return.
+    sketch : Sketch, optional
+        From :func:`build_sketch` on the same matrix.
+
+    Returns
+    -------
+    rows : np.ndarray [shape=(k',), dtype=int64]
+        Best first: the segments, or each track's best segment.
+    scores : np.ndarray [shape=(k',), dtype=float32]
+    """
+    m = _check_matrix(matrix)
+    q = _check_queries(query, m.shape[1])
+    if q.ndim != 1:
+        raise SearchError("search takes one query vector; use top_k for several.")
+    if level not in ("segment", "track"):
+        raise SearchError(f"level must be 'segment' or 'track', not {level!r}.")
+    if level == "track" and track_ids is None:
+        raise SearchError("Ranking tracks needs the track of every stored segment.")
+    rows = None
+    if sketch is not None:
+        if sketch.shape != m.shape:
+            raise SearchError("The sketch was built from other vectors; rebuild it after reloading the space.")
+        if k >= 1:
+            rows = sketch.candidates(m, q, k, level, track_ids, exclude)
+    if rows is None:
+        return _rank(m @ q, k, level, track_ids, exclude)
+    sub_tracks = None if track_ids is None else np.asarray(track_ids)[rows]
+    best, top = _rank(m[rows] @ q, k, level, sub_tracks, None)
+    return rows[best], top
+
+
 def mean_embedding(segment_embeddings: np.ndarray) -> np.ndarray:
     """One vector for audio longer than a segment: the normalised mean of its normalised segment vectors.
 
@@ -381,7 +584,7 @@ def results(space, frame, indices: np.ndarray, scores: np.ndarray, metadata_colu
 
 
 def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "segment",
-                 exclude_track: int | None = None) -> list[dict]:
+                 exclude_track: int | None = None, sketch: Sketch | None = None) -> list[dict]:
     """Top-k segments, or top-k tracks ranked by their best segment, for one query vector.
 
     Parameters
@@ -395,21 +598,18 @@ def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "
         result's ``start_s``/``end_s`` are those of that segment.
     exclude_track : int, optional
         Leave out the query's own track ("more like this" elsewhere).
+    sketch : Sketch, optional
+        :func:`build_sketch` of ``space.vectors``, kept by a long-lived
+        caller (the app) that runs many queries on one space.
     """
     from core.explore import metadata_columns
     from core.spaces import rows_frame
 
     if space.level != "segment":
         raise SearchError("Search runs over segment vectors; load the space at segment level.")
-    scores = cosine_scores(space.vectors, query)
     exclude = None if exclude_track is None else space.track_ids == exclude_track
-    if level == "track":
-        _, track_scores, rows = rank_tracks(scores, space.track_ids, k=k, exclude=exclude)
-        indices, top = rows, track_scores
-    elif level == "segment":
-        indices, top = rank_segments(scores, k=k, exclude=exclude)
-    else:
-        raise SearchError(f"level must be 'segment' or 'track', not {level!r}.")
+    indices, top = search(space.vectors, query, k=k, level=level, track_ids=space.track_ids,
+                          exclude=exclude, sketch=sketch)
     if len(indices) == 0:
         raise SearchError("Every stored segment was excluded; nothing is left to rank.")
     frame = rows_frame(store, space.ids[indices])

@@ -1,5 +1,6 @@
 """Search: CLAP text queries, query by example for every model, tag filters and zero-shot labels."""
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -37,6 +38,10 @@ except ModelError:
 text_capable = entry is not None and "text" in entry.capabilities and not output
 
 
+def score_series(searched, query: np.ndarray) -> pd.Series:
+    return pd.Series(cosine_scores(searched.vectors, query), index=searched.ids)
+
+
 def show(results: list[dict], tag_filter=None) -> None:
     if not results:
         st.warning("No result passed the filters.")
@@ -53,12 +58,14 @@ def show(results: list[dict], tag_filter=None) -> None:
 
 def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
     try:
-        found = search_store(store, space, query, k=int(k) * (5 if tag else 1), level=level, exclude_track=exclude_track)
+        found = search_store(store, space, query, k=int(k) * (5 if tag else 1), level=level,
+                             exclude_track=exclude_track, sketch=ui.sketch(str(store.path), key, version))
     except SearchError as exc:
         st.error(str(exc))
         return
     extra = st.session_state.setdefault(EXTRA_COLOURS_KEY, {})
-    extra[f"search score · {label}"] = pd.Series(cosine_scores(space.vectors, query), index=space.ids)
+    # Scored for every segment only if Explore is asked to colour by it.
+    extra[f"search score · {label}"] = functools.partial(score_series, space, query)
     st.caption("Explore can colour every point by this query's score (“search score” in its colour menu).")
     if tag:
         scores = tag_scores.reindex([r["segment_id"] for r in found])

@@ -271,10 +271,11 @@ def test_filters_and_colours(page):
     assert "12 of 36 points after filters" in texts(page)
 
 
-def test_extra_colours_from_session_state(page):
+@pytest.mark.parametrize("lazy", [False, True], ids=["series", "function"])
+def test_extra_colours_from_session_state(page, lazy):
     frame = Store(_db(page)).segments_frame()
-    page.session_state[ex.EXTRA_COLOURS_KEY] = {"query 'bell'": pd.Series(np.linspace(0, 1, len(frame)),
-                                                                         index=frame["segment_id"])}
+    scores = pd.Series(np.linspace(0, 1, len(frame)), index=frame["segment_id"])
+    page.session_state[ex.EXTRA_COLOURS_KEY] = {"query 'bell'": (lambda: scores) if lazy else scores}
     page.run()
     colour = next(s for s in page.selectbox if s.label == "Colour by")
     colour.set_value("from Search · query 'bell'").run()

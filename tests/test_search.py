@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core import search as search_module
 from core.search import (
     SearchError,
+    build_sketch,
     cosine_scores,
     mean_embedding,
     normalize,
     rank_segments,
     rank_tracks,
+    search,
     top_k,
     zero_shot,
 )
@@ -148,3 +151,82 @@ def test_zero_shot_best_label_and_clap_probability(stored):
     np.testing.assert_allclose(prob, (soft / soft.sum(axis=1, keepdims=True)).max(axis=1), rtol=1e-5)
     with pytest.raises(SearchError, match="dimensions"):
         zero_shot(stored, np.ones((2, 8)))
+
+
+# ---------------------------------------------------------------------- the int8 sketch
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    """Clustered unit vectors with some spiky rows (one large component) and exact duplicates,
+    the shapes that stress a per-row int8 scale; ten segments per track."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((40, 96))
+    x = 3 * centres[rng.integers(0, 40, 20_000)] + rng.standard_normal((20_000, 96))
+    x[::97, rng.integers(0, 96)] += 60.0
+    x[1::500] = x[0::500]
+    return normalize(x), np.repeat(np.arange(2_000), 10)
+
+
+@pytest.fixture(scope="module")
+def sketch(clustered):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(search_module, "SKETCH_MIN_VALUES", 0)
+        return build_sketch(clustered[0])
+
+
+def test_sketch_is_a_quarter_of_the_matrix(clustered, sketch):
+    matrix, _ = clustered
+    assert sketch.shape == matrix.shape
+    assert sketch.nbytes <= matrix.nbytes / 4 + 6 * len(matrix)
+
+
+def test_small_matrices_get_no_sketch(stored):
+    assert build_sketch(stored) is None
+
+
+def test_sketch_error_never_exceeds_its_bound(clustered, sketch):
+    matrix, _ = clustered
+    rng = np.random.default_rng(3)
+    queries = [matrix[5], matrix[97], -matrix[11], *normalize(rng.standard_normal((20, 96)))]
+    for q in queries:
+        approx, slack = sketch.bounds(q)
+        exact = (matrix.astype(np.float64) @ q.astype(np.float64))
+        assert np.all(np.abs(approx - exact) <= slack)
+
+
+@pytest.mark.parametrize("level", ["segment", "track"])
+def test_search_with_a_sketch_equals_the_float32_scan(clustered, sketch, level):
+    matrix, tracks = clustered
+    rng = np.random.default_rng(11)
+    queries = [*matrix[rng.integers(0, len(matrix), 15)], *normalize(rng.standard_normal((15, 96)))]
+    scanned = 0
+    for i, q in enumerate(queries):
+        noisy = q + 0.3 * rng.standard_normal(96).astype(np.float32)
+        exclude = tracks == tracks[i * 37] if i % 2 else None
+        for k in (1, 10, 50):
+            rows, scores = search(matrix, noisy, k=k, level=level, track_ids=tracks, exclude=exclude, sketch=sketch)
+            want_rows, want_scores = search(matrix, noisy, k=k, level=level, track_ids=tracks, exclude=exclude)
+            np.testing.assert_array_equal(rows, want_rows)
+            np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-6)
+        unit = noisy / np.linalg.norm(noisy)
+        candidates = sketch.candidates(matrix, unit, 10, level, tracks, exclude)
+        scanned += len(matrix) if candidates is None else len(candidates)
+    # The point of the sketch: most queries rescore a small fraction of the rows.
+    assert scanned < 0.05 * len(matrix) * len(queries)
+
+
+def test_sketch_falls_back_to_the_scan_when_nothing_is_left(clustered, sketch):
+    matrix, tracks = clustered
+    exclude = np.ones(len(matrix), dtype=bool)
+    exclude[:3] = False
+    rows, _ = search(matrix, matrix[0], k=10, exclude=exclude, sketch=sketch)
+    assert sorted(rows) == [0, 1, 2]
+    exclude[:] = True
+    with pytest.raises(SearchError, match="Nothing is left"):
+        search(matrix, matrix[0], k=10, exclude=exclude, sketch=sketch)
+
+
+def test_a_sketch_of_other_vectors_is_refused(clustered, sketch):
+    with pytest.raises(SearchError, match="rebuild"):
+        search(clustered[0][:100], clustered[0][0], sketch=sketch)
