@@ -101,13 +101,13 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"^Error (opening|reading) '.*?': ", "", line).strip() or line
 
 
-def _read(path: str | Path, start: int, stop: int) -> np.ndarray:
-    """Frames [start, stop) as float32 (frames, channels), with decoding errors made one-line."""
+def _read(path: str | Path, start: int, stop: int, dtype=np.float32) -> np.ndarray:
+    """Frames [start, stop) as (frames, channels), with decoding errors made one-line."""
     try:
         with sf.SoundFile(str(path)) as fh:
             if start:
                 fh.seek(start)
-            data = fh.read(frames=stop - start, dtype="float32", always_2d=True)
+            data = fh.read(frames=stop - start, dtype=np.dtype(dtype).name, always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         raise AudioError(f"decoding failed ({_first_line(exc)})") from None
     wanted = stop - start
@@ -118,20 +118,28 @@ def _read(path: str | Path, start: int, stop: int) -> np.ndarray:
     return data
 
 
-def to_mono(data: np.ndarray) -> np.ndarray:
+def to_mono(data: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Mean over channels, the mix every adapter receives.
+
+    The mean is taken in float64 and then rounded once, so a float32 mix is
+    the float64 one rounded (for two channels, bit for bit what a float32
+    mean gives) and a float64 mix is what numpy-based originals such as
+    openl3 compute.
 
     Parameters
     ----------
     data : np.ndarray [shape=(frames, channels)]
+    dtype : np.float32 or np.float64
 
     Returns
     -------
-    np.ndarray [shape=(frames,), dtype=float32]
+    np.ndarray [shape=(frames,), dtype=dtype]
     """
     if data.ndim == 1:
-        return data.astype(np.float32, copy=False)
-    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0].astype(np.float32, copy=False)
+        return data.astype(dtype, copy=False)
+    if data.shape[1] == 1:
+        return data[:, 0].astype(dtype, copy=False)
+    return data.mean(axis=1, dtype=np.float64).astype(dtype, copy=False)
 
 
 def _check_finite(y: np.ndarray) -> np.ndarray:
@@ -141,8 +149,9 @@ def _check_finite(y: np.ndarray) -> np.ndarray:
     return y
 
 
-def load(path: str | Path, offset_s: float = 0.0, duration_s: float | None = None) -> tuple[np.ndarray, int]:
-    """Decode (part of) a file to mono float32 at its own sample rate.
+def load(path: str | Path, offset_s: float = 0.0, duration_s: float | None = None,
+         dtype=np.float32) -> tuple[np.ndarray, int]:
+    """Decode (part of) a file to mono at its own sample rate.
 
     Parameters
     ----------
@@ -151,10 +160,12 @@ def load(path: str | Path, offset_s: float = 0.0, duration_s: float | None = Non
         Start of the excerpt in seconds.
     duration_s : float or None
         Length of the excerpt; ``None`` reads to the end.
+    dtype : np.float32 or np.float64
+        float64 only for an adapter that asks for it (``input_dtype``).
 
     Returns
     -------
-    y : np.ndarray [shape=(n,), dtype=float32]
+    y : np.ndarray [shape=(n,), dtype=dtype]
     sr : int
 
     Raises
@@ -165,7 +176,7 @@ def load(path: str | Path, offset_s: float = 0.0, duration_s: float | None = Non
     meta = info(path)
     start = min(max(0, int(round(offset_s * meta.sample_rate))), meta.frames)
     stop = meta.frames if duration_s is None else min(meta.frames, start + int(round(duration_s * meta.sample_rate)))
-    y = to_mono(_read(path, start, stop))
+    y = to_mono(_read(path, start, stop, dtype), dtype)
     return _check_finite(y), meta.sample_rate
 
 
@@ -229,6 +240,7 @@ def iter_blocks(
     block_s: float = BLOCK_S,
     context_s: float = CONTEXT_S,
     meta: AudioInfo | None = None,
+    dtype=np.float32,
 ) -> Iterator[Block]:
     """Decode a track block by block, each block covering whole segments.
 
@@ -236,6 +248,7 @@ def iter_blocks(
     blocks of about ``block_s`` seconds of segments, each with ``context_s``
     of real audio on both sides (less at the track's ends), so memory stays
     bounded while adapters still see the audio around every segment.
+    ``dtype`` is that of the mono mix (see :func:`to_mono`).
 
     Yields
     ------
@@ -244,7 +257,7 @@ def iter_blocks(
     meta = meta or info(path)
     segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
     if meta.duration_s <= block_s + 2 * context_s:
-        y = _check_finite(to_mono(_read(path, 0, meta.frames)))
+        y = _check_finite(to_mono(_read(path, 0, meta.frames, dtype), dtype))
         yield Block(y, meta.sample_rate, 0.0, segments, np.arange(len(segments)))
         return
     first = 0
@@ -256,7 +269,7 @@ def iter_blocks(
         end_s = min(meta.duration_s, segments[last, 1] + context_s)
         start = int(math.floor(begin_s * meta.sample_rate))
         stop = min(meta.frames, int(math.ceil(end_s * meta.sample_rate)))
-        y = _check_finite(to_mono(_read(path, start, stop)))
+        y = _check_finite(to_mono(_read(path, start, stop, dtype), dtype))
         offset = start / meta.sample_rate
         index = np.arange(first, last + 1)
         yield Block(y, meta.sample_rate, offset, segments[index] - offset, index)

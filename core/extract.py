@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core import audio
-from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
+from core.models.base import Adapter, ModelError, get_entry, input_dtype, load_model, split_key
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord
 
 #: progress(done, total, path) is called after each file.
@@ -112,8 +112,11 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
     vectors = {space: np.zeros((len(segments), dim), np.float32)
                for a in adapters for space, dim in a.entry.spaces.items()}
     errors: dict[str, str] = {}
+    wanted = {a.entry.key: input_dtype(a) for a in adapters}
+    widest = np.float64 if np.dtype(np.float64) in wanted.values() else np.float32
     t0 = time.perf_counter()
-    for block in audio.iter_blocks(path, segments, meta=meta):
+    for block in audio.iter_blocks(path, segments, meta=meta, dtype=widest):
+        mixes = {np.dtype(widest): block.audio}
         report._add_time("decode", time.perf_counter() - t0)
         for adapter in adapters:
             key = adapter.entry.key
@@ -121,7 +124,8 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
                 continue
             t1 = time.perf_counter()
             try:
-                out = adapter.embed(block.audio, block.sr, block.segments)
+                mix = mixes.setdefault(wanted[key], block.audio.astype(wanted[key]))
+                out = adapter.embed(mix, block.sr, block.segments)
                 for space, dim in adapter.entry.spaces.items():
                     rows = np.asarray(out[space], dtype=np.float32)
                     if rows.shape != (len(block.index), dim):

@@ -65,6 +65,40 @@ class InterruptAfter:
         return self.inner.embed(audio, sr, segments)
 
 
+class Recording:
+    """The real dsp adapter, noting the mono mix it is handed; ``input_dtype`` as an adapter may declare it."""
+
+    def __init__(self, input_dtype=None):
+        self.inner, self.seen = load_model("dsp"), []
+        self.entry, self.version = self.inner.entry, self.inner.version
+        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
+        if input_dtype is not None:
+            self.input_dtype = input_dtype
+
+    def embed(self, audio, sr, segments):
+        self.seen.append(audio.copy())
+        return self.inner.embed(audio.astype(np.float32), sr, segments)
+
+
+@pytest.mark.parametrize("dtype", [None, np.float64])
+def test_adapters_get_the_mono_mix_in_the_dtype_they_declare(tmp_path, dtype):
+    """float64 is the exact mean of the channels (what openl3 computes); float32 is it rounded once."""
+    rng = np.random.default_rng(0)
+    stereo = (rng.standard_normal((48000, 2)) * 0.3).astype(np.float32)
+    sf.write(tmp_path / "s.wav", stereo, 48000, subtype="FLOAT")
+    adapter = Recording(dtype)
+    extract([tmp_path / "s.wav"], ["dsp"], db=tmp_path / "x.duckdb", adapters=[adapter])
+    (mix,) = adapter.seen
+    exact = stereo.astype(np.float64).mean(axis=1)
+    if dtype is None:
+        assert mix.dtype == np.float32
+        np.testing.assert_array_equal(mix, stereo.mean(axis=1, dtype=np.float32))
+    else:
+        assert mix.dtype == np.float64
+        np.testing.assert_array_equal(mix, exact)
+        assert not np.array_equal(exact.astype(np.float32), exact)  # the bit a float32 mix would lose
+
+
 def test_an_interrupted_run_resumes_without_duplicates(folder, tmp_path):
     db = tmp_path / "x.duckdb"
     with pytest.raises(KeyboardInterrupt):

@@ -89,6 +89,10 @@ class Adapter(Protocol):
         Digest of the weight file(s) actually loaded (provenance).
     tag_names : dict[str, list[str]]
         For spaces whose columns are named scores (taggrams), the names.
+    input_dtype : numpy dtype, optional
+        The mono mix the adapter wants; float32 when absent.  float64 only
+        for ports whose original mixes and resamples in float64 and whose
+        numbers depend on the last bits (OpenL3), see :func:`input_dtype`.
     """
 
     entry: ModelEntry
@@ -101,7 +105,7 @@ class Adapter(Protocol):
 
         Parameters
         ----------
-        audio : np.ndarray [shape=(n_samples,), dtype=float32]
+        audio : np.ndarray [shape=(n_samples,), dtype=input_dtype]
             Mono audio at the file's own rate: the whole track, or a block of
             whole segments with at least 2 s of context on each side.
         sr : int
@@ -116,6 +120,11 @@ class Adapter(Protocol):
             ``entry.spaces``.
         """
         ...
+
+
+def input_dtype(adapter) -> np.dtype:
+    """The dtype of the mono mix ``adapter.embed`` expects (float32 unless it declares otherwise)."""
+    return np.dtype(getattr(adapter, "input_dtype", np.float32))
 
 
 @runtime_checkable

@@ -9,8 +9,9 @@ Every step that moves the numbers follows ``../shared/reference/openl3``:
 * resampling to 48 kHz with resampy 0.2.x's ``kaiser_best`` filter (openl3
   pins ``resampy<0.3``; the filter of resampy >= 0.3 moves embeddings by up
   to 7 %).  The 0.2.x table is regenerated from its design parameters and
-  run through the installed resampy's interpolator, whose arithmetic is
-  0.2.x's up to rounding (1e-10 of the signal);
+  run through a compiled copy of 0.2.x's interpolation loop, in its order of
+  operations: the output equals openl3's to the last bit on the reference
+  clips, which matters (below);
 * ``center=True`` framing: 0.5 s of zeros before the audio, the end padded to
   whole hops, one 1 s window per hop;
 * kapre 0.4.1's frontend as openl3 0.4 configures it: a non-centred STFT with
@@ -19,6 +20,13 @@ Every step that moves the numbers follows ``../shared/reference/openl3``:
   maximum, floored at -80 dB;
 * the network with Keras' batch-norm epsilon (1e-3) and the final max-pool
   per representation and size, flattened in NHWC order.
+
+The decibels are of the magnitude, not the power, so the floor sits at 1e-8
+of the window's peak magnitude: far below float32 rounding (1e-7).  Cells
+60-80 dB down therefore hold TensorFlow's float32 rounding noise, and the
+network sees them at full weight.  The frontend reproduces that arithmetic
+(see :func:`frontend`); an exact float64 STFT, or another float32 FFT, moves
+the embeddings by up to 1 % of their range.
 
 Segments of the shared grid are the mean of the window embeddings whose
 centres (openl3's timestamps) fall in the segment.  Only the windows some
@@ -282,25 +290,71 @@ def read_weights(path: str | Path) -> list[list[np.ndarray]]:
 # --------------------------------------------------------------------------- signal path
 
 
-def _kaiser_best_02():
-    """resampy 0.2.x's ``kaiser_best`` table, regenerated from its design parameters.
+@functools.lru_cache(maxsize=None)
+def _kaiser_best_02() -> tuple[np.ndarray, int]:
+    """resampy 0.2.x's ``kaiser_best`` half-window (read-only) and its table precision.
 
-    Equal to the ``kaiser_best.npz`` shipped in resampy 0.2.2 to within 3e-16.
+    Regenerated from the design parameters; equal to the ``kaiser_best.npz``
+    shipped in resampy 0.2.2 to within 3e-16, which leaves resampled signals
+    equal to 1e-14 of their sum.
     """
     import resampy
     import scipy.signal
 
     p = _KAISER_BEST_02
-    return resampy.filters.sinc_window(
+    half_window, precision, _ = resampy.filters.sinc_window(
         num_zeros=p["num_zeros"],
         precision=p["precision"],
         window=lambda n: scipy.signal.get_window(("kaiser", p["beta"]), n, fftbins=False),
         rolloff=p["rolloff"],
     )
+    half_window.setflags(write=False)
+    return half_window, precision
+
+
+@functools.lru_cache(maxsize=None)
+def _interpolate_02():
+    """resampy 0.2.x's band-limited interpolation loop, compiled by numba.
+
+    Written out again rather than taken from resampy >= 0.3, whose loop
+    computes each output time as a product where 0.2.x accumulates it, and
+    sums in another order: those differ from openl3 in the last bits of 0.1 %
+    of the samples, and the quiet cells of the frontend (see module notes)
+    turn that into errors of up to 3e-3 of the embedding range.
+    """
+    import numba
+
+    @numba.njit(nogil=True, cache=False)
+    def interpolate(x, y, sample_ratio, interp_win, interp_delta, num_table):
+        scale = min(1.0, sample_ratio)
+        time_increment = 1.0 / sample_ratio
+        index_step = int(scale * num_table)
+        time_register = 0.0
+        nwin = interp_win.shape[0]
+        n_orig = x.shape[0]
+        for t in range(y.shape[0]):
+            n = int(time_register)
+            frac = scale * (time_register - n)
+            index_frac = frac * num_table
+            offset = int(index_frac)
+            eta = index_frac - offset
+            for i in range(min(n + 1, (nwin - offset) // index_step)):
+                j = offset + i * index_step
+                y[t] += (interp_win[j] + eta * interp_delta[j]) * x[n - i]
+            frac = scale - frac
+            index_frac = frac * num_table
+            offset = int(index_frac)
+            eta = index_frac - offset
+            for k in range(min(n_orig - n - 1, (nwin - offset) // index_step)):
+                j = offset + k * index_step
+                y[t] += (interp_win[j] + eta * interp_delta[j]) * x[n + k + 1]
+            time_register += time_increment
+
+    return interpolate
 
 
 def resample(audio: np.ndarray, sr: int) -> np.ndarray:
-    """Resample to 48 kHz as openl3 0.4.2 does (resampy 0.2.x ``kaiser_best``).
+    """Resample to 48 kHz as openl3 0.4.2 does (resampy 0.2.x ``kaiser_best``, float64).
 
     Parameters
     ----------
@@ -312,13 +366,19 @@ def resample(audio: np.ndarray, sr: int) -> np.ndarray:
     np.ndarray [shape=(int(n * (48000 / sr)),), dtype=float64]
         The length follows resampy 0.2.x's formula.
     """
-    import resampy
-
-    audio = np.asarray(audio, dtype=np.float64)
+    audio = np.ascontiguousarray(audio, dtype=np.float64)
     if sr == SAMPLE_RATE:
         return audio.copy()
-    y = resampy.resample(audio, sr, SAMPLE_RATE, filter=_kaiser_best_02)
-    return y[: int(len(audio) * (float(SAMPLE_RATE) / sr))]
+    ratio = float(SAMPLE_RATE) / sr
+    half_window, precision = _kaiser_best_02()
+    if ratio < 1:
+        half_window = half_window * ratio
+    delta = np.zeros_like(half_window)
+    delta[:-1] = np.diff(half_window)
+    out = np.zeros(int(len(audio) * ratio), dtype=np.float64)
+    if len(out):
+        _interpolate_02()(audio, out, ratio, half_window, delta, precision)
+    return out
 
 
 def window_count(n_samples: int, hop_s: float = DEFAULT_HOP_S) -> int:
@@ -362,16 +422,90 @@ def frame_windows(audio48: np.ndarray, indices: np.ndarray, hop_s: float = DEFAU
 def _mel_filterbank(n_mels: int) -> np.ndarray:
     import librosa
 
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=2048, n_mels=n_mels, fmin=0.0, fmax=SAMPLE_RATE / 2,
-                               htk=False, norm="slaney", dtype=np.float32)
+    fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=2048, n_mels=n_mels, fmin=0.0, fmax=SAMPLE_RATE / 2,
+                             htk=False, norm="slaney", dtype=np.float32)
+    return np.ascontiguousarray(fb.T)
+
+
+_F32 = np.float32
+
+
+def _eigen_cos(x: np.ndarray) -> np.ndarray:
+    """Cosine as TensorFlow computes it in float32 on x86 without FMA (Eigen's vectorised ``pcos``).
+
+    A Cody-Waite reduction by pi/2 in four float32 steps, then the minimax
+    polynomials of the quadrant.  ``np.cos`` differs in the last bit of some
+    window values, and those bits reach the quiet STFT cells.
+    """
+    x = np.asarray(x, dtype=_F32)
+    r = np.abs(x)
+    shifted = r * _F32(0.636619746685028076171875) + _F32(12582912.0)  # round(x·2/pi) in the low bits
+    quadrant = shifted.view(np.int32) & np.int32(0x7FFFFF)
+    y = shifted - _F32(12582912.0)
+    for c in (-1.5703125, -4.83989715576171875e-4, 1.62865035235881805419921875e-7,
+              5.5644315544167710640977020375430583953857421875e-11):
+        r = y * _F32(c) + r
+    r2 = r * r
+    cos_poly = _F32(2.4372266125283204019069671630859375e-5)
+    for c in (-1.38865201734006404876708984375e-3, 4.1666619479656219482421875e-2, -0.5, 1.0):
+        cos_poly = cos_poly * r2 + _F32(c)
+    sin_poly = _F32(-1.959234114083702898469196984621021329076029360294342041015625e-4)
+    for c in (8.33268736556168516937947998712843400426208972930908203125e-3,
+              -0.16666662039822982555037356178213166445493698120117187500):
+        sin_poly = sin_poly * r2 + _F32(c)
+    sin_poly = (sin_poly * r2) * r + r
+    out = np.where((quadrant & 1) == 0, cos_poly, sin_poly).astype(_F32)
+    return np.where(((quadrant + 1) >> 1) & 1, -out, out).astype(_F32)
+
+
+def _eigen_log(x: np.ndarray) -> np.ndarray:
+    """Natural log as TensorFlow computes it in float32 (Eigen's ``plog``), for positive normal x.
+
+    The exponent is split off, the mantissa brought to [sqrt(1/2), sqrt(2)),
+    and ``log(1 + f)`` evaluated by Eigen's rational approximation.
+    """
+    a = np.ascontiguousarray(x, dtype=_F32)
+    bits = a.view(np.uint32)
+    e = ((bits >> 23) & 0xFF).astype(_F32) - _F32(126)
+    m = ((bits & np.uint32(0x807FFFFF)) | np.uint32(0x3F000000)).view(_F32)
+    small = m < _F32(0.707106781186547524)
+    f = (m - _F32(1)) + np.where(small, m, _F32(0)).astype(_F32)
+    e -= small.astype(_F32)
+    p = f * _F32(0.18256296349849254) + _F32(1.0000000190281063)
+    p = (f * p + _F32(1.0000000190281136)) * f
+    q = f * _F32(0.049616247954120038) + _F32(0.59923249590823520)
+    q = f * q + _F32(1.4999999999999927)
+    q = f * q + _F32(1.0)
+    return (e * _F32(0.6931471805599453) + p / q).astype(_F32)
+
+
+@functools.lru_cache(maxsize=None)
+def _hann(n: int) -> np.ndarray:
+    """``tf.signal.hann_window(n, periodic=True)``: float32 argument, Eigen's cosine."""
+    window = _F32(0.5) - _F32(0.5) * _eigen_cos((_F32(2 * np.pi) * np.arange(n, dtype=_F32)) / _F32(n))
+    window.setflags(write=False)
+    return window
+
+
+#: kapre's ``10 * (log(x) / log(10))`` after TensorFlow's graph optimiser has
+#: folded it into one float32 constant, which is what the reference carries.
+_DB_PER_NEPER = _F32(10) / _F32(np.log(10))
 
 
 def frontend(windows, input_repr: str):
     """kapre 0.4.1's spectrogram as openl3 0.4 builds it, in decibels relative to the window's peak.
 
+    Computed as TensorFlow 2.x computes it on a CPU, operation by operation
+    in float32, because quiet cells carry its rounding (module notes): the
+    Hann window with Eigen's cosine, the real FFT with pocketfft (the
+    algorithm of TensorFlow's DUCC FFT; torch's MKL FFT rounds differently),
+    the magnitude as ``sqrt(re² + im²)``, Eigen's logarithm and the folded
+    decibel constant.  On openl3's own 48 kHz audio this agrees with the
+    reference to 8e-6 dB in every cell.
+
     Parameters
     ----------
-    windows : torch.Tensor [shape=(k, 48000), dtype=float32]
+    windows : np.ndarray or torch.Tensor [shape=(k, 48000), dtype=float32]
     input_repr : {"mel128", "mel256", "linear"}
 
     Returns
@@ -379,24 +513,25 @@ def frontend(windows, input_repr: str):
     torch.Tensor [shape=(k, 1, F, T), dtype=float32]
         ``F, T`` = (128, 199), (256, 199) or (257, 197); values in [-80, 0].
     """
+    import scipy.fft
     import torch
 
     spec = REPRESENTATIONS[input_repr]
-    n_fft = spec["n_fft"]
-    x = windows
+    n_fft, n_frames = spec["n_fft"], spec["frames"]
+    x = windows.cpu().numpy() if isinstance(windows, torch.Tensor) else windows
+    x = np.asarray(x, dtype=_F32)
     if spec["n_mels"] is not None:
         # tf.signal.stft(pad_end=True): frames start every 242 samples until the
         # signal ends; the last ones run into zeros.
-        x = torch.nn.functional.pad(x, (0, (spec["frames"] - 1) * STFT_HOP + n_fft - x.shape[-1]))
-    window = torch.hann_window(n_fft, periodic=True, dtype=x.dtype, device=x.device)
-    magnitude = torch.stft(x, n_fft, hop_length=STFT_HOP, win_length=n_fft, window=window,
-                           center=False, return_complex=True).abs()
+        x = np.pad(x, ((0, 0), (0, (n_frames - 1) * STFT_HOP + n_fft - x.shape[-1])))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[:, ::STFT_HOP][:, :n_frames]
+    spectrum = scipy.fft.rfft(frames * _hann(n_fft), axis=-1)
+    magnitude = np.sqrt(spectrum.real * spectrum.real + spectrum.imag * spectrum.imag)  # (k, T, bins)
     if spec["n_mels"] is not None:
-        fb = torch.from_numpy(_mel_filterbank(spec["n_mels"])).to(x.device, x.dtype)
-        magnitude = torch.matmul(fb, magnitude)
-    db = 10.0 * torch.log10(torch.clamp(magnitude, min=1e-10))
-    db = db - db.amax(dim=(1, 2), keepdim=True)
-    return torch.clamp(db, min=-80.0).unsqueeze(1)
+        magnitude = magnitude @ _mel_filterbank(spec["n_mels"])
+    db = _eigen_log(np.maximum(magnitude.transpose(0, 2, 1), _F32(1e-10))) * _DB_PER_NEPER
+    db -= db.max(axis=(1, 2), keepdims=True)
+    return torch.from_numpy(np.maximum(db, _F32(-80.0))[:, None])
 
 
 def _network(layers: list[list[np.ndarray]]):
@@ -461,8 +596,11 @@ def pool_embedding(feature_map, input_repr: str, size: int):
 class OpenL3:
     """A loaded OpenL3 audio model; one catalogue entry's representation, content and size."""
 
-    version = "1"
+    version = "2"
     tag_names: dict[str, list[str]] = {}
+    #: openl3 reads and mixes in float64; a float32 mix of a stereo file
+    #: rounds away a bit that the quiet cells of the frontend would show.
+    input_dtype = np.float64
 
     def __init__(self, entry: ModelEntry, weights_path: str | Path, device: str = "cpu"):
         import torch
@@ -492,10 +630,9 @@ class OpenL3:
         with torch.inference_mode():
             for start in range(0, len(indices), BATCH_WINDOWS):
                 windows = frame_windows(audio48, indices[start : start + BATCH_WINDOWS], self.hop_s)
-                batch = torch.from_numpy(windows).to(self.device)
-                spectrogram = frontend(batch, self.input_repr).contiguous(memory_format=torch.channels_last)
-                feature_map = self.net(spectrogram)
-                out[start : start + len(batch)] = pool_embedding(feature_map, self.input_repr, self.size).cpu().numpy()
+                spectrogram = frontend(windows, self.input_repr).to(self.device)
+                feature_map = self.net(spectrogram.contiguous(memory_format=torch.channels_last))
+                out[start : start + len(windows)] = pool_embedding(feature_map, self.input_repr, self.size).cpu().numpy()
         return out
 
     def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
@@ -509,7 +646,9 @@ class OpenL3:
 
         Parameters
         ----------
-        audio : np.ndarray [shape=(n,), dtype=float32]
+        audio : np.ndarray [shape=(n,), dtype=float64]
+            float32 works too, but for multi-channel files only a float64
+            mix is openl3's (see ``input_dtype``).
         sr : int
         segments : np.ndarray [shape=(m, 2), dtype=float64]
 
