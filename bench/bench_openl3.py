@@ -73,7 +73,7 @@ def main() -> None:
     clips = [clip for name in SETS for clip in decode_set(name, args.limit, args.seconds)]
     audio_s = sum(len(y) / sr for y, sr in clips)
 
-    openl3.resample(np.zeros(4410, dtype=np.float32), 44100)  # compiles resampy's kernel
+    openl3.resample(np.zeros(4410, dtype=np.float32), 44100)  # compiles the resampler
     t0 = time.perf_counter()
     for y, sr in clips:
         openl3.resample(y, sr)

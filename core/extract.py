@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core import audio
-from core.models.base import Adapter, ModelError, get_entry, input_dtype, load_model, split_key
+from core.models.base import Adapter, ModelError, get_entry, input_dtype, load_model, split_key, takes_offset
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord
 
 #: progress(done, total, path) is called after each file.
@@ -125,7 +125,8 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
             t1 = time.perf_counter()
             try:
                 mix = mixes.setdefault(wanted[key], block.audio.astype(wanted[key]))
-                out = adapter.embed(mix, block.sr, block.segments)
+                offset = {"offset_s": block.offset_s} if takes_offset(adapter) else {}
+                out = adapter.embed(mix, block.sr, block.segments, **offset)
                 for space, dim in adapter.entry.spaces.items():
                     rows = np.asarray(out[space], dtype=np.float32)
                     if rows.shape != (len(block.index), dim):

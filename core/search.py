@@ -347,15 +347,15 @@ class Sketch:
         q = np.ascontiguousarray(query, dtype=np.float32)
         with torch.inference_mode():
             q_hat = torch.from_numpy(q[None]).to(torch.bfloat16)
-            scores = torch._weight_int8pack_mm(q_hat, self.codes, self.scale)[0].float().numpy()
-        q_hat = q_hat.float().numpy()[0].astype(np.float64)
-        q_err = float(np.linalg.norm(q_hat - q))
-        accumulation = len(q) * 2.0 ** -23 * float(np.linalg.norm(q_hat))
-        slack = np.abs(scores)
-        slack *= np.float32(2.0 ** -7)
-        slack += self.residual * np.float32(float(np.linalg.norm(q)) * (1 + 1e-6) + q_err + accumulation)
-        slack += np.float32(1.001 * (q_err + accumulation))
-        return scores, slack
+            scores = torch._weight_int8pack_mm(q_hat, self.codes, self.scale)[0].float()
+            q_hat = q_hat.float().numpy()[0].astype(np.float64)
+            q_err = float(np.linalg.norm(q_hat - q))
+            accumulation = len(q) * 2.0 ** -23 * float(np.linalg.norm(q_hat))
+            per_residual = float(np.linalg.norm(q)) * (1 + 1e-6) + q_err + accumulation
+            # In torch: four in-place passes on both cores instead of numpy temporaries.
+            slack = scores.abs().mul_(2.0 ** -7)
+            slack.add_(torch.from_numpy(self.residual), alpha=per_residual).add_(1.001 * (q_err + accumulation))
+        return scores.numpy(), slack.numpy()
 
     def candidates(self, matrix: np.ndarray, query: np.ndarray, k: int, level: str, track_ids,
                    exclude) -> np.ndarray | None:

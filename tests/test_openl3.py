@@ -31,6 +31,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import soundfile as sf
 
 from core import audio as audio_io
 from core.models import openl3
@@ -112,7 +113,8 @@ def test_catalogue_covers_every_representation_content_and_size():
 def check_resampled(reference, clip):
     audio, sr = decode(reference / "audio" / clip)
     stored = np.load(reference / "openl3" / "audio48k.npz")
-    y = openl3.resample(audio, sr)
+    y, first = openl3.resample(audio, sr)
+    assert first == 0
     assert y.dtype == np.float64 and len(y) == int(stored[f"{clip}/n_samples"])
     # Bit for bit: the quiet cells of the frontend show even 1-ulp differences.
     np.testing.assert_array_equal(y[:4800].astype(np.float32), stored[f"{clip}/head"])
@@ -163,7 +165,7 @@ def test_frontend_matches_kapre(reference, golden, input_repr, clip):
     import torch
 
     audio, sr = decode(reference / "audio" / clip)
-    windows = openl3.frame_windows(openl3.resample(audio, sr), np.arange(3))
+    windows = openl3.frame_windows(openl3.resample(audio, sr)[0], np.arange(3))
     ours = openl3.frontend(torch.from_numpy(windows), input_repr)[:, 0].numpy()
     ref = golden[input_repr][f"{clip}/frontend"][..., 0]
     assert ours.shape == ref.shape
@@ -311,7 +313,7 @@ def test_segments_pool_window_centres_and_fall_back_to_the_nearest(synthetic_ada
     """[start, end) over openl3's timestamps; an empty segment takes the nearest window."""
     adapter = synthetic_adapter
     audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1  # 1 s at 16 kHz
-    windows = adapter.window_embeddings(openl3.resample(audio, 16000), np.arange(6))  # centres 0 .. 0.5 s
+    windows = adapter.window_embeddings(openl3.resample(audio, 16000)[0], np.arange(6))  # centres 0 .. 0.5 s
     segments = np.array([[0.0, 0.25], [0.25, 0.26], [0.3, 0.5], [5.0, 6.0]])
     out = adapter.embed(audio, 16000, segments)["openl3-mel128-music-512"]
     scale = np.abs(windows).max()
@@ -323,11 +325,43 @@ def test_segments_pool_window_centres_and_fall_back_to_the_nearest(synthetic_ada
     np.testing.assert_array_equal(out, adapter.embed(audio, 16000, segments)["openl3-mel128-music-512"])
 
 
+def test_a_block_resamples_as_the_whole_track_does():
+    """Bit for bit away from the block's edges: the time register is carried to the block's start."""
+    rng = np.random.default_rng(2)
+    track = rng.standard_normal(44100 * 6)
+    whole, _ = openl3.resample(track, 44100)
+    start, stop = 44100 * 2, 44100 * 5
+    block, first = openl3.resample(track[start:stop], 44100, start)
+    assert first == 96000
+    edge = 100  # the filter reaches 64 input samples past each end
+    np.testing.assert_array_equal(block[edge:-edge], whole[first + edge:first + len(block) - edge])
+
+
+def test_blocks_of_a_long_file_embed_as_the_whole_track(synthetic_weights, tmp_path, monkeypatch):
+    """Through the pipeline's own block reader, with blocks forced short."""
+    from core.audio import iter_blocks, segment_grid
+
+    monkeypatch.setenv(openl3.WEIGHTS_ENV, str(synthetic_weights))
+    adapter = openl3.load(entry("mel128", hop_s=0.5), "cpu")
+    rng = np.random.default_rng(3)
+    path = tmp_path / "long.flac"
+    sf.write(path, (rng.standard_normal((44100 * 12, 2)) * 0.1).astype(np.float32), 44100)
+    segments = segment_grid(12.0)
+    whole = np.zeros((len(segments), 512), np.float32)
+    blocked = np.zeros_like(whole)
+    for out, block_s in ((whole, 1e9), (blocked, 5.0)):
+        blocks = list(iter_blocks(path, segments, block_s=block_s, dtype=np.float64))
+        assert len(blocks) == (1 if block_s > 100 else 4)
+        for b in blocks:
+            out[b.index] = adapter.embed(b.audio, b.sr, b.segments, offset_s=b.offset_s)[adapter.entry.key]
+    np.testing.assert_allclose(blocked, whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+
+
 def test_faster_variant_frames_every_half_second(synthetic_weights, monkeypatch):
     monkeypatch.setenv(openl3.WEIGHTS_ENV, str(synthetic_weights))
     adapter = openl3.load(entry("mel128", hop_s=0.5), "cpu")
     audio = np.random.default_rng(1).standard_normal(22050).astype(np.float32) * 0.1  # 1 s at 22.05 kHz
-    audio48 = openl3.resample(audio, 22050)
+    audio48, _ = openl3.resample(audio, 22050)
     assert openl3.window_count(len(audio48), 0.5) == 2
     windows = adapter.window_embeddings(audio48, np.arange(2))
     out = adapter.embed(audio, 22050, np.array([[0.0, 1.0]]))["openl3-mel128-music-512-hop0.5"]

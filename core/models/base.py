@@ -93,6 +93,11 @@ class Adapter(Protocol):
         The mono mix the adapter wants; float32 when absent.  float64 only
         for ports whose original mixes and resamples in float64 and whose
         numbers depend on the last bits (OpenL3), see :func:`input_dtype`.
+    takes_offset : bool, optional
+        True for adapters that frame on a grid anchored at the track's start
+        (OpenL3): ``embed`` then also gets ``offset_s``, where ``audio[0]``
+        lies in the track, so a block of a long file frames as the whole
+        track would.
     """
 
     entry: ModelEntry
@@ -120,6 +125,11 @@ class Adapter(Protocol):
             ``entry.spaces``.
         """
         ...
+
+
+def takes_offset(adapter) -> bool:
+    """Whether ``adapter.embed`` wants the block's ``offset_s`` (see :class:`Adapter`)."""
+    return bool(getattr(adapter, "takes_offset", False))
 
 
 def input_dtype(adapter) -> np.dtype:

@@ -314,38 +314,46 @@ def _kaiser_best_02() -> tuple[np.ndarray, int]:
 
 @functools.lru_cache(maxsize=None)
 def _interpolate_02():
-    """resampy 0.2.x's band-limited interpolation loop, compiled by numba.
+    """resampy 0.2.x's band-limited interpolation loop, compiled by numba, resumable mid-track.
 
     Written out again rather than taken from resampy >= 0.3, whose loop
     computes each output time as a product where 0.2.x accumulates it, and
     sums in another order: those differ from openl3 in the last bits of 0.1 %
     of the samples, and the quiet cells of the frontend (see module notes)
     turn that into errors of up to 3e-3 of the embedding range.
+
+    ``x[0]`` is the track's input sample ``start`` and ``y[0]`` its output
+    sample ``first``; the time register is advanced ``first`` times first, so
+    a block of a long file gets the very samples a whole-track run gives
+    (filter taps past the block's ends are cut, as at a track's ends).
     """
     import numba
 
     @numba.njit(nogil=True, cache=False)
-    def interpolate(x, y, sample_ratio, interp_win, interp_delta, num_table):
+    def interpolate(x, y, sample_ratio, interp_win, interp_delta, num_table, start, first):
         scale = min(1.0, sample_ratio)
         time_increment = 1.0 / sample_ratio
         index_step = int(scale * num_table)
         time_register = 0.0
+        for _ in range(first):
+            time_register += time_increment
         nwin = interp_win.shape[0]
         n_orig = x.shape[0]
         for t in range(y.shape[0]):
-            n = int(time_register)
-            frac = scale * (time_register - n)
+            whole = int(time_register)
+            n = whole - start
+            frac = scale * (time_register - whole)
             index_frac = frac * num_table
             offset = int(index_frac)
             eta = index_frac - offset
-            for i in range(min(n + 1, (nwin - offset) // index_step)):
+            for i in range(max(0, min(n + 1, (nwin - offset) // index_step))):
                 j = offset + i * index_step
                 y[t] += (interp_win[j] + eta * interp_delta[j]) * x[n - i]
             frac = scale - frac
             index_frac = frac * num_table
             offset = int(index_frac)
             eta = index_frac - offset
-            for k in range(min(n_orig - n - 1, (nwin - offset) // index_step)):
+            for k in range(max(0, min(n_orig - n - 1, (nwin - offset) // index_step))):
                 j = offset + k * index_step
                 y[t] += (interp_win[j] + eta * interp_delta[j]) * x[n + k + 1]
             time_register += time_increment
@@ -353,32 +361,41 @@ def _interpolate_02():
     return interpolate
 
 
-def resample(audio: np.ndarray, sr: int) -> np.ndarray:
+def resample(audio: np.ndarray, sr: int, start: int = 0) -> tuple[np.ndarray, int]:
     """Resample to 48 kHz as openl3 0.4.2 does (resampy 0.2.x ``kaiser_best``, float64).
 
     Parameters
     ----------
     audio : np.ndarray [shape=(n,)]
+        The whole track, or a block of it.
     sr : int
+    start : int
+        Index of ``audio[0]`` in the track, for a block of a long file.
 
     Returns
     -------
-    np.ndarray [shape=(int(n * (48000 / sr)),), dtype=float64]
-        The length follows resampy 0.2.x's formula.
+    y : np.ndarray [dtype=float64]
+        For a whole track, ``int(n * 48000 / sr)`` samples (resampy 0.2.x's
+        length).  For a block, the track's 48 kHz samples from ``first`` to
+        ``int((start + n) * 48000 / sr)``, as a whole-track run computes them
+        except within the filter's reach (1.5 ms) of the block's ends.
+    first : int
+        Index of ``y[0]`` in the track's 48 kHz signal: ``ceil(start * 48000 / sr)``.
     """
     audio = np.ascontiguousarray(audio, dtype=np.float64)
     if sr == SAMPLE_RATE:
-        return audio.copy()
+        return audio.copy(), start
     ratio = float(SAMPLE_RATE) / sr
+    first = -(-start * SAMPLE_RATE // sr)
     half_window, precision = _kaiser_best_02()
     if ratio < 1:
         half_window = half_window * ratio
     delta = np.zeros_like(half_window)
     delta[:-1] = np.diff(half_window)
-    out = np.zeros(int(len(audio) * ratio), dtype=np.float64)
+    out = np.zeros(max(0, int((start + len(audio)) * ratio) - first), dtype=np.float64)
     if len(out):
-        _interpolate_02()(audio, out, ratio, half_window, delta, precision)
-    return out
+        _interpolate_02()(audio, out, ratio, half_window, delta, precision, start, first)
+    return out, first
 
 
 def window_count(n_samples: int, hop_s: float = DEFAULT_HOP_S) -> int:
@@ -390,17 +407,20 @@ def window_count(n_samples: int, hop_s: float = DEFAULT_HOP_S) -> int:
     return 1 + int(np.ceil((length - WINDOW) / hop))
 
 
-def frame_windows(audio48: np.ndarray, indices: np.ndarray, hop_s: float = DEFAULT_HOP_S) -> np.ndarray:
-    """Cut openl3's ``center=True`` windows, centred at ``index * hop_s`` seconds.
+def frame_windows(audio48: np.ndarray, indices: np.ndarray, hop_s: float = DEFAULT_HOP_S,
+                  first: int = 0) -> np.ndarray:
+    """Cut openl3's ``center=True`` windows, centred at ``index * hop_s`` seconds of the track.
 
     Parameters
     ----------
     audio48 : np.ndarray [shape=(n,)]
         Audio at 48 kHz.
     indices : np.ndarray [shape=(k,), dtype=int]
-        Window numbers, ``0 <= index < window_count(n, hop_s)``.
+        Window numbers, ``0 <= index < window_count(first + n, hop_s)``.
     hop_s : float
         Window hop in seconds.
+    first : int
+        Index of ``audio48[0]`` in the track (see :func:`resample`).
 
     Returns
     -------
@@ -411,7 +431,7 @@ def frame_windows(audio48: np.ndarray, indices: np.ndarray, hop_s: float = DEFAU
     indices = np.asarray(indices, dtype=np.int64)
     windows = np.zeros((len(indices), WINDOW), dtype=np.float32)
     for row, index in enumerate(indices):
-        start = index * hop - WINDOW // 2
+        start = index * hop - WINDOW // 2 - first
         lo, hi = max(start, 0), min(start + WINDOW, len(audio48))
         if hi > lo:
             windows[row, lo - start : hi - start] = audio48[lo:hi]
@@ -601,6 +621,8 @@ class OpenL3:
     #: openl3 reads and mixes in float64; a float32 mix of a stereo file
     #: rounds away a bit that the quiet cells of the frontend would show.
     input_dtype = np.float64
+    #: Blocks of long files come with their offset (see ``embed``).
+    takes_offset = True
 
     def __init__(self, entry: ModelEntry, weights_path: str | Path, device: str = "cpu"):
         import torch
@@ -616,8 +638,8 @@ class OpenL3:
         self.net = net.to(self.device, memory_format=torch.channels_last)
         self.weights_sha256 = sha256_file(self.weights_path)
 
-    def window_embeddings(self, audio48: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """Embeddings of openl3's windows ``indices`` of 48 kHz audio.
+    def window_embeddings(self, audio48: np.ndarray, indices: np.ndarray, first: int = 0) -> np.ndarray:
+        """Embeddings of openl3's windows ``indices`` of 48 kHz audio (``first``: see :func:`frame_windows`).
 
         Returns
         -------
@@ -629,18 +651,19 @@ class OpenL3:
         out = np.zeros((len(indices), self.size), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(indices), BATCH_WINDOWS):
-                windows = frame_windows(audio48, indices[start : start + BATCH_WINDOWS], self.hop_s)
+                windows = frame_windows(audio48, indices[start : start + BATCH_WINDOWS], self.hop_s, first)
                 spectrogram = frontend(windows, self.input_repr).to(self.device)
                 feature_map = self.net(spectrogram.contiguous(memory_format=torch.channels_last))
                 out[start : start + len(windows)] = pool_embedding(feature_map, self.input_repr, self.size).cpu().numpy()
         return out
 
-    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
         """Mean of the window embeddings whose centres lie in each segment.
 
-        Windows are framed as openl3 frames the whole ``audio`` passed in
-        (``center=True`` from ``audio[0]``), so windows near a segment's edge
-        see the neighbouring audio.  A segment that holds no window centre
+        Windows are framed as openl3 frames the whole track (``center=True``
+        from the track's start), so windows near a segment's edge see the
+        neighbouring audio, and a block of a long file gives the numbers a
+        whole-track run gives.  A segment that holds no window centre
         (shorter than the hop, or past the last window) takes the window whose
         centre is nearest to the segment's midpoint.
 
@@ -651,21 +674,24 @@ class OpenL3:
             mix is openl3's (see ``input_dtype``).
         sr : int
         segments : np.ndarray [shape=(m, 2), dtype=float64]
+            Relative to ``audio[0]``.
+        offset_s : float
+            Where ``audio[0]`` lies in the track, for a block of a long file.
 
         Returns
         -------
         dict[str, np.ndarray [shape=(m, size), dtype=float32]]
         """
-        segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-        audio48 = resample(audio, sr)
-        n_windows = window_count(len(audio48), self.hop_s)
+        segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2) + offset_s
+        audio48, first = resample(audio, sr, int(round(offset_s * sr)))
+        n_windows = window_count(first + len(audio48), self.hop_s)
         centres = np.arange(n_windows) * self.hop_s
         lo = np.searchsorted(centres, segments[:, 0], side="left")
         hi = np.searchsorted(centres, segments[:, 1], side="left")
         empty = hi <= lo
         nearest = np.clip(np.rint(segments.mean(axis=1) / self.hop_s), 0, n_windows - 1).astype(np.int64)
         needed = np.unique(np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)] + [nearest[empty]]))
-        values = self.window_embeddings(audio48, needed)
+        values = self.window_embeddings(audio48, needed, first)
         means, _ = mean_by_segment(centres[needed], values, segments)
         if empty.any():
             means[empty] = values[np.searchsorted(needed, nearest[empty])]
