@@ -188,6 +188,32 @@ def test_rows_are_deterministic_and_independent_of_the_other_segments(adapter):
     assert adapter.embed(audio, 16000, np.zeros((0, 2)))["aisfx"].shape == (0, 512)
 
 
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_blocks_of_a_long_file_embed_as_the_whole_track(adapter, tmp_path, sr):
+    """Through the pipeline's block reader with short blocks forced: each block is framed on the track's grid.
+
+    At 44.1 kHz the samples are the same and so are the rows; at 48 kHz the
+    resampler restarts at each block, which moves them by its rounding only.
+    """
+    import soundfile as sf
+
+    from core.audio import iter_blocks
+
+    rng = np.random.default_rng(4)
+    path = tmp_path / "long.wav"
+    sf.write(path, (0.1 * rng.standard_normal(14 * sr)).astype(np.float32), sr, subtype="FLOAT")
+    segments = segment_grid(14.0)
+    whole = np.zeros((len(segments), 512), np.float32)
+    blocked = np.zeros_like(whole)
+    for out, block_s in ((whole, 1e9), (blocked, 5.0)):
+        blocks = list(iter_blocks(path, segments, block_s=block_s))
+        assert len(blocks) == (1 if block_s > 100 else 4)
+        for b in blocks:
+            out[b.index] = adapter.embed(b.audio, b.sr, b.segments, offset_s=b.offset_s)["aisfx"]
+    tolerance = 1e-5 if sr == 44100 else 1e-3
+    np.testing.assert_allclose(blocked, whole, rtol=0, atol=tolerance * np.abs(whole).max())
+
+
 def test_load_converts_the_checkpoint_once(adapter):
     cached = cache_dir() / "weights" / f"aisfx-embedding-{aisfx.CHECKPOINT_SHA256[:16]}.safetensors"
     assert cached.is_file()

@@ -145,6 +145,38 @@ def test_embed_contract_on_synthetic_audio(adapters):
     assert len(adapter.tag_names["musicnn-msd/taggram"]) == 50
 
 
+@pytest.mark.parametrize("sr", [16000, 44100])
+def test_blocks_of_a_long_file_embed_as_the_whole_track(adapters, tmp_path, sr):
+    """Through the pipeline's block reader with short blocks forced.
+
+    Blocks start at whole seconds, i.e. half a frame off the track's grid in
+    every other block, unless they are cut to it.  At 16 kHz the frames are
+    then the whole file's bit for bit; at 44.1 kHz soxr restarts at each
+    block, which moves the rows by its rounding only.
+    """
+    from core.audio import iter_blocks
+
+    adapter = adapters("musicnn-msd")
+    rng = np.random.default_rng(5)
+    path = tmp_path / "long.wav"
+    t = np.arange(14 * sr) / sr
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 330 * t * (1 + t / 14)) + 0.05 * rng.standard_normal(len(t))).astype(np.float32),
+             sr, subtype="FLOAT")
+    segments = segment_grid(14.0)
+    rows = {}
+    for block_s in (1e9, 5.0):
+        out = {space: np.zeros((len(segments), dim), np.float32) for space, dim in adapter.entry.spaces.items()}
+        blocks = list(iter_blocks(path, segments, block_s=block_s))
+        assert len(blocks) == (1 if block_s > 100 else 4)
+        for b in blocks:
+            for space, values in adapter.embed(b.audio, b.sr, b.segments, offset_s=b.offset_s).items():
+                out[space][b.index] = values
+        rows[block_s] = out
+    tolerance = 1e-5 if sr == 16000 else 1e-3
+    for space, whole in rows[1e9].items():
+        np.testing.assert_allclose(rows[5.0][space], whole, rtol=0, atol=tolerance * np.abs(whole).max())
+
+
 # --------------------------------------------------------------------------- weights
 
 def _fake_extracted_wheel(monkeypatch, tmp_path, files: dict[str, bytes]) -> None:

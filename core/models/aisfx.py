@@ -33,9 +33,10 @@ Segment embedding, our rule (the original defines no pooling):
   gets one extra block of 100 frames centred on the frame nearest to the
   centre of the segment's part inside the audio; frames beyond the audio's
   ends are zeros, i.e. silence, as in the original's own padding.
-* "The audio's ends" are those of the audio passed to :meth:`embed`: for a
-  long file that is the block of segments plus its context margins, so the
-  block grid starts at the block's first sample.
+* A long file comes in blocks of segments with context margins.  Each block
+  is framed on the whole track's grid (frame ``k`` centred on the track's
+  sample ``1024·k``, blocks every 50 frames from the track's start), so it
+  gives the blocks a whole-file run gives, up to the resampler's rounding.
 """
 
 from __future__ import annotations
@@ -364,8 +365,10 @@ class AisfxAdapter:
     net: object
     device: str
     weights_sha256: str = CHECKPOINT_SHA256
-    version: str = "1"
+    version: str = "2"  # 2: blocks of long files framed on the track's grid
     tag_names: dict = dataclasses.field(default_factory=dict)
+    #: The pipeline passes each block's place in the track (see ``embed``).
+    takes_offset = True
 
     def embed_blocks(self, blocks: np.ndarray) -> np.ndarray:
         """Run the network on normalised log-mel blocks.
@@ -387,16 +390,18 @@ class AisfxAdapter:
                 out[a : a + BATCH] = self.net(batch.to(self.device)).float().cpu().numpy()
         return out
 
-    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
         """One row per segment: the mean of its blocks (see the module docstring).
 
         Parameters
         ----------
         audio : np.ndarray [shape=(n_samples,), dtype=float32]
-            Mono, at ``sr``.
+            Mono, at ``sr``: the whole track, or a block of it.
         sr : int
         segments : np.ndarray [shape=(n, 2), dtype=float64]
             Start and end in seconds relative to ``audio[0]``.
+        offset_s : float
+            Where ``audio[0]`` lies in the track.
 
         Returns
         -------
@@ -406,21 +411,24 @@ class AisfxAdapter:
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
             raise ValueError(f"aisfx expects mono audio of shape (n_samples,), got {audio.shape}")
-        segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-        spec = log_mel(resample_44k(audio, sr))
-        starts = original_block_starts(len(spec))
+        segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2) + offset_s
+        # Start on the track's frame grid: drop the samples before its next frame centre.
+        first_sample = int(round(offset_s * SAMPLE_RATE))
+        first_frame = -(-first_sample // HOP)
+        spec = log_mel(resample_44k(audio, sr)[first_frame * HOP - first_sample:])
+        starts = original_block_starts(first_frame + len(spec))
+        starts = starts[starts >= first_frame]
         centres = block_centres(starts)
         in_any = np.zeros(len(starts), dtype=bool)
         for start_s, end_s in segments:
             in_any |= (centres >= start_s) & (centres < end_s)
         used = starts[in_any]
-        rows, empty = mean_by_segment(centres[in_any], self.embed_blocks(cut_blocks(spec, used)), segments)
+        rows, empty = mean_by_segment(centres[in_any], self.embed_blocks(cut_blocks(spec, used - first_frame)), segments)
         if empty.any():
-            duration = len(audio) / sr
-            inside = np.clip(segments[empty], 0.0, duration)
+            inside = np.clip(segments[empty], offset_s, offset_s + len(audio) / sr)
             middle_frame = inside.mean(axis=1) * SAMPLE_RATE / HOP
             extra = np.floor(middle_frame - (BLOCK_FRAMES - 1) / 2 + 0.5).astype(np.int64)
-            rows[empty] = self.embed_blocks(cut_blocks(spec, extra))
+            rows[empty] = self.embed_blocks(cut_blocks(spec, extra - first_frame))
         return {self.entry.key: rows}
 
 

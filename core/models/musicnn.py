@@ -14,7 +14,7 @@ numbers match are:
 * VGG's pool5 is flattened in NHWC order (time, frequency, channel);
 * kernels are transposed from TF's ``[kh, kw, in, out]``.
 
-Front end (adapter version 1), as ``musicnn.extractor.batch_data`` on librosa 0.11:
+Front end (adapter version 2), as ``musicnn.extractor.batch_data`` on librosa 0.11:
 
 1. The mono mix is resampled to 16 kHz with soxr HQ and fixed to
    ``ceil(n * 16000 / sr)`` samples (``librosa.load``).
@@ -31,7 +31,10 @@ Front end (adapter version 1), as ``musicnn.extractor.batch_data`` on librosa 0.
 Segments map to 187-frame patches (musicnn's 3 s input):
 
 * The log-mel is computed once over the whole block of audio, so frames near a
-  segment's edges see the neighbouring audio, as in the original.
+  segment's edges see the neighbouring audio, as in the original.  A block of
+  a long file is cut to start on the track's frame grid (frame ``t`` centred
+  at the track's ``t * 16`` ms; 1 s is 62.5 frames), so its frames are the
+  whole file's.
 * A segment holds the frames whose centre lies in ``[start, end)``; a segment
   that reaches the end of the audio also holds the last frames, whose centres
   lie past its end.  The patch starts at the segment's first frame, so for
@@ -129,7 +132,7 @@ def availability(entry: ModelEntry) -> tuple[bool, str]:
 
 # --------------------------------------------------------------------------- front end
 
-def log_mel(y: np.ndarray, sr: int) -> np.ndarray:
+def log_mel(y: np.ndarray, sr: int, skip: int = 0) -> np.ndarray:
     """musicnn's log-mel spectrogram, computed in float32.
 
     Parameters
@@ -137,15 +140,17 @@ def log_mel(y: np.ndarray, sr: int) -> np.ndarray:
     y : np.ndarray [shape=(n,)]
         Mono audio at rate ``sr``.
     sr : int
+    skip : int
+        Samples at 16 kHz dropped before framing (to reach a track's frame grid).
 
     Returns
     -------
     np.ndarray [shape=(1 + m // 256, 96), dtype=float32]
-        ``m = ceil(n * 16000 / sr)``; frame ``t`` is centred at ``t * 256 / 16000`` s.
+        ``m = ceil(n * 16000 / sr) - skip``; frame ``t`` is centred at ``t * 256 / 16000`` s after the skip.
     """
     import librosa
 
-    y16 = resample(np.asarray(y, dtype=np.float32), sr, SAMPLE_RATE)
+    y16 = resample(np.asarray(y, dtype=np.float32), sr, SAMPLE_RATE)[skip:]
     mel = librosa.feature.melspectrogram(
         y=y16, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, center=True, pad_mode="constant",
         power=2.0,
@@ -440,7 +445,9 @@ class MusicnnAdapter:
     device: str
     weights_sha256: str
     tag_names: dict[str, list[str]]
-    version: str = "1"
+    version: str = "2"  # 2: blocks of long files framed on the track's grid
+    #: The pipeline passes each block's place in the track (see ``embed``).
+    takes_offset = True
 
     def forward(self, patches: np.ndarray) -> dict[str, np.ndarray]:
         """Run log-mel patches through the network in batches.
@@ -465,13 +472,17 @@ class MusicnnAdapter:
                     out[name].append(result[name].float().cpu().numpy())
         return {name: np.concatenate(parts) for name, parts in out.items()}
 
-    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
+        """Rows for the segments; ``offset_s`` is where ``audio[0]`` lies in the track (module docstring)."""
         segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
         key = self.entry.key
         if len(segments) == 0:
             return {space: np.zeros((0, dim), dtype=np.float32) for space, dim in self.entry.spaces.items()}
-        spec = log_mel(audio, sr)
-        groups = segment_patches(segments, len(spec), len(audio) / sr)
+        first_sample = int(round(offset_s * SAMPLE_RATE))
+        skip = -(-first_sample // HOP) * HOP - first_sample
+        spec = log_mel(audio, sr, skip)
+        skip_s = skip / SAMPLE_RATE
+        groups = segment_patches(segments - skip_s, len(spec), len(audio) / sr - skip_s)
         outputs = self.forward(spec[np.concatenate(groups)])
         bounds = np.cumsum([0] + [len(g) for g in groups])
         rows = {}
