@@ -18,6 +18,7 @@ one sentence a user can act on, never an empty result.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -413,7 +414,10 @@ def build_sketch(matrix: np.ndarray) -> Sketch | None:
             return None
         for start in range(0, n, _SKETCH_BLOCK):
             stop = min(n, start + _SKETCH_BLOCK)
-            x = torch.from_numpy(m[start:stop])
+            with warnings.catch_warnings():
+                # The app's matrices are read-only; this block is only read.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                x = torch.from_numpy(m[start:stop])
             s = (torch.linalg.vector_norm(x, ord=float("inf"), dim=1) / 127).to(torch.bfloat16)
             s32 = s.float()[:, None]
             c = torch.div(x, torch.where(s32 > 0, s32, 1.0)).round_().clamp_(-127, 127)

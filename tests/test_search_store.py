@@ -78,9 +78,20 @@ def test_clap_text_search_through_a_tiny_checkpoint(tmp_path, capsys):
     assert len(out) == 2 and -1.0 <= out[1]["score"] <= out[0]["score"] <= 1.0
 
 
-def test_search_page_more_like_this(collection, monkeypatch):
+@pytest.mark.parametrize("sketched", [False, True], ids=["scan", "int8 sketch"])
+def test_search_page_more_like_this(collection, monkeypatch, sketched):
     _, db = collection
     monkeypatch.setenv("AEB_DB", str(db))
+    built = []
+    if sketched:  # the path large spaces take, forced on this small one
+        import streamlit as st
+
+        from core import search
+
+        real = search.build_sketch
+        monkeypatch.setattr(search, "SKETCH_MIN_VALUES", 0)
+        monkeypatch.setattr(search, "build_sketch", lambda m: built.append(real(m)) or built[-1])
+        st.cache_resource.clear()
     at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
     at.run()
     assert not at.exception
@@ -89,6 +100,7 @@ def test_search_page_more_like_this(collection, monkeypatch):
     more.click().run()
     assert not at.exception
     assert len(at.get("audio")) >= 1
+    assert [type(b).__name__ for b in built] == (["Sketch"] if sketched else [])
     # the query's scores become a colour Explore offers
     (name, source), = at.session_state["explore_extra_colours"].items()
     scores = source()  # scored only when Explore colours by it
