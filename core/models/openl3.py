@@ -521,7 +521,7 @@ def frontend(windows, input_repr: str):
     algorithm of TensorFlow's DUCC FFT; torch's MKL FFT rounds differently),
     the magnitude as ``sqrt(re² + im²)``, Eigen's logarithm and the folded
     decibel constant.  On openl3's own 48 kHz audio this agrees with the
-    reference to 8e-6 dB in every cell.
+    reference to 2e-5 dB in every cell, and 88-99 % of cells are bit-identical.
 
     Parameters
     ----------
