@@ -124,9 +124,10 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
                 continue
             t1 = time.perf_counter()
             try:
-                mix = mixes.setdefault(wanted[key], block.audio.astype(wanted[key]))
+                if wanted[key] not in mixes:  # cast once per block, not once per adapter
+                    mixes[wanted[key]] = block.audio.astype(wanted[key])
                 offset = {"offset_s": block.offset_s} if takes_offset(adapter) else {}
-                out = adapter.embed(mix, block.sr, block.segments, **offset)
+                out = adapter.embed(mixes[wanted[key]], block.sr, block.segments, **offset)
                 for space, dim in adapter.entry.spaces.items():
                     rows = np.asarray(out[space], dtype=np.float32)
                     if rows.shape != (len(block.index), dim):
