@@ -48,9 +48,20 @@ def segments_frame(db: str, version: tuple) -> pd.DataFrame:
 
 
 
-def store_version(st_: Store) -> tuple:
-    spaces = st_.spaces()
+def store_version(st_: Store, spaces: pd.DataFrame | None = None) -> tuple:
+    """Cache key of everything a page shows; pass ``spaces`` when the page has just read them."""
+    spaces = st_.spaces() if spaces is None else spaces
     return (tuple(zip(spaces["space"], spaces["data_version"])), st_.metadata_version())
+
+
+def collection_or_stop(nothing_yet: str) -> tuple[Store, pd.DataFrame, tuple]:
+    """The store, its spaces and :func:`store_version`; an empty store shows ``nothing_yet`` and ends the page."""
+    opened = store()
+    spaces = opened.spaces()
+    if spaces.empty:
+        st.info(f"{nothing_yet} (or load the demo on the home page).")
+        st.stop()
+    return opened, spaces, store_version(opened, spaces)
 
 
 def player(path: str, start_s: float, end_s: float | None, label: str | None = None) -> None:

@@ -12,14 +12,9 @@ from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
 st.title("🗺️ Explore")
-store = ui.opened_store(str(ui.cfg().db))
-spaces = store.spaces()
-if spaces.empty:
-    st.info("Nothing to explore yet: extract a collection first (or load the demo on the home page).")
-    st.stop()
+store, spaces, VERSION = ui.collection_or_stop("Nothing to explore yet: extract a collection first")
 
 DB = str(store.path)
-VERSION = (tuple(zip(spaces["space"], spaces["data_version"])), store.metadata_version())  # as ui.store_version
 DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
 segments = ui.segments_frame(DB, VERSION)
 METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}

@@ -13,14 +13,9 @@ from core.reduce import METHODS, ReduceError
 
 st.set_page_config(page_title="Compare · Audio embedding browser", page_icon="⚖️", layout="wide")
 st.title("⚖️ Compare")
-store = ui.opened_store(str(ui.cfg().db))
-spaces = store.spaces()
-if spaces.empty:
-    st.info("Nothing to compare yet: extract a collection with two or more models first (or load the demo on the home page).")
-    st.stop()
+store, spaces, VERSION = ui.collection_or_stop("Nothing to compare yet: extract a collection with two or more models first")
 
 DB = str(store.path)
-VERSION = ui.store_version(store)
 segments = ui.segments_frame(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}

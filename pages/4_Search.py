@@ -15,11 +15,7 @@ from core.search import SearchError, cosine_scores, embed_clip, search_store, ze
 
 st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
 st.title("🔎 Search")
-store = ui.store()
-spaces = store.spaces()
-if spaces.empty:
-    st.info("Nothing to search yet: extract a collection first (or load the demo on the home page).")
-    st.stop()
+store, spaces, version = ui.collection_or_stop("Nothing to search yet: extract a collection first")
 
 c1, c2, c3, c4 = st.columns([3, 1, 2, 2])
 key = c1.selectbox("Model", list(spaces["space"]), key="search_space")
@@ -28,7 +24,6 @@ level = c3.radio("Rank", ["segment", "track"], horizontal=True,
                  help="Tracks are ranked by their best segment: a track that holds the moment you look for once "
                       "ranks high however long it is, and the result plays exactly that moment.")
 exclude_own = c4.checkbox("Exclude the query's own track", value=True)
-version = ui.store_version(store)
 space = ui.space(str(store.path), key, "segment", version)
 model_key, output = split_key(key)
 try:
