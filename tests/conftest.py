@@ -34,6 +34,22 @@ def tone(freq: float = 440.0, seconds: float = 1.0, sr: int = 22050, amp: float 
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+def embed_in_blocks(adapter, path, segments: np.ndarray, block_s: float) -> tuple[dict[str, np.ndarray], int]:
+    """Embed a file block by block as the pipeline does (a small ``block_s`` forces blocks on a short file).
+
+    Returns every space's rows and the number of blocks read.
+    """
+    from core.audio import iter_blocks
+    from core.models.base import input_dtype
+
+    rows = {space: np.zeros((len(segments), dim), np.float32) for space, dim in adapter.entry.spaces.items()}
+    blocks = list(iter_blocks(path, segments, block_s=block_s, dtype=input_dtype(adapter)))
+    for b in blocks:
+        for space, values in adapter.embed(b.audio, b.sr, b.segments, offset_s=b.offset_s).items():
+            rows[space][b.index] = values
+    return rows, len(blocks)
+
+
 @pytest.fixture(scope="module")
 def session_cache(tmp_path_factory):
     """The same cache for module-scoped fixtures, which run before the per-test one below and load weights."""

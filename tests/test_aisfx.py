@@ -20,6 +20,7 @@ from core.audio import segment_grid
 from core.models import aisfx
 from core.models.base import ModelError, ModelUnavailable
 from core.models.weights import cache_dir, packaged_file
+from tests.conftest import embed_in_blocks
 
 ENTRY = aisfx.CATALOGUE[0]
 CLIPS = [
@@ -197,21 +198,15 @@ def test_blocks_of_a_long_file_embed_as_the_whole_track(adapter, tmp_path, sr):
     """
     import soundfile as sf
 
-    from core.audio import iter_blocks
-
     rng = np.random.default_rng(4)
     path = tmp_path / "long.wav"
     sf.write(path, (0.1 * rng.standard_normal(14 * sr)).astype(np.float32), sr, subtype="FLOAT")
     segments = segment_grid(14.0)
-    whole = np.zeros((len(segments), 512), np.float32)
-    blocked = np.zeros_like(whole)
-    for out, block_s in ((whole, 1e9), (blocked, 5.0)):
-        blocks = list(iter_blocks(path, segments, block_s=block_s))
-        assert len(blocks) == (1 if block_s > 100 else 4)
-        for b in blocks:
-            out[b.index] = adapter.embed(b.audio, b.sr, b.segments, offset_s=b.offset_s)["aisfx"]
+    whole, n_whole = embed_in_blocks(adapter, path, segments, 1e9)
+    blocked, n_blocks = embed_in_blocks(adapter, path, segments, 5.0)
+    assert (n_whole, n_blocks) == (1, 4)
     tolerance = 1e-5 if sr == 44100 else 1e-3
-    np.testing.assert_allclose(blocked, whole, rtol=0, atol=tolerance * np.abs(whole).max())
+    np.testing.assert_allclose(blocked["aisfx"], whole["aisfx"], rtol=0, atol=tolerance * np.abs(whole["aisfx"]).max())
 
 
 def test_load_converts_the_checkpoint_once(adapter):

@@ -22,6 +22,7 @@ from core.audio import load as load_audio
 from core.audio import resample, segment_grid
 from core.models import musicnn, weights
 from core.models.base import ModelError, ModelUnavailable
+from tests.conftest import embed_in_blocks
 
 ENTRIES = {e.key: e for e in musicnn.CATALOGUE}
 CHECKPOINTS = {"musicnn-msd": "MSD_musicnn", "musicnn-mtt": "MTT_musicnn", "vgg-msd": "MSD_vgg", "vgg-mtt": "MTT_vgg"}
@@ -154,8 +155,6 @@ def test_blocks_of_a_long_file_embed_as_the_whole_track(adapters, tmp_path, sr):
     then the whole file's bit for bit; at 44.1 kHz soxr restarts at each
     block, which moves the rows by its rounding only.
     """
-    from core.audio import iter_blocks
-
     adapter = adapters("musicnn-msd")
     rng = np.random.default_rng(5)
     path = tmp_path / "long.wav"
@@ -163,18 +162,12 @@ def test_blocks_of_a_long_file_embed_as_the_whole_track(adapters, tmp_path, sr):
     sf.write(path, (0.3 * np.sin(2 * np.pi * 330 * t * (1 + t / 14)) + 0.05 * rng.standard_normal(len(t))).astype(np.float32),
              sr, subtype="FLOAT")
     segments = segment_grid(14.0)
-    rows = {}
-    for block_s in (1e9, 5.0):
-        out = {space: np.zeros((len(segments), dim), np.float32) for space, dim in adapter.entry.spaces.items()}
-        blocks = list(iter_blocks(path, segments, block_s=block_s))
-        assert len(blocks) == (1 if block_s > 100 else 4)
-        for b in blocks:
-            for space, values in adapter.embed(b.audio, b.sr, b.segments, offset_s=b.offset_s).items():
-                out[space][b.index] = values
-        rows[block_s] = out
+    whole, n_whole = embed_in_blocks(adapter, path, segments, 1e9)
+    blocked, n_blocks = embed_in_blocks(adapter, path, segments, 5.0)
+    assert (n_whole, n_blocks) == (1, 4)
     tolerance = 1e-5 if sr == 16000 else 1e-3
-    for space, whole in rows[1e9].items():
-        np.testing.assert_allclose(rows[5.0][space], whole, rtol=0, atol=tolerance * np.abs(whole).max())
+    for space, rows in whole.items():
+        np.testing.assert_allclose(blocked[space], rows, rtol=0, atol=tolerance * np.abs(rows).max())
 
 
 # --------------------------------------------------------------------------- weights

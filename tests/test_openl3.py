@@ -36,6 +36,7 @@ import soundfile as sf
 from core import audio as audio_io
 from core.models import openl3
 from core.models.base import ModelError, ModelUnavailable
+from tests.conftest import embed_in_blocks
 
 REPRS = ("mel128", "mel256", "linear")
 SHORT_CLIPS = ("violin_p069_v112.flac", "acoustic_grand_piano_p060_v112.flac", "guit_harmonics.flac",
@@ -339,7 +340,7 @@ def test_a_block_resamples_as_the_whole_track_does():
 
 def test_blocks_of_a_long_file_embed_as_the_whole_track(synthetic_weights, tmp_path, monkeypatch):
     """Through the pipeline's own block reader, with blocks forced short."""
-    from core.audio import iter_blocks, segment_grid
+    from core.audio import segment_grid
 
     monkeypatch.setenv(openl3.WEIGHTS_ENV, str(synthetic_weights))
     adapter = openl3.load(entry("mel128", hop_s=0.5), "cpu")
@@ -347,14 +348,11 @@ def test_blocks_of_a_long_file_embed_as_the_whole_track(synthetic_weights, tmp_p
     path = tmp_path / "long.flac"
     sf.write(path, (rng.standard_normal((44100 * 12, 2)) * 0.1).astype(np.float32), 44100)
     segments = segment_grid(12.0)
-    whole = np.zeros((len(segments), 512), np.float32)
-    blocked = np.zeros_like(whole)
-    for out, block_s in ((whole, 1e9), (blocked, 5.0)):
-        blocks = list(iter_blocks(path, segments, block_s=block_s, dtype=np.float64))
-        assert len(blocks) == (1 if block_s > 100 else 4)
-        for b in blocks:
-            out[b.index] = adapter.embed(b.audio, b.sr, b.segments, offset_s=b.offset_s)[adapter.entry.key]
-    np.testing.assert_allclose(blocked, whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+    whole, n_whole = embed_in_blocks(adapter, path, segments, 1e9)
+    blocked, n_blocks = embed_in_blocks(adapter, path, segments, 5.0)
+    assert (n_whole, n_blocks) == (1, 4)
+    key = adapter.entry.key
+    np.testing.assert_allclose(blocked[key], whole[key], rtol=0, atol=1e-6 * np.abs(whole[key]).max())
 
 
 def test_faster_variant_frames_every_half_second(synthetic_weights, monkeypatch):

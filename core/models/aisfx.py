@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.models.base import ModelEntry, ModelError, ModelUnavailable, mean_by_segment
+from core.models.base import ModelEntry, ModelError, ModelUnavailable, mean_by_segment, track_grid_start
 from core.models.weights import cache_dir, cached_conversion, packaged_file, packaged_file_status, sha256_file
 
 PACKAGE = "aisfx"
@@ -413,9 +413,8 @@ class AisfxAdapter:
             raise ValueError(f"aisfx expects mono audio of shape (n_samples,), got {audio.shape}")
         segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2) + offset_s
         # Start on the track's frame grid: drop the samples before its next frame centre.
-        first_sample = int(round(offset_s * SAMPLE_RATE))
-        first_frame = -(-first_sample // HOP)
-        spec = log_mel(resample_44k(audio, sr)[first_frame * HOP - first_sample:])
+        first_frame, skip = track_grid_start(offset_s, SAMPLE_RATE, HOP)
+        spec = log_mel(resample_44k(audio, sr)[skip:])
         starts = original_block_starts(first_frame + len(spec))
         starts = starts[starts >= first_frame]
         centres = block_centres(starts)

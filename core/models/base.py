@@ -132,6 +132,22 @@ def takes_offset(adapter) -> bool:
     return bool(getattr(adapter, "takes_offset", False))
 
 
+def track_grid_start(offset_s: float, rate: int, hop: int) -> tuple[int, int]:
+    """Where a block of a long file meets the track's frame grid (frame ``k`` centred on sample ``hop·k`` at ``rate``).
+
+    For adapters that declare ``takes_offset``: a block starting ``offset_s``
+    into the track is cut by ``skip`` samples (at ``rate``) so that its first
+    frame is the track's frame ``first_frame``.
+
+    Returns
+    -------
+    first_frame, skip : int
+    """
+    first_sample = int(round(offset_s * rate))
+    first_frame = -(-first_sample // hop)
+    return first_frame, first_frame * hop - first_sample
+
+
 def input_dtype(adapter) -> np.dtype:
     """The dtype of the mono mix ``adapter.embed`` expects (float32 unless it declares otherwise)."""
     return np.dtype(getattr(adapter, "input_dtype", np.float32))

@@ -66,7 +66,7 @@ import numpy as np
 
 from core.audio import resample
 from core.models import tf_checkpoint, weights
-from core.models.base import ModelEntry, ModelError, ModelUnavailable
+from core.models.base import ModelEntry, ModelError, ModelUnavailable, track_grid_start
 
 PACKAGE = "musicnn"
 PACKAGE_VERSION = "0.1.0"
@@ -478,8 +478,7 @@ class MusicnnAdapter:
         key = self.entry.key
         if len(segments) == 0:
             return {space: np.zeros((0, dim), dtype=np.float32) for space, dim in self.entry.spaces.items()}
-        first_sample = int(round(offset_s * SAMPLE_RATE))
-        skip = -(-first_sample // HOP) * HOP - first_sample
+        _, skip = track_grid_start(offset_s, SAMPLE_RATE, HOP)
         spec = log_mel(audio, sr, skip)
         skip_s = skip / SAMPLE_RATE
         groups = segment_patches(segments - skip_s, len(spec), len(audio) / sr - skip_s)
