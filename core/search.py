@@ -294,14 +294,11 @@ def top_k(
 
 
 def _rank(scores: np.ndarray, k: int, level: str, track_ids, exclude) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and scores of the top k segments, or of each top-k track's best segment."""
     if level == "segment":
         return rank_segments(scores, k=k, exclude=exclude)
-    if level == "track":
-        if track_ids is None:
-            raise SearchError("Ranking tracks needs the track of every stored segment.")
-        _, track_scores, rows = rank_tracks(scores, track_ids, k=k, exclude=exclude)
-        return rows, track_scores
-    raise SearchError(f"level must be 'segment' or 'track', not {level!r}.")
+    _, track_scores, rows = rank_tracks(scores, track_ids, k=k, exclude=exclude)
+    return rows, track_scores
 
 
 @dataclass(frozen=True)
@@ -443,8 +440,9 @@ def search(
     """Exact top-k segments, or top-k tracks by their best segment, for one query.
 
     With a ``sketch`` the int8 copy is scanned first and only the rows its
-    error bound cannot rule out are scored in float32 (usually a few dozen
-    of a million); the result is that of the full float32 scan either way.
+    error bound cannot rule out are scored in float32 (a few hundred of a
+    million in ``bench/bench_search.py``); the result is that of the full
+    float32 scan either way.
 
     Parameters
     ----------
@@ -479,8 +477,7 @@ def search(
     if sketch is not None:
         if sketch.shape != m.shape:
             raise SearchError("The sketch was built from other vectors; rebuild it after reloading the space.")
-        if k >= 1:
-            rows = sketch.candidates(m, q, k, level, track_ids, exclude)
+        rows = sketch.candidates(m, q, k, level, track_ids, exclude)
     if rows is None:
         return _rank(m @ q, k, level, track_ids, exclude)
     sub_tracks = None if track_ids is None else np.asarray(track_ids)[rows]
