@@ -182,8 +182,9 @@ elif colour_choice.startswith("clusters · "):
         st.warning(f"{exc}")
 elif colour_choice.startswith("from Search · "):
     name = colour_choice.removeprefix("from Search · ")
-    source = extra[name]  # a Series, or a function that scores every segment (search scores)
-    values = ex.to_level(pd.Series(source() if callable(source) else source), segments, level)
+    if callable(extra[name]):  # search scores: scored once, when first asked for, then kept
+        extra[name] = extra[name]()
+    values = ex.to_level(pd.Series(extra[name]), segments, level)
     colour_title, colour_values = name, values.reindex(frame["id"]).reset_index(drop=True)
     colour_key = (colour_choice, int(pd.util.hash_pandas_object(values).sum()))
 

@@ -280,5 +280,6 @@ def test_extra_colours_from_session_state(page, lazy):
     colour = next(s for s in page.selectbox if s.label == "Colour by")
     colour.set_value("from Search · query 'bell'").run()
     assert not page.exception
+    assert isinstance(page.session_state[ex.EXTRA_COLOURS_KEY]["query 'bell'"], pd.Series)  # scored once, kept
     page.radio[0].set_value("track").run()  # track level takes each track's best segment
     assert not page.exception and "12 points" in texts(page)

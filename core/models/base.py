@@ -95,7 +95,7 @@ class Adapter(Protocol):
         numbers depend on the last bits (OpenL3), see :func:`input_dtype`.
     takes_offset : bool, optional
         True for adapters that frame on a grid anchored at the track's start
-        (OpenL3): ``embed`` then also gets ``offset_s``, where ``audio[0]``
+        (OpenL3, aisfx, MusiCNN): ``embed`` then also gets ``offset_s``, where ``audio[0]``
         lies in the track, so a block of a long file frames as the whole
         track would.
     """
