@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from core.search import EXACT_SEARCH_MAX_VALUES, build_sketch, normalize, search  # noqa: E402
+from core.search import EXACT_SEARCH_MAX_VALUES, build_sketch, search  # noqa: E402
+from core.vectors import normalize  # noqa: E402
 
 
 def row(n: int, name: str, values: list[float], unit: str = "ms") -> None:

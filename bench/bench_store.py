@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.models.base import unit_rows  # noqa: E402
+from core.vectors import normalize  # noqa: E402
 from core.search import top_k  # noqa: E402
 from core.store import Provenance, Store, TrackRecord  # noqa: E402
 
@@ -38,7 +38,7 @@ def main(n: int = 200_000, dim: int = 512) -> None:
         ids, x = store.vectors("bench")
         rows.append(("read back to numpy", time.perf_counter() - t))
         t = time.perf_counter()
-        xn = unit_rows(x)
+        xn = normalize(x)
         rows.append(("normalise (once per data version)", time.perf_counter() - t))
         q = rng.normal(size=dim).astype(np.float32)
         times = []

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from core import audio
-from core.models.base import ModelError, availability, catalogue, normalise_key
-from core.store import DEFAULT_DB, Store, StoreError
+from core.errors import AEBError, BadInput
+from core.models.base import availability, catalogue, normalise_key
+from core.store import DEFAULT_DB, Store
 
 OK, PARTIAL, NOTHING = 0, 1, 2
 
 
-class UsageError(Exception):
-    """Bad usage: reported in one line with exit code 2."""
+#: Bad usage, reported like every other refusal of the family: one line, exit code 2.
+UsageError = BadInput
 
 
 def _print_json(obj) -> None:
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return NOTHING if exc.code else OK
     try:
         return args.func(args)
-    except (UsageError, ModelError, StoreError, ValueError) as exc:
+    except (AEBError, audio.AudioError, ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return NOTHING
     except KeyboardInterrupt:

@@ -17,8 +17,9 @@ import json
 
 import numpy as np
 
-from core.models.base import unit_rows
+from core.errors import BadInput
 from core.store import Store
+from core.vectors import normalize
 
 METHODS = ("kmeans", "hdbscan")
 FULL_KMEANS_MAX = 10_000
@@ -27,8 +28,8 @@ HDBSCAN_PCA_DIM = 50
 SEED = 42
 
 
-class ClusterError(Exception):
-    pass
+#: A clustering that cannot run raises the family's :class:`~core.errors.BadInput`.
+ClusterError = BadInput
 
 
 def default_min_cluster_size(n: int) -> int:
@@ -56,7 +57,7 @@ def cluster(x: np.ndarray, method: str = "kmeans", k: int = 8, min_cluster_size:
     description : str
         What was run, for the screen (which algorithm, on what).
     """
-    x = unit_rows(np.asarray(x, dtype=np.float32))
+    x = normalize(x)
     n, dim = x.shape
     if n == 0:
         return np.zeros(0, np.int64), "no points"

@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from core.search import normalize
+from core.errors import BadInput
+from core.vectors import normalize
 
 #: Items scored by :func:`metrics_table` before it samples (about 30 s for 3 models on 2 cores).
 MAX_POINTS = 20_000
@@ -64,8 +65,8 @@ GROUP_NOTE = ("Neighbours from the query's own group are excluded: slices of one
               "and log-mel 1-NN accuracy on UrbanSound8K falls from 0.91 to 0.31 once they are.")
 
 
-class CompareError(ValueError):
-    """A metric cannot be computed; the message says what to change."""
+#: A metric that cannot be computed raises the family's :class:`~core.errors.BadInput`.
+CompareError = BadInput
 
 
 def _codes(values: np.ndarray, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:

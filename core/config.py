@@ -13,11 +13,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from core.errors import AccessDenied
 from core.store import DEFAULT_DB
-
-
-class AccessDenied(Exception):
-    """A path outside the configured audio root was asked for in shared mode."""
 
 
 @dataclasses.dataclass(frozen=True)

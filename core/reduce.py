@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from core.compare import trustworthiness
+from core.errors import BadInput
 from core.store import Store
 
 METHODS = ("pca", "std-pca", "tsne", "umap")
@@ -35,8 +36,8 @@ SEED = 42
 TRUST_SAMPLE = 5_000
 
 
-class ReduceError(Exception):
-    pass
+#: A projection that cannot run raises the family's :class:`~core.errors.BadInput`.
+ReduceError = BadInput
 
 
 def canonical_params(method: str, params: dict | None = None) -> dict:

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import BadInput
+from core.vectors import normalize
+
 #: Stored values (rows × dimensions) above which even the int8 sketch scan
 #: takes longer than about 100 ms on a two-core machine (it streams one byte
 #: per value at roughly 10 GB/s); beyond it interactive search needs an
@@ -36,10 +39,6 @@ SKETCH_MIN_VALUES = 1 << 25
 #: Rows quantised per step when a sketch is built (bounds the temporaries).
 _SKETCH_BLOCK = 1 << 16
 
-#: Rows normalised per step, so that normalising a large matrix needs no
-#: temporary of the matrix's size.
-_NORMALIZE_BLOCK = 1 << 16
-
 #: Score values held at once when many queries or labels are scored together (64 MB).
 _SCORE_BLOCK_VALUES = 1 << 24
 
@@ -47,47 +46,8 @@ _SCORE_BLOCK_VALUES = 1 << 24
 _NORM_TOLERANCE = 1e-3
 
 
-class SearchError(ValueError):
-    """A search cannot run; the message says why in one sentence."""
-
-
-def normalize(vectors: np.ndarray, *, copy: bool = True) -> np.ndarray:
-    """L2-normalise rows once, so that every later cosine score is a dot product.
-
-    Parameters
-    ----------
-    vectors : np.ndarray [shape=(n, dim)]
-        Any real dtype.  All-zero rows stay zero (they score 0 against every
-        query) rather than becoming NaN.
-    copy : bool
-        With ``copy=False`` a C-contiguous float32 input is normalised in
-        place, which saves a second copy of a large stored matrix.
-
-    Returns
-    -------
-    unit : np.ndarray [shape=(n, dim), dtype=float32, C-contiguous]
-
-    Raises
-    ------
-    SearchError
-        If the array is not 2-D or holds NaN or infinity.
-    """
-    x = np.asarray(vectors)
-    if x.ndim != 2:
-        raise SearchError(f"Stored vectors must be a 2-D array (rows × dimensions), not {x.ndim}-D.")
-    unit = np.ascontiguousarray(x, dtype=np.float32)
-    if copy and np.shares_memory(unit, x):
-        unit = unit.copy()
-    for start in range(0, len(unit), _NORMALIZE_BLOCK):
-        block = unit[start:start + _NORMALIZE_BLOCK]
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-        bad = ~np.isfinite(norms)
-        if bad.any():
-            row = start + int(np.flatnonzero(bad)[0])
-            raise SearchError(f"Stored vector {row} contains NaN or infinity; re-extract that segment.")
-        norms[norms == 0] = 1.0
-        block /= norms[:, None]
-    return unit
+#: A search that cannot run raises the family's :class:`~core.errors.BadInput`.
+SearchError = BadInput
 
 
 def _check_matrix(matrix: np.ndarray) -> np.ndarray:

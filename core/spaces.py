@@ -14,8 +14,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from core.models.base import unit_rows
 from core.store import Store, StoreError
+from core.vectors import normalize
 
 LEVELS = ("segment", "track")
 
@@ -50,7 +50,7 @@ def load(store: Store, key: str, level: str = "segment") -> Space:
         track_ids = ids
     else:
         track_ids = segment_tracks(store).reindex(ids).to_numpy(np.int64)
-    return Space(key, level, ids, unit_rows(x), track_ids, int(info["dim"]), info["tag_names"])
+    return Space(key, level, ids, normalize(x), track_ids, int(info["dim"]), info["tag_names"])
 
 
 def segment_tracks(store: Store) -> pd.Series:

@@ -34,25 +34,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.models.base import unit_rows
+from core.errors import DimensionMismatch, GridMismatch, StoreError
+from core.vectors import normalize
 
 DEFAULT_DB = Path(__file__).resolve().parents[1] / "cache" / "embeddings.duckdb"
 SCHEMA_VERSION = "1"
 
 #: How long an operation keeps retrying while another process holds the file.
 LOCK_TIMEOUT_S = 30.0
-
-
-class StoreError(Exception):
-    """A store operation was refused; the message says what to change."""
-
-
-class GridMismatch(StoreError):
-    pass
-
-
-class DimensionMismatch(StoreError):
-    pass
 
 
 _SCHEMA = """
@@ -509,7 +498,7 @@ class Store:
 
         n = len(segment_ids)
         membership = csr_matrix((np.ones(n, np.float32), (inverse, np.arange(n))), shape=(len(tracks), n))
-        return tracks.astype(np.int64), unit_rows(membership @ unit_rows(matrix))
+        return tracks.astype(np.int64), normalize(membership @ normalize(matrix))
 
     def data_version(self, space: str) -> int:
         info = self.space(space)

@@ -11,13 +11,13 @@ from core.search import (
     build_sketch,
     cosine_scores,
     mean_embedding,
-    normalize,
     rank_segments,
     rank_tracks,
     search,
     top_k,
     zero_shot,
 )
+from core.vectors import normalize
 
 
 @pytest.fixture(scope="module")

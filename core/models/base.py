@@ -24,6 +24,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from core.errors import ModelError, ModelUnavailable
+
 #: Family modules, in the order the catalogue lists them.
 FAMILIES = ("dsp", "aisfx", "musicnn", "clap", "openl3", "mert")
 
@@ -32,14 +34,6 @@ OUTPUT_SEPARATOR = "/"
 
 #: Separator of the generic form ``family:ID_OR_PATH``.
 GENERIC_SEPARATOR = ":"
-
-
-class ModelError(Exception):
-    """A model cannot be used; the message is one sentence a user can act on."""
-
-
-class ModelUnavailable(ModelError):
-    """The weights or the code a model needs are not on this machine."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,13 +266,6 @@ def load_model(key: str, device: str | None = None) -> Adapter:
     entry = get_entry(split_key(key)[0])
     module = _family_module(entry.family)
     return module.load(entry, device or default_device())
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise rows; zero rows stay zero instead of becoming NaN."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
 def mean_by_segment(centres: np.ndarray, values: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,8 @@ import functools
 import numpy as np
 
 from core.models import hf
-from core.models.base import ModelEntry, ModelError, unit_rows
+from core.models.base import ModelEntry, ModelError
+from core.vectors import normalize
 
 #: Bumped whenever the numbers change for the same weights.
 VERSION = "1"
@@ -213,11 +214,11 @@ class ClapAdapter:
                     is_longer=is_longer.to(self.device),
                 )
             rows.append(out.pooler_output.float().cpu().numpy())
-        per_chunk = unit_rows(np.concatenate(rows)) if rows else np.zeros((0, self.entry.dim), np.float32)
+        per_chunk = normalize(np.concatenate(rows)) if rows else np.zeros((0, self.entry.dim), np.float32)
         n = len(np.asarray(segments).reshape(-1, 2))
         sums = np.zeros((n, per_chunk.shape[1]), dtype=np.float64)
         np.add.at(sums, owner, per_chunk)
-        return {self.entry.key: unit_rows(sums)}
+        return {self.entry.key: normalize(sums)}
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Embed texts into the audio space.
@@ -244,7 +245,7 @@ class ClapAdapter:
                 input_ids=inputs["input_ids"].to(self.device),
                 attention_mask=inputs["attention_mask"].to(self.device),
             )
-        row = unit_rows(out.pooler_output.float().cpu().numpy())[0]
+        row = normalize(out.pooler_output.float().cpu().numpy())[0]
         row.flags.writeable = False
         return row
 
