@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the pages: settings, caches, the audio player.
+"""Streamlit glue shared by the pages: settings, caches, session keys, labels, the player.
 
 Pages stay thin: they draw widgets and charts and call ``core``.  Everything
 expensive sits behind ``st.cache_*`` keyed by the store's data versions, so a
@@ -7,6 +7,8 @@ rerun after a click re-reads nothing.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -14,6 +16,26 @@ from core import audio
 from core.config import AccessDenied, settings
 from core.models.base import availability, catalogue, load_model
 from core.store import Store
+
+#: ``st.session_state`` key holding the segment last clicked in Explore, which
+#: the Search page preselects for "more like this".
+PICKED_KEY = "explore_picked"
+
+#: ``st.session_state`` key through which other pages add colours to Explore:
+#: ``{name: pd.Series indexed by segment_id}`` (numbers or labels), or a
+#: function returning one, for colours that cost a scan and may never be used.
+EXTRA_COLOURS_KEY = "explore_extra_colours"
+
+#: How the reductions of :data:`core.reduce.METHODS` are named on screen.
+METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
+
+#: How the levels a map can draw are named on screen.
+LEVEL_LABELS = {"segment": "segments", "track": "tracks (mean of segments)"}
+
+
+def span_label(name: str, start_s: float, end_s: float) -> str:
+    """How a moment of a track is named on screen: ``"file.wav · 3.0–6.0 s"``."""
+    return f"{name} · {start_s:.1f}–{end_s:.1f} s"
 
 
 def cfg():
@@ -45,7 +67,6 @@ def catalogue_status() -> pd.DataFrame:
 def segments_frame(db: str, version: tuple) -> pd.DataFrame:
     """All segments with metadata; ``version`` (data + metadata versions) invalidates it."""
     return Store(db).segments_frame()
-
 
 
 def store_version(st_: Store, spaces: pd.DataFrame | None = None) -> tuple:
@@ -116,9 +137,7 @@ def text_embedding(model_key: str, text: str):
 
 @st.cache_data(max_entries=2, show_spinner=False)
 def segment_names(db: str, version: tuple) -> pd.Series:
-    """segment_id -> "file.wav · 3.0–6.0 s", for pickers."""
-    from pathlib import Path
-
+    """segment_id -> :func:`span_label`, for pickers."""
     seg = Store(db).segments_frame(with_metadata=False)
-    names = [f"{Path(p).name} · {a:.1f}–{b:.1f} s" for p, a, b in zip(seg["path"], seg["start_s"], seg["end_s"])]
+    names = [span_label(Path(p).name, a, b) for p, a, b in zip(seg["path"], seg["start_s"], seg["end_s"])]
     return pd.Series(names, index=seg["segment_id"].to_numpy())

@@ -35,15 +35,6 @@ MAX_CATEGORIES = 20
 #: 5 s / 1 s targets.  Users can raise it; the caption always says when a sample is drawn.
 DISPLAY_CAP = 10_000
 
-#: ``st.session_state`` key holding the segment last clicked in Explore, which
-#: the Search page preselects for "more like this".
-PICKED_KEY = "explore_picked"
-
-#: ``st.session_state`` key through which other pages add colours:
-#: ``{name: pd.Series indexed by segment_id}`` (numbers or labels), or a
-#: function returning one, for colours that cost a scan and may never be used.
-EXTRA_COLOURS_KEY = "explore_extra_colours"
-
 #: The name under which the page hands :func:`chart_data`'s rows to the spec (``spec["datasets"]``).
 DATASET = "points"
 

@@ -17,14 +17,12 @@ store, spaces, VERSION = ui.collection_or_stop("Nothing to explore yet: extract 
 DB = str(store.path)
 DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
 segments = ui.segments_frame(DB, VERSION)
-METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
 SPACE_NAMES = list(spaces["space"])
 N_PLAYERS = 10
 
 top = st.columns([2, 2, 2, 2])
 single = top[0].toggle("Single view", help="One map instead of two side by side, for small screens.")
-level = top[1].radio("Points", ["segment", "track"], horizontal=True,
-                     format_func=lambda v: "segments" if v == "segment" else "tracks (mean of segments)")
+level = top[1].radio("Points", list(ui.LEVEL_LABELS), horizontal=True, format_func=ui.LEVEL_LABELS.get)
 drag = top[2].radio("Drag to", ["select", "zoom"], horizontal=True,
                     format_func=lambda v: "select a box" if v == "select" else "pan (wheel zooms)")
 map_width = top[3].select_slider("Map size", [360, 440, 520, 640, 800], value=440 if not single else 800)
@@ -38,7 +36,7 @@ def view_controls(i: int, column) -> dict:
         c1, c2 = st.columns(2)
         space = c1.selectbox(f"Model {'AB'[i]}", SPACE_NAMES, index=SPACE_NAMES.index(default_space), key=f"space{i}")
         method = c2.selectbox(f"Reduction {'AB'[i]}", METHODS, index=METHODS.index(default_method),
-                              format_func=METHOD_LABELS.get, key=f"method{i}")
+                              format_func=ui.METHOD_LABELS.get, key=f"method{i}")
         params = dict(DEFAULT_PARAMS[method])
         if method == "umap":
             p1, p2, p3 = st.columns(3)
@@ -60,7 +58,7 @@ def projection(view: dict, column) -> dict:
     key = (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())), DATA_VERSION[view["space"]])
     memo = _projections()
     if key not in memo:
-        label = f"{METHOD_LABELS[view['method']]} of {view['space']}"
+        label = f"{ui.METHOD_LABELS[view['method']]} of {view['space']}"
         box = column.empty()
         started = {}
 
@@ -117,7 +115,7 @@ frame = linked(DB, VERSION, level, keys)
 
 # ---------------------------------------------------------------------------- colour and filter
 tagged = [s for s, tags in zip(spaces["space"], spaces["tag_names"]) if isinstance(tags, str) and json.loads(tags)]
-extra = st.session_state.get(ex.EXTRA_COLOURS_KEY) or {}
+extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
 colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in tagged],
                   "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
 c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
@@ -204,7 +202,7 @@ if data.empty:
     st.warning(f"No point passes the filters ({note}).")
     st.stop()
 
-titles = [f"{'AB'[i]}: {v['space']} · {METHOD_LABELS[v['method']]}" for i, v in enumerate(views)]
+titles = [f"{'AB'[i]}: {v['space']} · {ui.METHOD_LABELS[v['method']]}" for i, v in enumerate(views)]
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -241,7 +239,7 @@ else:
         with p1:
             ui.player(first["path"], float(first["start_s"]), None, label=first["name"])
     if level == "segment":
-        st.session_state[ex.PICKED_KEY] = int(first["id"])
+        st.session_state[ui.PICKED_KEY] = int(first["id"])
         p2.markdown('<a href="Search" target="_self">🔎 More like this</a>', unsafe_allow_html=True)
     meta = {c: first[c] for c in ex.metadata_columns(segments) if c in first.index and pd.notna(first[c])}
     if meta:
@@ -255,7 +253,7 @@ else:
             st.caption(f"Players for the first {N_PLAYERS} of {len(table):,} selected; the table below lists all {len(table):,}.")
         for _, row in shown.iterrows():
             r1, r2 = st.columns([2, 3])
-            r1.write(f"**{row['name']}** · {row['start_s']:.1f}–{row['end_s']:.1f} s")
+            r1.write(ui.span_label(f"**{row['name']}**", row["start_s"], row["end_s"]))
             with r2:
                 ui.player(row["path"], float(row["start_s"]), float(row["end_s"]), label=row["name"])
         st.dataframe(table, hide_index=True, width="stretch")

@@ -18,15 +18,13 @@ store, spaces, VERSION = ui.collection_or_stop("Nothing to compare yet: extract 
 DB = str(store.path)
 segments = ui.segments_frame(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
-METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
 N_NEIGHBOURS_SHOWN = 10
 
 top = st.columns([4, 2, 2, 2])
 chosen = top[0].multiselect("Models", SPACE_NAMES, default=SPACE_NAMES[:2],
                             help="Two or more models extracted on the same segment grid.")
-level = top[1].radio("Points", ["segment", "track"], horizontal=True,
-                     format_func=lambda v: "segments" if v == "segment" else "tracks (mean of segments)")
-method = top[2].selectbox("Map", METHODS, format_func=METHOD_LABELS.get)
+level = top[1].radio("Points", list(ui.LEVEL_LABELS), horizontal=True, format_func=ui.LEVEL_LABELS.get)
+method = top[2].selectbox("Map", METHODS, format_func=ui.METHOD_LABELS.get)
 k = int(top[3].slider("k (neighbours)", 1, 50, 10, help="k of Jaccard@k, of the k-NN accuracy and of hubness."))
 
 
@@ -96,7 +94,7 @@ else:
                "Click a point to hear its neighbours in each model; drag a box to select many.")
     n_bucket = 0 if len(data) < 2_000 else 2_000 if len(data) < 20_000 else 20_000
     width = 440 if len(chosen) == 2 else 320
-    chart = spec(n_bucket, tuple(f"{m} · {METHOD_LABELS[method]}" for m in chosen), f"1 − Jaccard@{k}", width)
+    chart = spec(n_bucket, tuple(f"{m} · {ui.METHOD_LABELS[method]}" for m in chosen), f"1 − Jaccard@{k}", width)
     modes = [ex.PICK, *[ex.brush_name(i) for i in range(len(chosen))]]
     event = st.vega_lite_chart({**chart, "datasets": {ex.DATASET: data}}, on_select="rerun", selection_mode=modes,
                                key=f"compare-{len(chosen)}", width="content")
@@ -105,7 +103,7 @@ else:
 
     if picked:
         query = ex.points_frame(segments, np.array(picked[:1]), level).iloc[0]
-        st.subheader(f"▶ {query['name']} · {query['start_s']:.1f}–{query['end_s']:.1f} s "
+        st.subheader(f"▶ {ui.span_label(query['name'], query['start_s'], query['end_s'])} "
                      f"(disagreement {colour.get(int(query['id']), float('nan')):.2f})")
         ui.player(query["path"], float(query["start_s"]), float(query["end_s"]), label=query["name"])
         if len(picked) > 1:
@@ -127,7 +125,7 @@ else:
                 rows = ex.points_frame(segments, neighbour_ids, level)
                 for (_, row), sim in zip(rows.head(N_NEIGHBOURS_SHOWN).iterrows(), sims):
                     mark = "✓ " if row["id"] in both else ""
-                    st.write(f"{mark}{row['name']} · {row['start_s']:.1f}–{row['end_s']:.1f} s · cosine {sim:.3f}")
+                    st.write(f"{mark}{ui.span_label(row['name'], row['start_s'], row['end_s'])} · cosine {sim:.3f}")
                     ui.player(row["path"], float(row["start_s"]), float(row["end_s"]), label=row["name"])
                 if len(rows) > N_NEIGHBOURS_SHOWN:
                     st.caption(f"Players for the first {N_NEIGHBOURS_SHOWN} of {len(rows)}.")
@@ -141,7 +139,7 @@ table_models = m1.multiselect("Models in the table", SPACE_NAMES, default=SPACE_
 label = m2.selectbox("Label column", ["(none)", *columns], help="Adds k-NN accuracy, macro-F1, silhouette, NMI and ARI.")
 group = m3.selectbox("Group column", ["(none)", *columns],
                      help="Source recording, speaker, …: neighbours from the query's own group are excluded.")
-trust_method = m4.selectbox("Trustworthiness of the map", METHODS, format_func=METHOD_LABELS.get)
+trust_method = m4.selectbox("Trustworthiness of the map", METHODS, format_func=ui.METHOD_LABELS.get)
 st.caption(("At segment level neighbours from the query's own track are always excluded. " if level == "segment" else "")
            + "Why a group column matters: " + cp.GROUP_NOTE)
 models = cp.with_baseline(store, table_models)

@@ -9,7 +9,6 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.explore import EXTRA_COLOURS_KEY, PICKED_KEY
 from core.models.base import ModelError, get_entry, split_key
 from core.search import SearchError, cosine_scores, embed_clip, search_store, zero_shot
 
@@ -37,14 +36,15 @@ def score_series(searched, query: np.ndarray) -> pd.Series:
     return pd.Series(cosine_scores(searched.vectors, query), index=searched.ids)
 
 
-def show(results: list[dict], tag_filter=None) -> None:
+def show(results: list[dict]) -> None:
     if not results:
         st.warning("No result passed the filters.")
         return
     for r in results:
         with st.container(border=True):
             a, b = st.columns([2, 3])
-            a.markdown(f"**{Path(r['path']).name}** · {r['start_s']:.1f}–{r['end_s']:.1f} s · score **{r['score']:.3f}**")
+            name = f"**{Path(r['path']).name}**"
+            a.markdown(f"{ui.span_label(name, r['start_s'], r['end_s'])} · score **{r['score']:.3f}**")
             if r["metadata"]:
                 a.caption(", ".join(f"{c}: {v}" for c, v in r["metadata"].items()))
             with b:
@@ -58,7 +58,7 @@ def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
     except SearchError as exc:
         st.error(str(exc))
         return
-    extra = st.session_state.setdefault(EXTRA_COLOURS_KEY, {})
+    extra = st.session_state.setdefault(ui.EXTRA_COLOURS_KEY, {})
     # Scored for every segment only if Explore is asked to colour by it.
     extra[f"search score · {label}"] = functools.partial(score_series, space, query)
     st.caption("Explore can colour every point by this query's score (“search score” in its colour menu).")
@@ -98,7 +98,7 @@ with tabs[0]:
                 run_query(query, f"“{text}”")
 
 with tabs[1]:
-    picked = st.session_state.get(PICKED_KEY)
+    picked = st.session_state.get(ui.PICKED_KEY)
     names = ui.segment_names(str(store.path), version)
     default = names.index.get_loc(picked) if picked in names.index else 0
     sid = st.selectbox("Segment", names.index, index=default, format_func=names.get,
@@ -143,7 +143,7 @@ with tabs[3]:
             else:
                 best, score = zero_shot(space.vectors, label_vectors)
                 column = pd.Series(np.asarray(labels, dtype=object)[best], index=space.ids)
-                extra = st.session_state.setdefault(EXTRA_COLOURS_KEY, {})
+                extra = st.session_state.setdefault(ui.EXTRA_COLOURS_KEY, {})
                 extra[f"zero-shot ({key})"] = column
                 counts = column.value_counts().rename_axis("label").reset_index(name="segments")
                 st.dataframe(counts, hide_index=True)

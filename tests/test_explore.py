@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
+import ui
 from core import explore as ex
 from core.cluster import ClusterError, cached_clusters, cluster
 from core.store import Provenance, Store, TrackRecord
@@ -275,11 +276,11 @@ def test_filters_and_colours(page):
 def test_extra_colours_from_session_state(page, lazy):
     frame = Store(_db(page)).segments_frame()
     scores = pd.Series(np.linspace(0, 1, len(frame)), index=frame["segment_id"])
-    page.session_state[ex.EXTRA_COLOURS_KEY] = {"query 'bell'": (lambda: scores) if lazy else scores}
+    page.session_state[ui.EXTRA_COLOURS_KEY] = {"query 'bell'": (lambda: scores) if lazy else scores}
     page.run()
     colour = next(s for s in page.selectbox if s.label == "Colour by")
     colour.set_value("from Search · query 'bell'").run()
     assert not page.exception
-    assert isinstance(page.session_state[ex.EXTRA_COLOURS_KEY]["query 'bell'"], pd.Series)  # scored once, kept
+    assert isinstance(page.session_state[ui.EXTRA_COLOURS_KEY]["query 'bell'"], pd.Series)  # scored once, kept
     page.radio[0].set_value("track").run()  # track level takes each track's best segment
     assert not page.exception and "12 points" in texts(page)
