@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the pages: settings, caches, session keys, labels, the player.
+"""Streamlit glue shared by the pages: settings, caches, session keys, labels, uploads, the player.
 
 Pages stay thin: they draw widgets and charts and call ``core``.  Everything
 expensive sits behind ``st.cache_*`` keyed by the store's data versions, so a
@@ -7,6 +7,7 @@ rerun after a click re-reads nothing.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ import streamlit as st
 
 from core import audio
 from core.config import AccessDenied, settings
+from core.errors import BadInput
 from core.models.base import availability, catalogue, load_model
 from core.store import Store
 
@@ -141,3 +143,35 @@ def segment_names(db: str, version: tuple) -> pd.Series:
     seg = Store(db).segments_frame(with_metadata=False)
     names = [span_label(Path(p).name, a, b) for p, a, b in zip(seg["path"], seg["start_s"], seg["end_s"])]
     return pd.Series(names, index=seg["segment_id"].to_numpy())
+
+
+def save_upload(upload, subfolder: str = "") -> Path:
+    """Keep an uploaded file on disk, where the models and the player can read it, and return its path.
+
+    The file goes to ``<uploads>/<subfolder>/<hash of its bytes>/<its name>``:
+    the same file uploaded twice is written once, two files of one name
+    never overwrite each other, and the name the user knows is kept for
+    messages and exports.  Shared mode lets the app read under the uploads
+    folder only.
+
+    Parameters
+    ----------
+    upload : streamlit.runtime.uploaded_file_manager.UploadedFile
+        What ``st.file_uploader`` returned.
+    subfolder : str
+        Keeps files of one purpose (e.g. search queries) apart from the collection's.
+
+    Raises
+    ------
+    BadInput
+        The file is larger than ``AEB_MAX_UPLOAD_MB``; nothing is written.
+    """
+    limit_mb = cfg().max_upload_mb
+    if upload.size > limit_mb * 2**20:
+        raise BadInput(f"{upload.name} is larger than {limit_mb} MB and was skipped.")
+    data = upload.getvalue()
+    target = cfg().uploads / subfolder / hashlib.blake2b(data, digest_size=8).hexdigest() / Path(upload.name).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return target

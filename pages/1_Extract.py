@@ -1,17 +1,14 @@
 """Extract: import a folder, uploads or the demo; pick models; run with progress; see per-file errors."""
 
-import hashlib
 from pathlib import Path
 
 import streamlit as st
 
 import ui
 from core.audio import DEFAULT_HOP_S, DEFAULT_WINDOW_S
-from core.config import AccessDenied
 from core.demo import build as build_demo
+from core.errors import AccessDenied, AEBError, BadInput
 from core.extract import extract, read_metadata_csv
-from core.models.base import ModelError
-from core.store import StoreError
 
 st.set_page_config(page_title="Extract · Audio embedding browser", page_icon="📥", layout="wide")
 st.title("📥 Extract")
@@ -48,15 +45,10 @@ if source == "Folder":
 elif source == "Upload files":
     files = st.file_uploader(f"Audio files (at most {cfg.max_upload_mb} MB each)", accept_multiple_files=True)
     for f in files or []:
-        if f.size > cfg.max_upload_mb * 2**20:
-            st.error(f"{f.name} is larger than {cfg.max_upload_mb} MB and was skipped.")
-            continue
-        data = f.getvalue()
-        target = cfg.uploads / hashlib.blake2b(data, digest_size=8).hexdigest() / Path(f.name).name
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        paths.append(target)
+        try:
+            paths.append(ui.save_upload(f))
+        except BadInput as exc:
+            st.error(str(exc))
 else:
     st.write("144 labelled synthetic clips of 2–10 s in 8 families (plucked, bowed, blown, struck, drum, noise, chirp, vowel).")
     csv_path = build_demo(cfg.demo)
@@ -95,7 +87,7 @@ if st.button("Run extraction", type="primary", disabled=not (paths and models)):
             report = extract(paths, models, db=store.path, window_s=window, hop_s=hop, metadata=metadata,
                              adapters=adapters,
                              progress=lambda d, n, p: bar.progress(d / n, text=f"{d}/{n} · {Path(p).name}"))
-        except (ModelError, StoreError) as exc:
+        except AEBError as exc:
             box.update(label="Nothing was done", state="error")
             st.error(str(exc))
         else:

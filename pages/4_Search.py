@@ -1,7 +1,6 @@
 """Search: CLAP text queries, query by example for every model, tag filters and zero-shot labels."""
 
 import functools
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from core.errors import BadInput
 from core.models.base import ModelError, get_entry, split_key
 from core.search import SearchError, cosine_scores, embed_clip, search_store, zero_shot
 
@@ -117,13 +117,10 @@ with tabs[2]:
     else:
         up = st.file_uploader("A clip (embedded on the fly with the same model)", type=None)
         if up is not None:
-            data = up.getvalue()
-            target = ui.cfg().uploads / "queries" / hashlib.blake2b(data, digest_size=8).hexdigest() / Path(up.name).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            window, hop = store.grid()
             try:
-                query = embed_clip(ui.adapter(model_key), target, window, hop, space=key)
+                query = embed_clip(ui.adapter(model_key), ui.save_upload(up, "queries"), *store.grid(), space=key)
+            except BadInput as exc:  # too large: the message names the file
+                st.error(str(exc))
             except Exception as exc:  # decoding or model errors get one visible line
                 st.error(f"{up.name}: {exc}")
             else:
