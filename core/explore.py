@@ -14,6 +14,7 @@ selection (rebuilding the data costs 1.7 s per click at 100k points).
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 import altair as alt
 import numpy as np
 import pandas as pd
+
+from core.cluster import cached_clusters
 
 #: Columns of :meth:`core.store.Store.segments_frame` that are not user metadata.
 BASE_COLUMNS = ("segment_id", "track_id", "idx", "start_s", "end_s", "path",
@@ -89,6 +92,22 @@ def coinciding(ids_a: np.ndarray, ids_b: np.ndarray) -> int:
     return int(len(np.intersect1d(ids_a, ids_b)))
 
 
+def projection_note(projection: dict) -> str:
+    """A map's caption: how far its 2-D layout can be trusted, and what it cost.
+
+    ``projection`` is :func:`core.reduce.cached_projection`'s dict.
+    """
+    info = projection["info"]
+    notes = []
+    if info.get("explained_variance"):
+        notes.append("explained variance " + " + ".join(f"{v:.1%}" for v in info["explained_variance"]))
+    if info.get("trustworthiness") is not None:
+        sample = info.get("trust_sample", len(projection["ids"]))
+        notes.append(f"trustworthiness@10 {info['trustworthiness']:.3f} on {sample:,} points")
+    notes.append(f"computed in {projection['seconds']:.1f} s" + (" (stored)" if projection.get("cached") else ""))
+    return " · ".join(notes)
+
+
 # ---------------------------------------------------------------------- colours
 
 
@@ -117,6 +136,56 @@ def top_tag(ids: np.ndarray, scores: np.ndarray, tag_names: list[str]) -> pd.Ser
         raise ValueError(f"{scores.shape[1]} scores per point for {len(tag_names)} tag names")
     names = np.asarray(tag_names, dtype=object)
     return pd.Series(names[np.argmax(scores, axis=1)] if len(scores) else [], index=np.asarray(ids), dtype=object)
+
+
+def tagged_spaces(spaces: pd.DataFrame) -> list[str]:
+    """Spaces whose dimensions are named tags (a tagger's taggram), which can colour a map by their top tag.
+
+    ``spaces`` is :meth:`core.store.Store.spaces`, where ``tag_names`` is a JSON list or missing.
+    """
+    return [s for s, tags in zip(spaces["space"], spaces["tag_names"]) if isinstance(tags, str) and json.loads(tags)]
+
+
+def derived_colour(store, *, space: str, ids: np.ndarray, level: str, kind: str, k: int = 8,
+                   min_cluster_size: int | None = None) -> tuple[str, pd.Series, str]:
+    """A colour computed from an embedding space rather than read from metadata.
+
+    The space need not be one that is drawn: a map of one model can be
+    coloured by another's tags or clusters.  Clusters are found in the full
+    space, not on the 2-D map, and kept in the store, so they are computed
+    once per data version.
+
+    Parameters
+    ----------
+    store : core.store.Store
+    space : str
+        The space the colour comes from.
+    ids : np.ndarray [shape=(n,)]
+        The drawn points: segment ids, or track ids at track level.
+    level : {"segment", "track"}
+    kind : {"top tag", "kmeans", "hdbscan"}
+        The space's highest-scoring tag, or a clustering of :mod:`core.cluster`.
+    k, min_cluster_size : int
+        The clustering's parameters (see :func:`core.cluster.cluster`).
+
+    Returns
+    -------
+    title : str
+        The legend's title.
+    values : pd.Series [shape=(n,)]
+        One label per point in the order of ``ids``; NaN where the space lacks the point.
+    description : str
+        How the clusters were found, for a caption; empty for a top tag.
+    """
+    if kind == "top tag":
+        tag_ids, scores = store.vectors(space, level=level)
+        values = top_tag(tag_ids, scores, store.space(space)["tag_names"])
+        title, description = f"top tag ({space})", ""
+    else:
+        found = cached_clusters(store, space, level, kind, k=k, min_cluster_size=min_cluster_size)
+        values = pd.Series(found["labels"], index=found["ids"]).map(lambda v: "noise" if v < 0 else f"cluster {v}")
+        title, description = "cluster", f"Clusters: {found['description']}, model {space}."
+    return title, values.reindex(ids).reset_index(drop=True), description
 
 
 def to_level(values: pd.Series, segments: pd.DataFrame, level: str) -> pd.Series:

@@ -1,13 +1,11 @@
 """Explore: two linked maps of the embedding spaces. Select in one, see the same segments in the other, listen, export."""
 
-import json
-
 import pandas as pd
 import streamlit as st
 
 import ui
 from core import explore as ex
-from core.cluster import ClusterError, cached_clusters, default_min_cluster_size
+from core.cluster import ClusterError, default_min_cluster_size
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
@@ -48,6 +46,11 @@ def view_controls(i: int, column) -> dict:
     return {"space": space, "method": method, "params": params}
 
 
+def view_key(view: dict) -> tuple:
+    """What a view's map depends on: the store, the space and its data version, the reduction, its parameters, the level."""
+    return (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())), DATA_VERSION[view["space"]])
+
+
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _projections() -> dict:
     """Projections already read this server session; the store keeps them across sessions."""
@@ -55,7 +58,7 @@ def _projections() -> dict:
 
 
 def projection(view: dict, column) -> dict:
-    key = (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())), DATA_VERSION[view["space"]])
+    key = view_key(view)
     memo = _projections()
     if key not in memo:
         label = f"{ui.METHOD_LABELS[view['method']]} of {view['space']}"
@@ -77,22 +80,11 @@ def projection(view: dict, column) -> dict:
     return memo[key]
 
 
-def quality(proj: dict) -> str:
-    info = proj["info"]
-    notes = []
-    if info.get("explained_variance"):
-        notes.append("explained variance " + " + ".join(f"{v:.1%}" for v in info["explained_variance"]))
-    if info.get("trustworthiness") is not None:
-        notes.append(f"trustworthiness@10 {info['trustworthiness']:.3f} on {info.get('trust_sample', len(proj['ids'])):,} points")
-    notes.append(f"computed in {proj['seconds']:.1f} s" + (" (stored)" if proj.get("cached") else ""))
-    return " · ".join(notes)
-
-
 view_columns = st.columns(1 if single else 2)
 views = [view_controls(i, col) for i, col in enumerate(view_columns)]
 projections = [projection(v, col) for v, col in zip(views, view_columns)]
 for col, proj in zip(view_columns, projections):
-    col.caption(f"{len(proj['ids']):,} points · " + quality(proj))
+    col.caption(f"{len(proj['ids']):,} points · " + ex.projection_note(proj))
 if len(views) == 2 and views[0]["space"] != views[1]["space"]:
     ids_a, ids_b = projections[0]["ids"], projections[1]["ids"]
     shared = ex.coinciding(ids_a, ids_b)
@@ -109,14 +101,12 @@ def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
     return ex.linked_frame(ui.segments_frame(db, version), [(p["ids"], p["xy"]) for p in projs], level=level)
 
 
-keys = tuple((DB, v["space"], v["method"], level, tuple(sorted(v["params"].items())), DATA_VERSION[v["space"]])
-             for v in views)
+keys = tuple(view_key(v) for v in views)
 frame = linked(DB, VERSION, level, keys)
 
 # ---------------------------------------------------------------------------- colour and filter
-tagged = [s for s, tags in zip(spaces["space"], spaces["tag_names"]) if isinstance(tags, str) and json.loads(tags)]
 extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
-colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in tagged],
+colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in ex.tagged_spaces(spaces)],
                   "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
 c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
 colour_choice = c1.selectbox("Colour by", colour_options,
@@ -142,18 +132,12 @@ with st.expander("Filter by metadata", expanded=False):
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def derived_colour(db: str, version: tuple, level: str, keys: tuple, choice: str, space: str, k: int,
+def derived_colour(db: str, version: tuple, level: str, keys: tuple, kind: str, space: str, k: int,
                    min_size: int | None) -> tuple[str, pd.Series, str]:
-    """A colour computed from a space (top tag, clusters), aligned with the map's points; stored, then kept here."""
-    ids = linked(db, version, level, keys)["id"]
-    if choice.startswith("top tag"):
-        tag_ids, scores = ui.Store(db).vectors(space, level=level)
-        values = ex.top_tag(tag_ids, scores, ui.Store(db).space(space)["tag_names"])
-        return f"top tag ({space})", values.reindex(ids).reset_index(drop=True), ""
-    method = "kmeans" if choice.endswith("k-means") else "hdbscan"
-    found = cached_clusters(ui.Store(db), space, level, method, k=k, min_cluster_size=min_size)
-    labels = pd.Series(found["labels"], index=found["ids"]).map(lambda v: "noise" if v < 0 else f"cluster {v}")
-    return "cluster", labels.reindex(ids).reset_index(drop=True), f"Clusters: {found['description']}, model {space}."
+    """:func:`core.explore.derived_colour` for the drawn points, kept for the reruns that clicks cause."""
+    ids = linked(db, version, level, keys)["id"].to_numpy()
+    return ex.derived_colour(ui.opened_store(db), space=space, ids=ids, level=level, kind=kind, k=k,
+                             min_cluster_size=min_size)
 
 
 colour_title, colour_values, colour_key = None, None, (colour_choice,)
@@ -161,18 +145,19 @@ if colour_choice in ex.metadata_columns(segments):
     colour_title, colour_values = colour_choice, frame[colour_choice]
 elif colour_choice.startswith("top tag · "):
     space = colour_choice.removeprefix("top tag · ")
-    colour_title, colour_values, _ = derived_colour(DB, VERSION, level, keys, colour_choice, space, 0, None)
+    colour_title, colour_values, _ = derived_colour(DB, VERSION, level, keys, "top tag", space, 0, None)
 elif colour_choice.startswith("clusters · "):
     k1, k2 = st.columns([2, 3])
     cluster_space = k1.selectbox("Cluster in the space of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]))
     n_space = int(spaces.set_index("space").loc[cluster_space, "n"])
-    if colour_choice.endswith("k-means"):
+    method = "kmeans" if colour_choice.endswith("k-means") else "hdbscan"
+    if method == "kmeans":
         k, min_size = k2.slider("Clusters (k)", 2, 40, 8), None
     else:
         k, min_size = 0, k2.slider("Minimum cluster size", 2, 500, default_min_cluster_size(n_space))
     try:
         with st.spinner("Clustering in the embedding space (once; it is stored)…"):
-            colour_title, colour_values, description = derived_colour(DB, VERSION, level, keys, colour_choice,
+            colour_title, colour_values, description = derived_colour(DB, VERSION, level, keys, method,
                                                                       cluster_space, k, min_size)
         st.caption(description)
         colour_key = (colour_choice, cluster_space, k, min_size)
@@ -190,14 +175,14 @@ keep = ex.filter_mask(frame, None if filter_column == "(none)" else filter_colum
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, cap: int, _keep, _colour):
+def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, cap: int, _frame, _keep, _colour):
     """The chart's rows, built once per (views, colour, filter, cap): a click reruns the page but reuses them."""
     colour = ex.colour_column(_colour) if _colour is not None else None
-    return ex.chart_data(frame, _keep, cap=cap, strata="colour", colour=colour)
+    return ex.chart_data(_frame, _keep, cap=cap, strata="colour", colour=colour)
 
 
 filter_key = (filter_column, tuple(filter_values or ()), filter_range, name_filter)
-data, note = drawn(keys, VERSION, colour_key, filter_key, cap, keep, colour_values)
+data, note = drawn(keys, VERSION, colour_key, filter_key, cap, frame, keep, colour_values)
 if data.empty:
     st.warning(f"No point passes the filters ({note}).")
     st.stop()

@@ -116,6 +116,38 @@ def test_top_tag_and_extra_colours_at_track_level():
     assert ex.to_level(scores, segments, "segment") is scores
 
 
+def test_derived_colours_follow_the_drawn_points(small_db):
+    store = Store(small_db)
+    frame = store.segments_frame().set_index("segment_id")
+    ids = frame.index.to_numpy()[::-1]
+    own = np.isin(ids, store.vectors("toy")[0])  # the imported space's own segments have no tags and no toy vector
+    number = frame.loc[ids, "path"].str.extract(r"_(\d+)\.wav$")[0].to_numpy()  # <family>_<t>.wav: tag t % 4
+    title, values, description = ex.derived_colour(store, space="toy/taggram", ids=ids, level="segment", kind="top tag")
+    assert title == "top tag (toy/taggram)" and description == ""
+    assert values[own].tolist() == [TAGS[int(t) % len(TAGS)] for t in number[own]] and values[~own].isna().all()
+
+    title, values, description = ex.derived_colour(store, space="toy", ids=ids, level="segment", kind="kmeans", k=3)
+    assert title == "cluster" and "k-means, k=3" in description and description.endswith("model toy.")
+    family = frame.loc[ids, "path"].str.extract(r"(bell|drum|flute)_")[0].to_numpy()
+    assert pd.crosstab(family[own], values[own].to_numpy()).gt(0).sum(axis=1).eq(1).all()  # a family is one cluster
+    assert values[own].nunique() == 3 and values[own].str.startswith("cluster ").all() and values[~own].isna().all()
+
+    tracks = np.sort(frame["track_id"].unique())
+    _, values, _ = ex.derived_colour(store, space="toy/taggram", ids=tracks, level="track", kind="top tag")
+    assert values.notna().sum() == 12 and set(values.dropna()) == set(TAGS)
+    with pytest.raises(ClusterError):
+        ex.derived_colour(store, space="toy", ids=ids, level="segment", kind="spectral")
+
+
+def test_tagged_spaces_and_projection_note():
+    spaces = pd.DataFrame({"space": ["tagger", "plain", "empty"], "tag_names": ['["a", "b"]', None, "[]"]})
+    assert ex.tagged_spaces(spaces) == ["tagger"]
+    projection = {"ids": np.arange(7), "seconds": 1.26, "cached": True,
+                  "info": {"explained_variance": [0.5, 0.25], "trustworthiness": 0.9}}
+    assert ex.projection_note(projection) == ("explained variance 50.0% + 25.0% · trustworthiness@10 0.900 on 7 points"
+                                              " · computed in 1.3 s (stored)")
+
+
 def test_filters_by_values_range_and_name():
     frame = pd.DataFrame({"name": ["Bell.wav", "drum.wav", "bell2.wav"], "family": ["b", "d", None], "loud": [1, 5, 9]})
     assert ex.filter_mask(frame, "family", ["b", "(missing)"]).tolist() == [True, False, True]
