@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the pages: settings, caches, session keys, labels, uploads, the player.
+"""Streamlit glue shared by the pages: settings, caches, session keys, labels, uploads, the player and the maps.
 
 Pages stay thin: they draw widgets and charts and call ``core``.  Everything
 expensive sits behind ``st.cache_*`` keyed by the store's data versions, so a
@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from core import audio
+from core import explore as ex
 from core.config import AccessDenied, settings
 from core.errors import BadInput
 from core.models.base import availability, catalogue, load_model
@@ -175,3 +176,28 @@ def save_upload(upload, subfolder: str = "") -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     return target
+
+
+def linked_maps(data: pd.DataFrame, titles: list[str], *, key: str, colour: list[str] | str | None = None,
+                colour_title: str | None = None, drag: str = "select", trajectory: bool = False,
+                width: int = 440) -> list[int]:
+    """Draw :func:`core.explore.linked_spec`'s maps over ``data`` and return the ids selected in them.
+
+    ``data`` is :func:`core.explore.chart_data`'s rows; the rest is the
+    spec's layout (see there).  A selection reruns the page; the ids come
+    back clicked first, then boxed.
+    """
+    spec = _linked_spec(ex.mark_bucket(len(data)), tuple(titles), tuple(colour) if isinstance(colour, list) else colour,
+                        colour_title, drag, trajectory, width)
+    event = st.vega_lite_chart({**spec, "datasets": {ex.DATASET: data}}, on_select="rerun", key=key,
+                               selection_mode=ex.selections(len(titles), drag), width="content")
+    selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
+    return ex.selected_ids(selection, data)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _linked_spec(bucket: int, titles: tuple, colour: tuple | str | None, colour_title: str | None, drag: str,
+                 trajectory: bool, width: int) -> dict:
+    """Built once per layout: Altair validates compound charts on every build (about 1.5 s), which a click must not pay."""
+    return ex.linked_spec(bucket, titles, colour=colour, colour_title=colour_title, drag=drag, trajectory=trajectory,
+                          width=width, height=int(width * 0.9))

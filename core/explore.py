@@ -1,6 +1,6 @@
-"""Tables, selections, samples and charts behind the Explore page, as plain functions.
+"""Tables, selections, samples and charts behind the Explore and Compare maps, as plain functions.
 
-The page is a thin shell over these so that every decision it makes (what a
+The pages are thin shells over these so that every decision they make (what a
 selection contains, which points are drawn, what an export holds) is tested
 without a browser.
 
@@ -18,6 +18,7 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import altair as alt
 import numpy as np
@@ -48,6 +49,11 @@ TRACK = "track"
 
 def brush_name(view: int) -> str:
     return f"brush{view}"
+
+
+def selections(n_views: int, drag: str = "select") -> list[str]:
+    """The selections a chart of :func:`linked_spec` reports: the clicked points, and a box per view when dragging selects."""
+    return [PICK] + ([brush_name(i) for i in range(n_views)] if drag == "select" else [])
 
 
 def metadata_columns(segments: pd.DataFrame) -> list[str]:
@@ -106,6 +112,35 @@ def projection_note(projection: dict) -> str:
         notes.append(f"trustworthiness@10 {info['trustworthiness']:.3f} on {sample:,} points")
     notes.append(f"computed in {projection['seconds']:.1f} s" + (" (stored)" if projection.get("cached") else ""))
     return " · ".join(notes)
+
+
+def disagreement_points(segments: pd.DataFrame, maps: dict, scored: dict, *, models: Sequence[str],
+                        level: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Compare's linked maps as one table, with each point's disagreement beside it.
+
+    Only points that every model holds and whose disagreement was scored
+    are kept: on a large collection the disagreement is scored on a sample,
+    and a point without a score would draw in no colour.
+
+    Parameters
+    ----------
+    maps : dict
+        :func:`core.compare.store_maps`'s result; model ``models[i]``'s map goes to ``x{i}, y{i}``.
+    scored : dict
+        :func:`core.compare.store_disagreement`'s result.
+
+    Returns
+    -------
+    frame : pd.DataFrame
+        As :func:`linked_frame`.
+    disagreement : np.ndarray [shape=(len(frame),)]
+        Aligned with ``frame``'s rows.
+    """
+    ids = np.intersect1d(maps["ids"], scored["ids"])
+    pos = np.searchsorted(maps["ids"], ids)
+    frame = linked_frame(segments, [(ids, maps["maps"][m][pos]) for m in models], level=level)
+    disagreement = pd.Series(scored["disagreement"], index=scored["ids"]).reindex(ids).to_numpy()
+    return frame, disagreement
 
 
 # ---------------------------------------------------------------------- colours
@@ -366,8 +401,19 @@ def colour_scale(values) -> list[str] | str | None:
     return sorted(pd.Series(values).astype(str).unique())
 
 
-def linked_spec(n_points: int, titles: list[str], colour: list[str] | str | None = None, colour_title: str | None = None,
-                drag: str = "select", trajectory: bool = False, width: int = 520, height: int = 500) -> dict:
+def mark_bucket(n_points: int) -> int:
+    """The smallest point count drawn with the same marks and renderer as ``n_points``.
+
+    :func:`linked_spec` depends on the number of points only through this,
+    so a spec built for the bucket serves every count in it and a changed
+    filter need not rebuild the chart.
+    """
+    return 0 if n_points < 2_000 else 2_000 if n_points < 20_000 else 20_000
+
+
+def linked_spec(n_points: int, titles: Sequence[str], colour: Sequence[str] | str | None = None,
+                colour_title: str | None = None, drag: str = "select", trajectory: bool = False, width: int = 520,
+                height: int = 500) -> dict:
     """A Vega-Lite spec with a view per projection; a selection in any view highlights the same points in all.
 
     The spec holds no data: every view reads the dataset named
@@ -379,22 +425,23 @@ def linked_spec(n_points: int, titles: list[str], colour: list[str] | str | None
     Parameters
     ----------
     n_points : int
-        Drawn points; sets the mark size.
-    titles : list of str
+        Drawn points; sets the mark size and the renderer (see :func:`mark_bucket`).
+    titles : sequence of str
         One per view; the number of views is ``len(titles)``.
-    colour : "numeric", list of str, or None
+    colour : "numeric", sequence of str, or None
         From :func:`colour_scale`.
     drag : {"select", "zoom"}
         Whether dragging draws a selection box or pans (the wheel then zooms).
     trajectory : bool
         Join the segments of the clicked track in time order.
     """
-    size = 60 if n_points < 2_000 else 20 if n_points < 20_000 else 8
+    bucket = mark_bucket(n_points)
+    size = {0: 60, 2_000: 20, 20_000: 8}[bucket]
     pick = alt.selection_point(name=PICK, fields=["id"], on="click", clear="dblclick")
     track = alt.selection_point(name=TRACK, fields=["track_id"], on="click", clear="dblclick", empty=False)
     brushes = [alt.selection_interval(name=brush_name(i), encodings=["x", "y"]) if drag == "select"
                else alt.selection_interval(name=f"zoom{i}", bind="scales") for i in range(len(titles))]
-    stores = [PICK] + ([brush_name(i) for i in range(len(titles))] if drag == "select" else [])
+    stores = selections(len(titles), drag)
     chosen = {"or": [{"param": s, "empty": False} for s in stores]}
     anything = " || ".join(f"length(data('{s}_store'))" for s in stores)
     colour_enc = _colour_encoding(colour, colour_title)
@@ -424,7 +471,7 @@ def linked_spec(n_points: int, titles: list[str], colour: list[str] | str | None
         chart = alt.hconcat(*views, spacing=24).configure_view(strokeWidth=0).configure_title(fontSize=13, anchor="start")
         spec = chart.properties(autosize={"type": "pad", "contains": "padding"}).to_dict()
     # SVG keeps small maps crisp and their points addressable (aria-label = id); canvas draws large ones fast.
-    spec["usermeta"] = {"embedOptions": {"renderer": "svg" if n_points < 2_000 else "canvas"}}
+    spec["usermeta"] = {"embedOptions": {"renderer": "svg" if bucket == 0 else "canvas"}}
     return spec
 
 

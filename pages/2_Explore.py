@@ -187,26 +187,10 @@ if data.empty:
     st.warning(f"No point passes the filters ({note}).")
     st.stop()
 
-titles = [f"{'AB'[i]}: {v['space']} · {ui.METHOD_LABELS[v['method']]}" for i, v in enumerate(views)]
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def spec(n_bucket: int, titles: tuple, colour: tuple | str | None, colour_title: str | None, drag: str, trajectory: bool,
-         width: int) -> dict:
-    return ex.linked_spec(n_bucket, list(titles), colour=list(colour) if isinstance(colour, tuple) else colour,
-                          colour_title=colour_title, drag=drag, trajectory=trajectory, width=width, height=int(width * 0.9))
-
-
-scale = ex.colour_scale(data["colour"]) if "colour" in data else None
-n_bucket = 0 if len(data) < 2_000 else 2_000 if len(data) < 20_000 else 20_000
-chart = spec(n_bucket, tuple(titles), tuple(scale) if isinstance(scale, list) else scale, colour_title, drag,
-             trajectory and level == "segment", map_width)
-modes = [ex.PICK] + ([ex.brush_name(i) for i in range(len(views))] if drag == "select" else [])
 st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
-event = st.vega_lite_chart({**chart, "datasets": {ex.DATASET: data}}, on_select="rerun", selection_mode=modes, key=f"map-{len(views)}-{drag}",
-                           width="content")
-selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
-chosen = ex.selected_ids(selection, data)
+chosen = ui.linked_maps(data, [f"{'AB'[i]}: {v['space']} · {ui.METHOD_LABELS[v['method']]}" for i, v in enumerate(views)],
+                        key=f"map-{len(views)}-{drag}", colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
+                        colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment", width=map_width)
 
 # ---------------------------------------------------------------------------- listening
 coordinates = {f"{a}{i}": f"{a}_{'AB'[i]}_{v['space']}_{v['method']}" for i, v in enumerate(views) for a in "xy"}

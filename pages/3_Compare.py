@@ -38,27 +38,12 @@ def disagreement(db: str, version: tuple, pair: tuple, k: int, level: str) -> di
     return cp.store_disagreement(ui.opened_store(db), *pair, k=k, level=level)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def metrics(db: str, version: tuple, models: tuple, label, group, k: int, level: str, method: str) -> dict:
-    return cp.store_metrics(ui.opened_store(db), list(models), label=label, group=group, k=k, level=level, method=method)
-
-
 @st.cache_resource(max_entries=8, show_spinner=False)
 def drawn(db: str, version: tuple, models: tuple, method: str, level: str, pair: tuple, k: int):
     """The chart's rows: the points every model holds and the disagreement scored, built once, not per click."""
-    found, scored = maps(db, version, models, method, level), disagreement(db, version, pair, k, level)
-    ids = np.intersect1d(found["ids"], scored["ids"])
-    frame = ex.linked_frame(ui.segments_frame(db, version),
-                            [(ids, found["maps"][m][np.searchsorted(found["ids"], ids)]) for m in models], level=level)
-    colour = pd.Series(scored["disagreement"], index=scored["ids"]).reindex(ids).to_numpy()
+    frame, colour = ex.disagreement_points(ui.segments_frame(db, version), maps(db, version, models, method, level),
+                                           disagreement(db, version, pair, k, level), models=models, level=level)
     return ex.chart_data(frame, np.ones(len(frame), dtype=bool), colour=colour)
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def spec(n_bucket: int, titles: tuple, colour_title: str, width: int) -> dict:
-    """Built once per layout: Altair validates compound charts on every build, which a click must not pay."""
-    return ex.linked_spec(n_bucket, list(titles), colour="numeric", colour_title=colour_title, width=width,
-                          height=int(width * 0.9))
 
 
 # ---------------------------------------------------------------------------- linked maps
@@ -92,14 +77,8 @@ else:
                f"{k} nearest neighbours (in embedding space, cosine{', own track excluded' if level == 'segment' else ''}), "
                f"1 where they share none. Mean {colour.mean():.2f}{note}. {drawn_note}. "
                "Click a point to hear its neighbours in each model; drag a box to select many.")
-    n_bucket = 0 if len(data) < 2_000 else 2_000 if len(data) < 20_000 else 20_000
-    width = 440 if len(chosen) == 2 else 320
-    chart = spec(n_bucket, tuple(f"{m} · {ui.METHOD_LABELS[method]}" for m in chosen), f"1 − Jaccard@{k}", width)
-    modes = [ex.PICK, *[ex.brush_name(i) for i in range(len(chosen))]]
-    event = st.vega_lite_chart({**chart, "datasets": {ex.DATASET: data}}, on_select="rerun", selection_mode=modes,
-                               key=f"compare-{len(chosen)}", width="content")
-    selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
-    picked = ex.selected_ids(selection, data)
+    picked = ui.linked_maps(data, [f"{m} · {ui.METHOD_LABELS[method]}" for m in chosen], key=f"compare-{len(chosen)}",
+                            colour="numeric", colour_title=f"1 − Jaccard@{k}", width=440 if len(chosen) == 2 else 320)
 
     if picked:
         query = ex.points_frame(segments, np.array(picked[:1]), level).iloc[0]
@@ -131,6 +110,13 @@ else:
                     st.caption(f"Players for the first {N_NEIGHBOURS_SHOWN} of {len(rows)}.")
 
 # ---------------------------------------------------------------------------- metrics
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def metrics(db: str, version: tuple, models: tuple, label, group, k: int, level: str, method: str) -> dict:
+    return cp.store_metrics(ui.opened_store(db), list(models), label=label, group=group, k=k, level=level, method=method)
+
+
 st.header("Metrics")
 columns = ex.metadata_columns(segments)
 m1, m2, m3, m4 = st.columns([3, 2, 2, 2])

@@ -139,13 +139,26 @@ def test_derived_colours_follow_the_drawn_points(small_db):
         ex.derived_colour(store, space="toy", ids=ids, level="segment", kind="spectral")
 
 
-def test_tagged_spaces_and_projection_note():
+def test_tagged_spaces_projection_note_and_spec_buckets():
     spaces = pd.DataFrame({"space": ["tagger", "plain", "empty"], "tag_names": ['["a", "b"]', None, "[]"]})
     assert ex.tagged_spaces(spaces) == ["tagger"]
     projection = {"ids": np.arange(7), "seconds": 1.26, "cached": True,
                   "info": {"explained_variance": [0.5, 0.25], "trustworthiness": 0.9}}
     assert ex.projection_note(projection) == ("explained variance 50.0% + 25.0% · trustworthiness@10 0.900 on 7 points"
                                               " · computed in 1.3 s (stored)")
+    assert [ex.mark_bucket(n) for n in (0, 1_999, 2_000, 19_999, 20_000, 10**6)] == [0, 0, 2_000, 2_000, 20_000, 20_000]
+    assert ex.selections(2) == ["pick", "brush0", "brush1"] and ex.selections(2, "zoom") == ["pick"]
+
+
+def test_disagreement_points_keep_what_every_model_holds_and_was_scored():
+    segments = pd.DataFrame({"segment_id": [1, 2, 3], "track_id": [1, 1, 2], "idx": [0, 1, 0], "start_s": [0.0, 1.0, 0.0],
+                             "end_s": [1.0, 2.0, 1.0], "path": ["/a/x.wav", "/a/x.wav", "/a/y.wav"]})
+    maps = {"ids": np.array([1, 2, 3]),
+            "maps": {"b": np.array([[9, 9], [8, 8], [7, 7]], np.float32), "a": np.array([[0, 0], [1, 1], [2, 2]], np.float32)}}
+    scored = {"ids": np.array([3, 1]), "disagreement": np.array([0.5, 0.1])}  # a sample: segment 2 was not scored
+    frame, disagreement = ex.disagreement_points(segments, maps, scored, models=("a", "b"), level="segment")
+    assert frame["id"].tolist() == [1, 3] and frame["x0"].tolist() == [0, 2] and frame["y1"].tolist() == [9, 7]
+    assert disagreement.tolist() == [0.1, 0.5]
 
 
 def test_filters_by_values_range_and_name():
