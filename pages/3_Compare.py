@@ -9,7 +9,8 @@ import ui
 from core import compare as cp
 from core import explore as ex
 from core import spaces as sp
-from core.reduce import METHODS, ReduceError
+from core.errors import AEBError
+from core.reduce import METHODS
 
 st.set_page_config(page_title="Compare · Audio embedding browser", page_icon="⚖️", layout="wide")
 st.title("⚖️ Compare")
@@ -53,7 +54,7 @@ if len(chosen) < 2:
 else:
     try:
         found = maps(DB, VERSION, tuple(chosen), method, level)
-    except (ReduceError, cp.CompareError) as exc:
+    except AEBError as exc:
         st.error(str(exc))
         st.stop()
     shared = len(found["ids"])
@@ -137,7 +138,7 @@ try:
         info = table["info"]
         status.update(label="Metrics " + ("read from the store" if info["cached"] else f"computed in {info['seconds']:.1f} s"),
                       state="complete")
-except (ReduceError, cp.CompareError) as exc:
+except AEBError as exc:
     st.error(str(exc))
     st.stop()
 
