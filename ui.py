@@ -15,8 +15,8 @@ import streamlit as st
 
 from core import audio
 from core import explore as ex
-from core.config import AccessDenied, settings
-from core.errors import BadInput
+from core.config import settings
+from core.errors import AccessDenied, BadInput
 from core.models.base import availability, catalogue, load_model
 from core.store import Store
 
