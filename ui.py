@@ -17,7 +17,7 @@ from core import audio
 from core import explore as ex
 from core.config import settings
 from core.errors import AccessDenied, BadInput
-from core.models.base import availability, catalogue, load_model
+from core.models.base import load_model, model_table
 from core.store import Store
 
 #: ``st.session_state`` key holding the segment last clicked in Explore, which
@@ -57,13 +57,7 @@ def adapter(key: str):
 
 @st.cache_data(ttl=600, show_spinner=False)
 def catalogue_status() -> pd.DataFrame:
-    rows = []
-    for e in catalogue():
-        ok, reason = availability(e)
-        rows.append({"key": e.key, "family": e.family, "dim": e.dim, "available": ok, "reason": reason,
-                     "licence": e.licence, "weights": e.weights, "suited_for": ", ".join(e.suited_for),
-                     "description": e.description})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(model_table())
 
 
 @st.cache_data(max_entries=4, show_spinner=False)

@@ -17,7 +17,7 @@ import numpy as np
 
 from core import audio
 from core.errors import AEBError, BadInput
-from core.models.base import availability, catalogue, normalise_key
+from core.models.base import model_table, normalise_key
 from core.store import DEFAULT_DB, Store
 
 OK, PARTIAL, NOTHING = 0, 1, 2
@@ -97,13 +97,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_models(args) -> int:
-    rows = []
-    for entry in catalogue():
-        ok, reason = availability(entry)
-        rows.append({"key": entry.key, "dim": entry.dim, "available": ok, "reason": reason,
-                     "family": entry.family, "sample_rate": entry.sample_rate, "licence": entry.licence,
-                     "weights": entry.weights, "outputs": {f"{entry.key}/{k}": d for k, d in entry.outputs.items()},
-                     "suited_for": list(entry.suited_for), "description": entry.description})
+    rows = model_table()
     if args.json:
         _print_json(rows)
     else:

@@ -240,6 +240,27 @@ def availability(entry: ModelEntry) -> tuple[bool, str]:
         return False, f"{entry.key} could not be checked: {exc}"
 
 
+def model_table() -> list[dict]:
+    """Every catalogue entry with whether it can be loaded here: what ``python -m core models`` prints and the app lists.
+
+    Returns
+    -------
+    list of dict
+        Per entry: ``key``, ``dim``, ``available``, ``reason`` (see
+        :func:`availability`), ``family``, ``sample_rate``, ``licence``,
+        ``weights``, ``outputs`` (full space key -> dim of each extra
+        space), ``suited_for`` and ``description``.
+    """
+    rows = []
+    for entry in catalogue():
+        ok, reason = availability(entry)
+        rows.append({"key": entry.key, "dim": entry.dim, "available": ok, "reason": reason, "family": entry.family,
+                     "sample_rate": entry.sample_rate, "licence": entry.licence, "weights": entry.weights,
+                     "outputs": {space: dim for space, dim in entry.spaces.items() if space != entry.key},
+                     "suited_for": list(entry.suited_for), "description": entry.description})
+    return rows
+
+
 def default_device() -> str:
     """CUDA when present, else CPU; overridable with AEB_DEVICE."""
     forced = os.environ.get("AEB_DEVICE")
