@@ -18,18 +18,15 @@ CLAP and MERT come from the Hugging Face hub.  Three things are shared:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from core.models.base import ModelError, ModelUnavailable
-from core.models.weights import sha256_file
+from core.models.weights import reachable, sha256_file
 
 #: Weight-file names that ``from_pretrained`` reads, in its order of preference.
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -54,17 +51,8 @@ def hub_offline() -> bool:
     return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-@functools.lru_cache(maxsize=4)
-def _can_connect(host: str, port: int, timeout: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the hub answers a TCP connection; probed once per process and endpoint.
+def hub_reachable() -> bool:
+    """Whether the hub answers a TCP connection (:func:`core.models.weights.reachable`).
 
     Behind an HTTPS proxy a direct connection proves nothing, so a configured
     proxy counts as reachable and a failed download reports itself at load.
@@ -73,9 +61,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
     if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    return _can_connect(endpoint.hostname or "huggingface.co", port, timeout)
+    return reachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
 
 
 def is_local_folder(spec: str) -> bool:

@@ -40,16 +40,13 @@ import functools
 import gzip
 import os
 import shutil
-import socket
-import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from core.models.base import ModelEntry, ModelError, ModelUnavailable, mean_by_segment
-from core.models.weights import cache_dir, installed_package_dir, sha256_file
+from core.models.weights import cache_dir, installed_package_dir, reachable, sha256_file
 
 #: openl3's model rate, window length (1 s) and default hop.
 SAMPLE_RATE = 48000
@@ -147,27 +144,13 @@ def local_weights(input_repr: str, content_type: str) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-@functools.lru_cache(maxsize=16)
-def _reachable(url: str, minute: int) -> bool:
-    """Whether the weights' server answers; probed at most once a minute (``minute`` keys the cache)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "file":
-        return Path(urllib.request.url2pathname(parts.path)).is_file()
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        socket.create_connection((parts.hostname, port), timeout=2).close()
-        return True
-    except (OSError, ValueError):
-        return False
-
-
 def availability(entry: ModelEntry) -> tuple[bool, str]:
     """Available when the weight file is here, or its server can be reached to fetch it."""
     input_repr, content_type = entry.params["input_repr"], entry.params["content_type"]
     name = weight_file_name(input_repr, content_type)
     if local_weights(input_repr, content_type) is not None:
         return True, ""
-    if _reachable(WEIGHTS_URL.format(name=name), int(time.time() // 60)):
+    if reachable(WEIGHTS_URL.format(name=name)):
         return True, f"{name} is downloaded from GitHub (marl/openl3) on first use."
     return False, (
         f"The OpenL3 weights {name} are not on this machine and cannot be downloaded now; "

@@ -14,11 +14,16 @@ conversion.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -41,6 +46,32 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def reachable(url: str) -> bool:
+    """Whether the server of a download answers, without downloading anything.
+
+    A plain TCP connection, probed at most once a minute per URL: listing
+    the catalogue offline then costs one timeout rather than one per model,
+    and a connection that comes back is noticed.  A ``file:`` URL (a local
+    mirror) is reachable when its file exists.
+    """
+    return _answers(url, int(time.time() // 60))
+
+
+@functools.lru_cache(maxsize=16)
+def _answers(url: str, minute: int) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path)).is_file()
+    if not parts.hostname:
+        return False
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=2).close()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def installed_package_dir(package: str) -> Path | None:
