@@ -61,7 +61,7 @@ def audio():
 
 def _layer_adapter(adapter, layer):
     entry = dataclasses.replace(adapter.entry, params={**adapter.entry.params, "layer": layer})
-    return mert.MertAdapter(entry, adapter.model, adapter.extractor, adapter.weights_sha256, "cpu")
+    return mert.MertAdapter(entry, adapter.model, adapter.processor, adapter.weights_sha256, "cpu")
 
 
 def test_catalogue_has_every_layer():

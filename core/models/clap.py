@@ -96,20 +96,8 @@ def generic_entry(spec: str) -> ModelEntry:
     machine; otherwise the LAION value (512) stands until :func:`load` reads
     the downloaded config.
     """
-    config = hf.read_config(spec)
-    dim = int(config.get("projection_dim", _DIM)) if config else _DIM
-    return ModelEntry(
-        key=f"clap:{spec}",
-        family="clap",
-        dim=dim,
-        sample_rate=_RATE,
-        licence="see the checkpoint's model card",
-        weights=f"{'local folder' if hf.is_local_folder(spec) else 'Hugging Face hub'}: {spec}",
-        description=f"CLAP checkpoint {spec}.",
-        params={"hub_id": spec, "item_mib": 400},
-        suited_for=("general",),
-        capabilities=frozenset({"text"}),
-    )
+    return hf.generic_entry("clap", spec, "projection_dim", _DIM, f"CLAP checkpoint {spec}.", {"item_mib": 400},
+                            sample_rate=_RATE, suited_for=("general",), capabilities=frozenset({"text"}))
 
 
 def availability(entry: ModelEntry) -> tuple[bool, str]:
@@ -128,43 +116,29 @@ def load(entry: ModelEntry, device: str) -> "ClapAdapter":
     """
     from transformers import AutoProcessor, ClapModel
 
-    spec = entry.params["hub_id"]
-    processor = hf.load_processor(AutoProcessor, entry.key, spec)
-    extractor = getattr(processor, "feature_extractor", None)
-    if extractor is None or getattr(processor, "tokenizer", None) is None:
-        raise ModelError(f"{entry.key}: {spec} has no CLAP processor (feature extractor and tokenizer).")
-    if extractor.sampling_rate != _RATE:
-        raise ModelError(f"{entry.key}: its feature extractor runs at {extractor.sampling_rate} Hz; CLAP needs {_RATE} Hz.")
-    model, folder = hf.load_model(ClapModel, entry.key, spec)
-    if entry.key.startswith("clap:"):
-        entry = generic_entry(spec)  # the config is on this machine now: the true dimension
-    return ClapAdapter(entry, model.to(device), processor, hf.weights_digest(folder), device)
+    def check(processor) -> None:
+        extractor = getattr(processor, "feature_extractor", None)
+        if extractor is None or getattr(processor, "tokenizer", None) is None:
+            raise ModelError(f"{entry.key}: {entry.params['hub_id']} has no CLAP processor (feature extractor and tokenizer).")
+        if extractor.sampling_rate != _RATE:
+            raise ModelError(f"{entry.key}: its feature extractor runs at {extractor.sampling_rate} Hz; CLAP needs {_RATE} Hz.")
+
+    return ClapAdapter(*hf.load_checkpoint(entry, ClapModel, AutoProcessor, device, check=check), device)
 
 
-class ClapAdapter:
+class ClapAdapter(hf.HubAdapter):
     """A loaded CLAP checkpoint: segment embeddings and text embeddings in one space.
 
-    Attributes
-    ----------
-    entry : ModelEntry
-    version : str
-    weights_sha256 : str
-    tag_names : dict
-        Empty: zero-shot labels are text queries, made with :meth:`embed_text`.
-    batch_size : int
-        Inputs of at most one window per forward pass, sized for ``device``.
+    Zero-shot labels are text queries, made with :meth:`embed_text`.  See
+    :class:`core.models.hf.HubAdapter` for the attributes; ``batch_size``
+    counts inputs of at most one window.
     """
 
+    version = VERSION
+
     def __init__(self, entry: ModelEntry, model, processor, weights_sha256: str, device: str):
-        self.entry = entry
-        self.version = VERSION
-        self.weights_sha256 = weights_sha256
-        self.tag_names: dict[str, list[str]] = {}
-        self.model = model
-        self.processor = processor
-        self.device = device
+        super().__init__(entry, model, processor, weights_sha256, device)
         self.window = int(processor.feature_extractor.nb_max_samples)
-        self.batch_size = hf.batch_size(device, entry.params["item_mib"], cpu=4)
         self._text_row = functools.lru_cache(maxsize=4096)(self._compute_text_row)
 
     def chunks(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.models.base import ModelError, ModelUnavailable
+from core.models.base import GENERIC_SEPARATOR, ModelEntry, ModelError, ModelUnavailable, get_entry
 from core.models.weights import reachable, sha256_file
 
 #: Weight-file names that ``from_pretrained`` reads, in its order of preference.
@@ -66,6 +66,39 @@ def hub_reachable() -> bool:
 
 def is_local_folder(spec: str) -> bool:
     return Path(spec).expanduser().is_dir()
+
+
+def generic_entry(family: str, spec: str, dim_field: str, default_dim: int, description: str, params: dict,
+                  **fields) -> ModelEntry:
+    """The entry of a generic key ``family:ID_OR_PATH``: any checkpoint of the family saved with ``save_pretrained``.
+
+    Parameters
+    ----------
+    family : str
+    spec : str
+        A hub id, or a local folder made absolute.
+    dim_field, default_dim : str, int
+        The ``config.json`` field holding the dimension, and the dimension
+        that stands while the config is not on this machine
+        (:func:`load_checkpoint` reads the entry again once it is).
+    description : str
+    params : dict
+        The family's ``load`` settings besides ``hub_id``.
+    **fields
+        The other :class:`ModelEntry` fields the family's checkpoints share.
+    """
+    config = read_config(spec)
+    where = "local folder" if is_local_folder(spec) else "Hugging Face hub"
+    return ModelEntry(
+        key=f"{family}{GENERIC_SEPARATOR}{spec}",
+        family=family,
+        dim=int(config.get(dim_field, default_dim)) if config else default_dim,
+        licence="see the checkpoint's model card",
+        weights=f"{where}: {spec}",
+        description=description,
+        params={"hub_id": spec, **params},
+        **fields,
+    )
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -251,6 +284,83 @@ def load_processor(processor_class, key: str, spec: str):
             raise ModelUnavailable(f"{key}: {spec} could not be fetched ({first_line(exc)}); "
                                    f"connect once or point HF_HOME at a cache that has it.") from None
         raise ModelError(f"{key}: the processor files of {spec} could not be loaded: {first_line(exc)}.") from None
+
+
+def load_checkpoint(entry: ModelEntry, model_class, processor_class, device: str, check=None, **model_kwargs):
+    """Load the model and processor of the checkpoint ``entry.params["hub_id"]`` names, strictly.
+
+    The processor comes first: it is small, and ``check`` can refuse it
+    before the weights are read.
+
+    Parameters
+    ----------
+    entry : ModelEntry
+    model_class, processor_class
+        ``transformers`` classes whose ``from_pretrained`` reads the checkpoint.
+    device : str
+    check : callable, optional
+        ``check(processor)`` raises :class:`ModelError` for a processor the
+        family cannot use.
+    **model_kwargs
+        Passed on to ``from_pretrained`` (e.g. a rebuilt ``config``).
+
+    Returns
+    -------
+    entry : ModelEntry
+        For a generic key, read again now that the checkpoint's config is on
+        this machine: the true dimension.
+    model : torch.nn.Module
+        In eval mode, on ``device``.
+    processor
+    weights_sha256 : str
+
+    Raises
+    ------
+    ModelUnavailable
+        When the checkpoint is neither here nor downloadable.
+    ModelError
+        When its files are broken or not of ``model_class``.
+    """
+    spec = entry.params["hub_id"]
+    processor = load_processor(processor_class, entry.key, spec)
+    if check is not None:
+        check(processor)
+    model, folder = load_model(model_class, entry.key, spec, **model_kwargs)
+    if GENERIC_SEPARATOR in entry.key:
+        entry = get_entry(entry.key)
+    return entry, model.to(device), processor, weights_digest(folder)
+
+
+class HubAdapter:
+    """What the adapters of hub checkpoints share: the protocol's attributes, and a model with its processor on one device.
+
+    Attributes
+    ----------
+    entry : ModelEntry
+    version : str
+        The family's, set by the subclass.
+    weights_sha256 : str
+    tag_names : dict
+        Empty: hub checkpoints have no named output columns.
+    model : transformers.PreTrainedModel
+        In eval mode, on ``device``.
+    processor
+        The checkpoint's processor or feature extractor.
+    device : str
+    batch_size : int
+        Inputs per forward pass, sized for ``device`` from ``entry.params["item_mib"]``.
+    """
+
+    version: str
+
+    def __init__(self, entry: ModelEntry, model, processor, weights_sha256: str, device: str):
+        self.entry = entry
+        self.weights_sha256 = weights_sha256
+        self.tag_names: dict[str, list[str]] = {}
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.batch_size = batch_size(device, entry.params["item_mib"], cpu=4)
 
 
 def weights_digest(folder: Path) -> str:

@@ -85,19 +85,8 @@ def generic_entry(spec: str) -> ModelEntry:
     machine; otherwise MERT-v1-95M's (768) stands until :func:`load` reads
     the downloaded config.
     """
-    config = hf.read_config(spec)
-    dim = int(config.get("hidden_size", 768)) if config else 768
-    return ModelEntry(
-        key=f"mert:{spec}",
-        family="mert",
-        dim=dim,
-        sample_rate=_RATE,
-        licence="see the checkpoint's model card",
-        weights=f"{'local folder' if hf.is_local_folder(spec) else 'Hugging Face hub'}: {spec}",
-        description=f"MERT/HuBERT checkpoint {spec}; mean of all hidden states.",
-        params={"hub_id": spec, "layer": None, "item_mib": 300},
-        suited_for=("music",),
-    )
+    return hf.generic_entry("mert", spec, "hidden_size", 768, f"MERT/HuBERT checkpoint {spec}; mean of all hidden states.",
+                            {"layer": None, "item_mib": 300}, sample_rate=_RATE, suited_for=("music",))
 
 
 def availability(entry: ModelEntry) -> tuple[bool, str]:
@@ -156,42 +145,29 @@ def load(entry: ModelEntry, device: str) -> "MertAdapter":
     layer = entry.params["layer"]
     if layer is not None and not 0 <= layer <= config.num_hidden_layers:
         raise ModelError(f"{entry.key}: {spec} has hidden states 0..{config.num_hidden_layers}, not {layer}.")
-    extractor = hf.load_processor(Wav2Vec2FeatureExtractor, entry.key, spec)
-    model, folder = hf.load_model(HubertModel, entry.key, spec, config=config)
-    if entry.key.startswith("mert:"):
-        entry = generic_entry(spec)  # the config is on this machine now: the true dimension
-    return MertAdapter(entry, model.to(device), extractor, hf.weights_digest(folder), device)
+    return MertAdapter(*hf.load_checkpoint(entry, HubertModel, Wav2Vec2FeatureExtractor, device, config=config), device)
 
 
-class MertAdapter:
-    """A loaded MERT checkpoint.
+class MertAdapter(hf.HubAdapter):
+    """A loaded MERT checkpoint (attributes: :class:`core.models.hf.HubAdapter`, and the two below).
+
+    Its ``processor`` is the checkpoint's ``Wav2Vec2FeatureExtractor``, and
+    ``batch_size`` counts passes.
 
     Attributes
     ----------
-    entry : ModelEntry
-    version : str
-    weights_sha256 : str
-    tag_names : dict
-        Empty: MERT has no output labels.
     rate : int
         The model's sample rate (the feature extractor's).
     min_samples : int
         Shortest input that yields one frame (the feature encoder's receptive field).
-    batch_size : int
-        Passes per forward call, sized for ``device``.
     """
 
+    version = VERSION
+
     def __init__(self, entry: ModelEntry, model, extractor, weights_sha256: str, device: str):
-        self.entry = entry
-        self.version = VERSION
-        self.weights_sha256 = weights_sha256
-        self.tag_names: dict[str, list[str]] = {}
-        self.model = model
-        self.extractor = extractor
-        self.device = device
+        super().__init__(entry, model, extractor, weights_sha256, device)
         self.rate = int(extractor.sampling_rate)
         self.min_samples = _receptive_field(model.config.conv_kernel, model.config.conv_stride)
-        self.batch_size = hf.batch_size(device, entry.params["item_mib"], cpu=4)
 
     def hidden_states(self, passes: np.ndarray) -> np.ndarray:
         """Every hidden state of equally long passes.
@@ -209,7 +185,7 @@ class MertAdapter:
         """
         import torch
 
-        inputs = self.extractor(list(passes), sampling_rate=self.rate, return_tensors="pt")
+        inputs = self.processor(list(passes), sampling_rate=self.rate, return_tensors="pt")
         with torch.inference_mode():
             out = self.model(input_values=inputs["input_values"].to(self.device, torch.float32),
                              output_hidden_states=True)
