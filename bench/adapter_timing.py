@@ -18,7 +18,7 @@ def time_on_set(adapter, folder: Path, limit: int, max_s: float | None, threads:
     """
     meta = pd.read_csv(folder / "metadata.csv").head(limit)
     t0 = time.perf_counter()
-    decoded = [load(folder / rel, duration_s=max_s) for rel in meta["path"]]
+    decoded = [load(folder / rel, duration_s=max_s, dtype=adapter.entry.input_dtype) for rel in meta["path"]]
     decode_s = time.perf_counter() - t0
     audio_s = sum(len(y) / sr for y, sr in decoded)
     n_rows = 0

@@ -39,8 +39,10 @@ DEFAULT_MODELS = ("openl3-mel128-music-512", "openl3-mel256-music-512", "openl3-
 
 
 def decode_set(name: str, limit: int, seconds: float) -> list[tuple[np.ndarray, int]]:
+    """The clips as the pipeline decodes them for OpenL3 (the float64 mix its entries declare)."""
     meta = pd.read_csv(DATA / name / "metadata.csv").head(limit)
-    return [load(DATA / name / rel, duration_s=seconds) for rel in meta["path"]]
+    dtype = openl3.CATALOGUE[0].input_dtype
+    return [load(DATA / name / rel, duration_s=seconds, dtype=dtype) for rel in meta["path"]]
 
 
 def windows_in_segments(n_samples: int, sr: int, segments: np.ndarray, hop_s: float) -> int:

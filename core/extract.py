@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core import audio
-from core.models.base import Adapter, ModelError, get_entry, input_dtype, load_model, split_key, takes_offset
+from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord
 
 #: progress(done, total, path) is called after each file.
@@ -112,7 +112,7 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
     vectors = {space: np.zeros((len(segments), dim), np.float32)
                for a in adapters for space, dim in a.entry.spaces.items()}
     errors: dict[str, str] = {}
-    wanted = {a.entry.key: input_dtype(a) for a in adapters}
+    wanted = {a.entry.key: np.dtype(a.entry.input_dtype) for a in adapters}
     widest = np.float64 if np.dtype(np.float64) in wanted.values() else np.float32
     t0 = time.perf_counter()
     for block in audio.iter_blocks(path, segments, meta=meta, dtype=widest):
@@ -126,8 +126,7 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
             try:
                 if wanted[key] not in mixes:  # cast once per block, not once per adapter
                     mixes[wanted[key]] = block.audio.astype(wanted[key])
-                offset = {"offset_s": block.offset_s} if takes_offset(adapter) else {}
-                out = adapter.embed(mixes[wanted[key]], block.sr, block.segments, **offset)
+                out = adapter.embed(mixes[wanted[key]], block.sr, block.segments, block.offset_s)
                 for space, dim in adapter.entry.spaces.items():
                     rows = np.asarray(out[space], dtype=np.float32)
                     if rows.shape != (len(block.index), dim):

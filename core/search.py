@@ -583,8 +583,7 @@ def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None =
     ``space`` picks one of the adapter's outputs (default: its main space).
     """
     from core import audio
-    from core.models.base import input_dtype
 
-    y, sr = audio.load(path, dtype=input_dtype(adapter))
+    y, sr = audio.load(path, dtype=adapter.entry.input_dtype)
     segments = audio.segment_grid(len(y) / sr, window_s, hop_s)
     return mean_embedding(adapter.embed(y, sr, segments)[space or adapter.entry.key])

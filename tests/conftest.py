@@ -40,12 +40,10 @@ def embed_in_blocks(adapter, path, segments: np.ndarray, block_s: float) -> tupl
     Returns every space's rows and the number of blocks read.
     """
     from core.audio import iter_blocks
-    from core.models.base import input_dtype
-
     rows = {space: np.zeros((len(segments), dim), np.float32) for space, dim in adapter.entry.spaces.items()}
-    blocks = list(iter_blocks(path, segments, block_s=block_s, dtype=input_dtype(adapter)))
+    blocks = list(iter_blocks(path, segments, block_s=block_s, dtype=adapter.entry.input_dtype))
     for b in blocks:
-        for space, values in adapter.embed(b.audio, b.sr, b.segments, offset_s=b.offset_s).items():
+        for space, values in adapter.embed(b.audio, b.sr, b.segments, b.offset_s).items():
             rows[space][b.index] = values
     return rows, len(blocks)
 

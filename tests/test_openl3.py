@@ -51,8 +51,8 @@ TOLERANCE = 1e-3
 
 
 def decode(path) -> tuple[np.ndarray, int]:
-    """What the pipeline hands the OpenL3 adapter: ``core.audio.load`` at the adapter's ``input_dtype``."""
-    return audio_io.load(path, dtype=openl3.OpenL3.input_dtype)
+    """What the pipeline hands the OpenL3 adapter: ``core.audio.load`` at its entry's ``input_dtype``."""
+    return audio_io.load(path, dtype=openl3.CATALOGUE[0].input_dtype)
 
 
 def reference_weights(reference, input_repr: str):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from core import cli
+from core import audio as audio_io, cli
 from core.extract import extract, read_metadata_csv
 from core.models.base import load_model
 from core.store import Store
@@ -58,26 +60,27 @@ class InterruptAfter:
         self.entry, self.version = self.inner.entry, self.inner.version
         self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
 
-    def embed(self, audio, sr, segments):
+    def embed(self, audio, sr, segments, offset_s=0.0):
         self.calls += 1
         if self.calls == self.n:
             raise KeyboardInterrupt
-        return self.inner.embed(audio, sr, segments)
+        return self.inner.embed(audio, sr, segments, offset_s)
 
 
 class Recording:
-    """The real dsp adapter, noting the mono mix it is handed; ``input_dtype`` as an adapter may declare it."""
+    """The real dsp adapter, noting the mono mix it is handed; ``input_dtype`` as an entry may declare it."""
 
     def __init__(self, input_dtype=None):
-        self.inner, self.seen = load_model("dsp"), []
+        self.inner, self.seen, self.offsets = load_model("dsp"), [], []
         self.entry, self.version = self.inner.entry, self.inner.version
         self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
         if input_dtype is not None:
-            self.input_dtype = input_dtype
+            self.entry = dataclasses.replace(self.entry, input_dtype=np.dtype(input_dtype).name)
 
-    def embed(self, audio, sr, segments):
+    def embed(self, audio, sr, segments, offset_s=0.0):
         self.seen.append(audio.copy())
-        return self.inner.embed(audio.astype(np.float32), sr, segments)
+        self.offsets.append(offset_s)
+        return self.inner.embed(audio.astype(np.float32), sr, segments, offset_s)
 
 
 @pytest.mark.parametrize("dtype", [None, np.float64])
@@ -97,6 +100,23 @@ def test_adapters_get_the_mono_mix_in_the_dtype_they_declare(tmp_path, dtype):
         assert mix.dtype == np.float64
         np.testing.assert_array_equal(mix, exact)
         assert not np.array_equal(exact.astype(np.float32), exact)  # the bit a float32 mix would lose
+
+
+def test_every_adapter_gets_the_place_of_each_block_in_the_track(tmp_path, monkeypatch):
+    """Adapters that frame on the track's grid need it; the pipeline hands it to every adapter alike.
+
+    Blocks of 6 s (instead of minutes) make a 20 s file come in several.
+    """
+    path = tmp_path / "long.wav"
+    sf.write(path, tone(330, 20.0, sr=8000), 8000)
+    small_blocks = functools.partial(audio_io.iter_blocks, block_s=6.0)
+    monkeypatch.setattr(audio_io, "iter_blocks", small_blocks)
+    adapter = Recording()
+    extract([path], ["dsp"], db=tmp_path / "x.duckdb", adapters=[adapter])
+    segments = audio_io.segment_grid(20.0, audio_io.DEFAULT_WINDOW_S, audio_io.DEFAULT_HOP_S)
+    offsets = [b.offset_s for b in small_blocks(path, segments)]
+    assert len(offsets) == 4 and offsets[1] > 0
+    assert adapter.offsets == offsets
 
 
 def test_an_interrupted_run_resumes_without_duplicates(folder, tmp_path):

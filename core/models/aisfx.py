@@ -367,8 +367,6 @@ class AisfxAdapter:
     weights_sha256: str = CHECKPOINT_SHA256
     version: str = "2"  # 2: blocks of long files framed on the track's grid
     tag_names: dict = dataclasses.field(default_factory=dict)
-    #: The pipeline passes each block's place in the track (see ``embed``).
-    takes_offset = True
 
     def embed_blocks(self, blocks: np.ndarray) -> np.ndarray:
         """Run the network on normalised log-mel blocks.

@@ -9,9 +9,12 @@ fill, e.g., both ``musicnn-msd`` (penultimate layer) and
 ``musicnn-msd/taggram``.
 
 The catalogue is data: each family module declares a tuple ``CATALOGUE`` of
-:class:`ModelEntry` and a function ``load(entry, device) -> Adapter``.  It may
-also declare ``availability(entry) -> (bool, reason)`` and
-``generic_entry(spec) -> ModelEntry`` for keys of the form ``family:ID_OR_PATH``.
+:class:`ModelEntry` and a function ``load(entry, device) -> Adapter``.  What an adapter needs
+from the pipeline (the dtype of its input) and what it offers beyond
+``embed`` (text queries, tag names) are fields of its entry, so nothing is
+guessed from the loaded object.  A family may also declare
+``availability(entry) -> (bool, reason)`` and ``generic_entry(spec) ->
+ModelEntry`` for keys of the form ``family:ID_OR_PATH``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,18 @@ class ModelEntry:
     one architecture are data rather than code.  ``suited_for`` lists the
     kinds of collection the model is suggested for (``"music"``,
     ``"general"``, ``"speech"``).
+
+    ``input_dtype`` is the dtype of the mono mix ``embed`` is handed:
+    float32, or float64 for ports whose original mixes and resamples in
+    float64 and whose numbers depend on the last bits (OpenL3).
+
+    ``capabilities`` names what the loaded adapter offers beyond ``embed``:
+
+    - ``"text"``: ``embed_text(texts) -> float32[n, dim]`` into the default
+      space (CLAP);
+    - ``"tags"``: ``tag_names`` names the columns of its taggram outputs
+      (MusiCNN);
+    - ``"layers"`` is reserved for per-layer outputs (``KEY/lN``).
     """
 
     key: str
@@ -59,6 +74,7 @@ class ModelEntry:
     params: dict = dataclasses.field(default_factory=dict)
     suited_for: tuple[str, ...] = ()
     capabilities: frozenset[str] = frozenset()
+    input_dtype: str = "float32"
 
     @property
     def spaces(self) -> dict[str, int]:
@@ -76,6 +92,7 @@ class Adapter(Protocol):
     Attributes
     ----------
     entry : ModelEntry
+        Declares the spaces, the input dtype and the capabilities.
     version : str
         Bumped whenever the adapter's numbers change for the same weights; a
         new version makes the pipeline replace stored vectors, never mix them.
@@ -83,15 +100,6 @@ class Adapter(Protocol):
         Digest of the weight file(s) actually loaded (provenance).
     tag_names : dict[str, list[str]]
         For spaces whose columns are named scores (taggrams), the names.
-    input_dtype : numpy dtype, optional
-        The mono mix the adapter wants; float32 when absent.  float64 only
-        for ports whose original mixes and resamples in float64 and whose
-        numbers depend on the last bits (OpenL3), see :func:`input_dtype`.
-    takes_offset : bool, optional
-        True for adapters that frame on a grid anchored at the track's start
-        (OpenL3, aisfx, MusiCNN): ``embed`` then also gets ``offset_s``, where ``audio[0]``
-        lies in the track, so a block of a long file frames as the whole
-        track would.
     """
 
     entry: ModelEntry
@@ -99,18 +107,24 @@ class Adapter(Protocol):
     weights_sha256: str
     tag_names: dict[str, list[str]]
 
-    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
         """Embed the segments of a block of audio.
 
         Parameters
         ----------
-        audio : np.ndarray [shape=(n_samples,), dtype=input_dtype]
+        audio : np.ndarray [shape=(n_samples,), dtype=entry.input_dtype]
             Mono audio at the file's own rate: the whole track, or a block of
             whole segments with at least 2 s of context on each side.
         sr : int
             Sample rate of ``audio``; the adapter resamples with its own method.
         segments : np.ndarray [shape=(n, 2), dtype=float64]
             Start and end of each segment in seconds, relative to ``audio[0]``.
+        offset_s : float
+            Where ``audio[0]`` lies in the track.  Adapters that frame on a
+            grid anchored at the track's start (OpenL3, aisfx, MusiCNN) use it
+            so that a block of a long file frames as the whole track would
+            (:func:`track_grid_start`); the others see each segment on its own
+            and ignore it.
 
         Returns
         -------
@@ -121,17 +135,12 @@ class Adapter(Protocol):
         ...
 
 
-def takes_offset(adapter) -> bool:
-    """Whether ``adapter.embed`` wants the block's ``offset_s`` (see :class:`Adapter`)."""
-    return bool(getattr(adapter, "takes_offset", False))
-
-
 def track_grid_start(offset_s: float, rate: int, hop: int) -> tuple[int, int]:
     """Where a block of a long file meets the track's frame grid (frame ``k`` centred on sample ``hop·k`` at ``rate``).
 
-    For adapters that declare ``takes_offset``: a block starting ``offset_s``
-    into the track is cut by ``skip`` samples (at ``rate``) so that its first
-    frame is the track's frame ``first_frame``.
+    For adapters that frame on the track's grid: a block starting
+    ``offset_s`` into the track is cut by ``skip`` samples (at ``rate``) so
+    that its first frame is the track's frame ``first_frame``.
 
     Returns
     -------
@@ -140,20 +149,6 @@ def track_grid_start(offset_s: float, rate: int, hop: int) -> tuple[int, int]:
     first_sample = int(round(offset_s * rate))
     first_frame = -(-first_sample // hop)
     return first_frame, first_frame * hop - first_sample
-
-
-def input_dtype(adapter) -> np.dtype:
-    """The dtype of the mono mix ``adapter.embed`` expects (float32 unless it declares otherwise)."""
-    return np.dtype(getattr(adapter, "input_dtype", np.float32))
-
-
-@runtime_checkable
-class TextAdapter(Adapter, Protocol):
-    """An adapter whose audio space is shared with text (capability ``"text"``)."""
-
-    def embed_text(self, texts: list[str]) -> np.ndarray:
-        """Return float32[len(texts), dim] in the default space."""
-        ...
 
 
 def split_key(key: str) -> tuple[str, str]:

@@ -166,8 +166,8 @@ class ClapAdapter(hf.HubAdapter):
         """
         return hf.segment_chunks(self.entry.key, audio, sr, segments, _RATE, self.window, MIN_SAMPLES)
 
-    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
-        """Embed segments; see :class:`core.models.base.Adapter`.
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
+        """Embed segments; see :class:`core.models.base.Adapter` (each segment is seen alone: ``offset_s`` is unused).
 
         Returns
         -------

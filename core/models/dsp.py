@@ -71,7 +71,8 @@ class DspAdapter:
     weights_sha256: str = ""
     tag_names: dict = dataclasses.field(default_factory=dict)
 
-    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
+        """Rows of the module's definition; frames are centred on ``audio``'s own clock, so ``offset_s`` is unused."""
         frames = log_mel(audio, sr)
         centres = np.arange(len(frames)) * HOP / SAMPLE_RATE
         mean, empty = mean_by_segment(centres, frames, segments)

@@ -191,8 +191,8 @@ class MertAdapter(hf.HubAdapter):
                              output_hidden_states=True)
         return torch.stack(out.hidden_states, dim=1).float().cpu().numpy()
 
-    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
-        """Embed segments; see :class:`core.models.base.Adapter`.
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
+        """Embed segments; see :class:`core.models.base.Adapter` (each segment is seen alone: ``offset_s`` is unused).
 
         Returns
         -------

@@ -446,8 +446,6 @@ class MusicnnAdapter:
     weights_sha256: str
     tag_names: dict[str, list[str]]
     version: str = "2"  # 2: blocks of long files framed on the track's grid
-    #: The pipeline passes each block's place in the track (see ``embed``).
-    takes_offset = True
 
     def forward(self, patches: np.ndarray) -> dict[str, np.ndarray]:
         """Run log-mel patches through the network in batches.

@@ -106,6 +106,9 @@ def _entry(input_repr: str, content: str, size: int, hop_s: float = DEFAULT_HOP_
         ),
         params=dict(input_repr=input_repr, content_type=content, embedding_size=size, hop_s=hop_s),
         suited_for=("music",) if content == "music" else ("general",),
+        # openl3 reads and mixes in float64; a float32 mix of a stereo file
+        # rounds away a bit that the quiet cells of the frontend would show.
+        input_dtype="float64",
     )
 
 
@@ -601,11 +604,6 @@ class OpenL3:
 
     version = "2"
     tag_names: dict[str, list[str]] = {}
-    #: openl3 reads and mixes in float64; a float32 mix of a stereo file
-    #: rounds away a bit that the quiet cells of the frontend would show.
-    input_dtype = np.float64
-    #: Blocks of long files come with their offset (see ``embed``).
-    takes_offset = True
 
     def __init__(self, entry: ModelEntry, weights_path: str | Path, device: str = "cpu"):
         import torch
@@ -654,7 +652,7 @@ class OpenL3:
         ----------
         audio : np.ndarray [shape=(n,), dtype=float64]
             float32 works too, but for multi-channel files only a float64
-            mix is openl3's (see ``input_dtype``).
+            mix is openl3's (the entry's ``input_dtype``).
         sr : int
         segments : np.ndarray [shape=(m, 2), dtype=float64]
             Relative to ``audio[0]``.
