@@ -8,8 +8,9 @@ embeddings), extended with named output spaces so that one forward pass can
 fill, e.g., both ``musicnn-msd`` (penultimate layer) and
 ``musicnn-msd/taggram``.
 
-The catalogue is data: each family module declares a tuple ``CATALOGUE`` of
-:class:`ModelEntry` and a function ``load(entry, device) -> Adapter``.  What an adapter needs
+The catalogue is data: each family module declares its checkpoints as a table
+read by :func:`from_table` into a tuple ``CATALOGUE`` of :class:`ModelEntry`,
+and a function ``load(entry, device) -> Adapter``.  What an adapter needs
 from the pipeline (the dtype of its input) and what it offers beyond
 ``embed`` (text queries, tag names) are fields of its entry, so nothing is
 guessed from the loaded object.  A family may also declare
@@ -23,7 +24,7 @@ import dataclasses
 import importlib
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -83,6 +84,81 @@ class ModelEntry:
         for name, dim in self.outputs.items():
             spaces[f"{self.key}{OUTPUT_SEPARATOR}{name}"] = dim
         return spaces
+
+
+#: Names a catalogue table may set on an entry; its other columns are ``params``.
+_FIELDS = frozenset(field.name for field in dataclasses.fields(ModelEntry)) - {"family", "params"}
+
+#: The entry fields that are templates filled from the table.
+_TEMPLATES = ("description", "weights", "licence")
+
+
+def from_table(family: str, columns: Sequence[str], rows: Iterable[Sequence], *,
+               facts: Mapping[str, Mapping] | None = None, **shared) -> tuple[ModelEntry, ...]:
+    """A family's catalogue entries, read from its table of checkpoints.
+
+    As in MTG's ``models.yaml``, the models are declared as data and this one
+    reader turns them into entries, so each fact about a model is written
+    once and the list of keys can be read off the table.
+
+    Parameters
+    ----------
+    family : str
+    columns : sequence of str
+        The name of each value of a row.
+    rows : iterable of sequences
+        One checkpoint per row, in display order.
+    facts : dict, optional
+        ``{column: {value: {name: value}}}``: what a column's value implies,
+        stated once for all the rows that share it (OpenL3's content type
+        implies what it was trained on and what it suits).
+    **shared
+        What every row of the family has.
+
+    Returns
+    -------
+    tuple of ModelEntry
+
+    Notes
+    -----
+    A name that is a :class:`ModelEntry` field (``key``, ``dim``,
+    ``description``, ``capabilities``...) sets that field; a row's value wins
+    over its facts, and facts over ``shared``.  The row's other columns are
+    the entry's ``params``, the settings its family's ``load`` reads; other
+    facts and shared values only fill templates.  ``description``,
+    ``weights`` and ``licence`` are templates (:meth:`str.format`) filled
+    with all of these, e.g. ``weights="Hugging Face hub: {hub_id}"``.
+
+    A ``layers`` column (``L``, the number of transformer layers) makes the
+    row's entry the mean of all ``L + 1`` hidden states
+    (``params["layer"] = None``) and adds one entry per hidden state,
+    ``KEY-l0`` ... ``KEY-lL`` (``params["layer"] = N``).
+    """
+    entries: list[ModelEntry] = []
+    for row in rows:
+        values = dict(zip(columns, row, strict=True))
+        names = dict(shared)
+        for column, by_value in (facts or {}).items():
+            names.update(by_value[values[column]])
+        names.update(values)
+        fields = {k: v.format(**names) if k in _TEMPLATES else v for k, v in names.items() if k in _FIELDS}
+        fields["capabilities"] = frozenset(fields.get("capabilities", ()))
+        fields["outputs"] = dict(fields.get("outputs", {}))
+        params = {k: v for k, v in values.items() if k not in _FIELDS and k != "layers"}
+        layers = values.get("layers")
+        if layers is None:
+            entries.append(ModelEntry(family=family, params=params, **fields))
+            continue
+        about = fields.pop("description")
+        mean = ModelEntry(family=family, description=f"{about}; mean of all {layers + 1} hidden states.",
+                          params={**params, "layer": None}, **fields)
+        entries.append(mean)
+        entries.extend(
+            dataclasses.replace(mean, key=f"{mean.key}-l{n}", description=f"{about}; hidden state {n} of {layers}.",
+                                params={**params, "layer": n})
+            for n in range(layers + 1)
+        )
+    return tuple(entries)
 
 
 @runtime_checkable

@@ -24,7 +24,7 @@ import functools
 import numpy as np
 
 from core.models import hf
-from core.models.base import ModelEntry, ModelError
+from core.models.base import ModelEntry, ModelError, from_table
 from core.vectors import normalize
 
 #: Bumped whenever the numbers change for the same weights.
@@ -36,56 +36,25 @@ MIN_SAMPLES = 1024
 _DIM = 512
 _RATE = 48_000
 
-CATALOGUE: tuple[ModelEntry, ...] = (
-    ModelEntry(
-        key="clap-htsat-unfused",
-        family="clap",
-        dim=_DIM,
-        sample_rate=_RATE,
-        licence="Apache-2.0",
-        weights="Hugging Face hub: laion/clap-htsat-unfused",
-        description="LAION CLAP, HTSAT-tiny audio encoder and RoBERTa text encoder, trained on LAION-Audio-630K: "
-                    "general sounds; type text to search.",
-        params={"hub_id": "laion/clap-htsat-unfused", "item_mib": 200},
-        suited_for=("general",),
-        capabilities=frozenset({"text"}),
+#: What every CLAP checkpoint has, in the catalogue and under a generic ``clap:`` key.
+_FAMILY = dict(sample_rate=_RATE, capabilities=frozenset({"text"}))
+
+CATALOGUE: tuple[ModelEntry, ...] = from_table(
+    "clap",
+    # item_mib: CUDA memory of one 10 s input in MiB, for the batch size
+    ("key", "hub_id", "item_mib", "suited_for", "description"),
+    (
+        ("clap-htsat-unfused", "laion/clap-htsat-unfused", 200, ("general",),
+         "LAION CLAP, HTSAT-tiny audio encoder and RoBERTa text encoder, trained on LAION-Audio-630K: "
+         "general sounds; type text to search."),
+        ("clap-htsat-fused", "laion/clap-htsat-fused", 250, ("general",),
+         "LAION CLAP with feature fusion for long clips; segments of at most 10 s use its global branch."),
+        ("clap-music-speech", "laion/larger_clap_music_and_speech", 400, ("music", "speech"),
+         "LAION larger CLAP (HTSAT-base) trained on music, speech and general audio."),
+        ("clap-music", "laion/larger_clap_music", 400, ("music",),
+         "LAION larger CLAP (HTSAT-base) trained on music."),
     ),
-    ModelEntry(
-        key="clap-htsat-fused",
-        family="clap",
-        dim=_DIM,
-        sample_rate=_RATE,
-        licence="Apache-2.0",
-        weights="Hugging Face hub: laion/clap-htsat-fused",
-        description="LAION CLAP with feature fusion for long clips; segments of at most 10 s use its global branch.",
-        params={"hub_id": "laion/clap-htsat-fused", "item_mib": 250},
-        suited_for=("general",),
-        capabilities=frozenset({"text"}),
-    ),
-    ModelEntry(
-        key="clap-music-speech",
-        family="clap",
-        dim=_DIM,
-        sample_rate=_RATE,
-        licence="Apache-2.0",
-        weights="Hugging Face hub: laion/larger_clap_music_and_speech",
-        description="LAION larger CLAP (HTSAT-base) trained on music, speech and general audio.",
-        params={"hub_id": "laion/larger_clap_music_and_speech", "item_mib": 400},
-        suited_for=("music", "speech"),
-        capabilities=frozenset({"text"}),
-    ),
-    ModelEntry(
-        key="clap-music",
-        family="clap",
-        dim=_DIM,
-        sample_rate=_RATE,
-        licence="Apache-2.0",
-        weights="Hugging Face hub: laion/larger_clap_music",
-        description="LAION larger CLAP (HTSAT-base) trained on music.",
-        params={"hub_id": "laion/larger_clap_music", "item_mib": 400},
-        suited_for=("music",),
-        capabilities=frozenset({"text"}),
-    ),
+    dim=_DIM, licence="Apache-2.0", weights="Hugging Face hub: {hub_id}", **_FAMILY,
 )
 
 
@@ -97,7 +66,7 @@ def generic_entry(spec: str) -> ModelEntry:
     the downloaded config.
     """
     return hf.generic_entry("clap", spec, "projection_dim", _DIM, f"CLAP checkpoint {spec}.", {"item_mib": 400},
-                            sample_rate=_RATE, suited_for=("general",), capabilities=frozenset({"text"}))
+                            suited_for=("general",), **_FAMILY)
 
 
 def availability(entry: ModelEntry) -> tuple[bool, str]:

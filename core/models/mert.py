@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.models import hf
-from core.models.base import ModelEntry, ModelError
+from core.models.base import ModelEntry, ModelError, from_table
 
 #: Bumped whenever the numbers change for the same weights.
 VERSION = "1"
@@ -43,14 +43,19 @@ VERSION = "1"
 PASS_SECONDS = 5.0
 
 _RATE = 24_000
-_LICENCE = "CC-BY-NC-4.0"
 
-#: (key, hub id, dim, transformer layers, CUDA memory per 5 s pass in MiB, description)
-_CHECKPOINTS = (
-    ("mert-v1-95m", "m-a-p/MERT-v1-95M", 768, 12, 120,
-     "MERT-v1 95M, a HuBERT-style music model trained on 20k hours of music"),
-    ("mert-v1-330m", "m-a-p/MERT-v1-330M", 1024, 24, 300,
-     "MERT-v1 330M, the large MERT-v1 (pre-norm encoder), trained on 160k hours of music"),
+CATALOGUE: tuple[ModelEntry, ...] = from_table(
+    "mert",
+    # layers: transformer layers (each hidden state also gets a key);
+    # item_mib: CUDA memory of one 5 s pass in MiB, for the batch size
+    ("key", "hub_id", "dim", "layers", "item_mib", "description"),
+    (
+        ("mert-v1-95m", "m-a-p/MERT-v1-95M", 768, 12, 120,
+         "MERT-v1 95M, a HuBERT-style music model trained on 20k hours of music"),
+        ("mert-v1-330m", "m-a-p/MERT-v1-330M", 1024, 24, 300,
+         "MERT-v1 330M, the large MERT-v1 (pre-norm encoder), trained on 160k hours of music"),
+    ),
+    sample_rate=_RATE, licence="CC-BY-NC-4.0", weights="Hugging Face hub: {hub_id}", suited_for=("music",),
 )
 
 #: Config switches of MERT variants that are not a HuBERT.
@@ -58,24 +63,6 @@ _REFUSED = ("feature_extractor_cqt", "deepnorm")
 
 #: Config keys that name MERT's own classes rather than describe the network.
 _NOT_FIELDS = ("model_type", "architectures", "auto_map", "transformers_version", "_name_or_path")
-
-
-def _catalogue() -> tuple[ModelEntry, ...]:
-    entries = []
-    for key, hub_id, dim, layers, item_mib, description in _CHECKPOINTS:
-        common = dict(family="mert", dim=dim, sample_rate=_RATE, licence=_LICENCE,
-                      weights=f"Hugging Face hub: {hub_id}", suited_for=("music",))
-        entries.append(ModelEntry(key=key, description=f"{description}; mean of all {layers + 1} hidden states.",
-                                  params={"hub_id": hub_id, "layer": None, "item_mib": item_mib}, **common))
-        entries.extend(
-            ModelEntry(key=f"{key}-l{n}", description=f"{description}; hidden state {n} of {layers}.",
-                       params={"hub_id": hub_id, "layer": n, "item_mib": item_mib}, **common)
-            for n in range(layers + 1)
-        )
-    return tuple(entries)
-
-
-CATALOGUE: tuple[ModelEntry, ...] = _catalogue()
 
 
 def generic_entry(spec: str) -> ModelEntry:

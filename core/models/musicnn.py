@@ -66,7 +66,7 @@ import numpy as np
 
 from core.audio import resample
 from core.models import tf_checkpoint, weights
-from core.models.base import ModelEntry, ModelError, ModelUnavailable, track_grid_start
+from core.models.base import ModelEntry, ModelError, ModelUnavailable, from_table, track_grid_start
 
 PACKAGE = "musicnn"
 PACKAGE_VERSION = "0.1.0"
@@ -85,39 +85,29 @@ BATCH_PATCHES = 8
 BN_EPS = 1e-3
 N_TAGS = 50
 
-_LICENCE = "ISC (musicnn 0.1.0, weights by J. Pons and X. Serra)"
-_WEIGHTS = f"PyPI wheel {PACKAGE}=={PACKAGE_VERSION} (TensorFlow checkpoint {{}}), read without TensorFlow"
-
-
-def _entry(key: str, arch: str, dataset: str, dim: int, description: str) -> ModelEntry:
-    checkpoint = f"{dataset}_{arch}"
-    return ModelEntry(
-        key=key,
-        family="musicnn",
-        dim=dim,
-        sample_rate=SAMPLE_RATE,
-        licence=_LICENCE,
-        weights=_WEIGHTS.format(checkpoint),
-        description=description,
-        outputs={"taggram": N_TAGS},
-        params={"arch": arch, "checkpoint": checkpoint, "labels": f"{dataset}_LABELS"},
-        suited_for=("music",),
-        capabilities=frozenset({"tags"}),
-    )
-
-
-CATALOGUE = (
-    _entry("musicnn-msd", "musicnn", "MSD", 200,
-           "MusiCNN auto-tagger trained on the Million Song Dataset (50 Last.fm tags); 200-D penultimate layer "
-           "on 3 s patches. Suggested for music collections."),
-    _entry("musicnn-mtt", "musicnn", "MTT", 200,
-           "MusiCNN auto-tagger trained on MagnaTagATune (50 tags: instruments, moods, genres); 200-D penultimate "
-           "layer on 3 s patches."),
-    _entry("vgg-msd", "vgg", "MSD", 256,
-           "VGG-like auto-tagger trained on the Million Song Dataset (50 Last.fm tags); 256-D flattened pool5 "
-           "on 3 s patches."),
-    _entry("vgg-mtt", "vgg", "MTT", 256,
-           "VGG-like auto-tagger trained on MagnaTagATune (50 tags); 256-D flattened pool5 on 3 s patches."),
+CATALOGUE: tuple[ModelEntry, ...] = from_table(
+    "musicnn",
+    # checkpoint: folder in the wheel; labels: musicnn's list of tag names
+    ("key", "arch", "checkpoint", "labels", "dim", "description"),
+    (
+        ("musicnn-msd", "musicnn", "MSD_musicnn", "MSD_LABELS", 200,
+         "MusiCNN auto-tagger trained on the Million Song Dataset (50 Last.fm tags); 200-D penultimate layer "
+         "on 3 s patches. Suggested for music collections."),
+        ("musicnn-mtt", "musicnn", "MTT_musicnn", "MTT_LABELS", 200,
+         "MusiCNN auto-tagger trained on MagnaTagATune (50 tags: instruments, moods, genres); 200-D penultimate "
+         "layer on 3 s patches."),
+        ("vgg-msd", "vgg", "MSD_vgg", "MSD_LABELS", 256,
+         "VGG-like auto-tagger trained on the Million Song Dataset (50 Last.fm tags); 256-D flattened pool5 "
+         "on 3 s patches."),
+        ("vgg-mtt", "vgg", "MTT_vgg", "MTT_LABELS", 256,
+         "VGG-like auto-tagger trained on MagnaTagATune (50 tags); 256-D flattened pool5 on 3 s patches."),
+    ),
+    sample_rate=SAMPLE_RATE,
+    licence="ISC (musicnn 0.1.0, weights by J. Pons and X. Serra)",
+    weights=f"PyPI wheel {PACKAGE}=={PACKAGE_VERSION} (TensorFlow checkpoint {{checkpoint}}), read without TensorFlow",
+    outputs={"taggram": N_TAGS},
+    suited_for=("music",),
+    capabilities=("tags",),
 )
 
 

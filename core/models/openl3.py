@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.models.base import ModelEntry, ModelError, ModelUnavailable, mean_by_segment
+from core.models.base import ModelEntry, ModelError, ModelUnavailable, from_table, mean_by_segment
 from core.models.weights import cache_dir, installed_package_dir, reachable, sha256_file
 
 #: openl3's model rate, window length (1 s) and default hop.
@@ -70,8 +70,6 @@ REPRESENTATIONS = {
     "linear": dict(n_fft=512, n_mels=None, frames=197),
 }
 STFT_HOP = 242
-CONTENT_TYPES = ("music", "env")
-EMBEDDING_SIZES = (512, 6144)
 
 #: (out_channels) of the seven 3x3 convolutions; a 2x2 max-pool follows the
 #: 2nd, 4th and 6th.  The last one is ``audio_embedding_layer`` (no BN/ReLU).
@@ -81,40 +79,49 @@ _CONV_CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512)
 #: enough that the first 64-channel activation stays near 100 MB.
 BATCH_WINDOWS = 8
 
-_LICENCE = "MIT (marl/openl3, which distributes the weights with its code)"
-
-
-def _entry(input_repr: str, content: str, size: int, hop_s: float = DEFAULT_HOP_S) -> ModelEntry:
-    key = f"openl3-{input_repr}-{content}-{size}"
-    faster = ""
-    if hop_s != DEFAULT_HOP_S:
-        key += f"-hop{hop_s:g}"
-        faster = (f" Windows every {hop_s:g} s instead of openl3's 0.1 s: about {hop_s / DEFAULT_HOP_S:g}x faster, "
-                  "with fewer windows per segment.")
-    kind = "music" if content == "music" else "environmental sound"
-    grid = "global max over the last feature map" if size == 512 else "max-pooled to a 4x3 (frequency x time) grid"
-    return ModelEntry(
-        key=key,
-        family="openl3",
-        dim=size,
-        sample_rate=SAMPLE_RATE,
-        licence=_LICENCE,
-        weights=f"marl/openl3 models branch: openl3_audio_{input_repr}_{content}-{WEIGHTS_VERSION}.h5",
-        description=(
-            f"OpenL3 audio embedding trained on {kind} videos (AudioSet, look-listen-learn), {input_repr} input, "
-            f"{size}-D ({grid}); 1 s windows averaged over each segment.{faster}"
-        ),
-        params=dict(input_repr=input_repr, content_type=content, embedding_size=size, hop_s=hop_s),
-        suited_for=("music",) if content == "music" else ("general",),
-        # openl3 reads and mixes in float64; a float32 mix of a stereo file
-        # rounds away a bit that the quiet cells of the frontend would show.
-        input_dtype="float64",
-    )
-
-
-CATALOGUE: tuple[ModelEntry, ...] = tuple(
-    _entry(r, c, s) for r in REPRESENTATIONS for c in CONTENT_TYPES for s in EMBEDDING_SIZES
-) + tuple(_entry("mel128", c, 512, hop_s=0.5) for c in CONTENT_TYPES)
+CATALOGUE: tuple[ModelEntry, ...] = from_table(
+    "openl3",
+    ("key", "input_repr", "content_type", "embedding_size", "hop_s"),
+    (
+        ("openl3-mel128-music-512", "mel128", "music", 512, 0.1),
+        ("openl3-mel128-music-6144", "mel128", "music", 6144, 0.1),
+        ("openl3-mel128-env-512", "mel128", "env", 512, 0.1),
+        ("openl3-mel128-env-6144", "mel128", "env", 6144, 0.1),
+        ("openl3-mel256-music-512", "mel256", "music", 512, 0.1),
+        ("openl3-mel256-music-6144", "mel256", "music", 6144, 0.1),
+        ("openl3-mel256-env-512", "mel256", "env", 512, 0.1),
+        ("openl3-mel256-env-6144", "mel256", "env", 6144, 0.1),
+        ("openl3-linear-music-512", "linear", "music", 512, 0.1),
+        ("openl3-linear-music-6144", "linear", "music", 6144, 0.1),
+        ("openl3-linear-env-512", "linear", "env", 512, 0.1),
+        ("openl3-linear-env-6144", "linear", "env", 6144, 0.1),
+        ("openl3-mel128-music-512-hop0.5", "mel128", "music", 512, 0.5),
+        ("openl3-mel128-env-512-hop0.5", "mel128", "env", 512, 0.5),
+    ),
+    facts={
+        "content_type": {
+            "music": dict(trained_on="music", suited_for=("music",)),
+            "env": dict(trained_on="environmental sound", suited_for=("general",)),
+        },
+        "embedding_size": {
+            512: dict(dim=512, pooling="global max over the last feature map"),
+            6144: dict(dim=6144, pooling="max-pooled to a 4x3 (frequency x time) grid"),
+        },
+        "hop_s": {
+            0.1: dict(speed=""),
+            0.5: dict(speed=" Windows every 0.5 s instead of openl3's 0.1 s: about 5x faster, "
+                            "with fewer windows per segment."),
+        },
+    },
+    sample_rate=SAMPLE_RATE,
+    # openl3 reads and mixes in float64; a float32 mix of a stereo file rounds
+    # away a bit that the quiet cells of the frontend would show.
+    input_dtype="float64",
+    licence="MIT (marl/openl3, which distributes the weights with its code)",
+    weights=f"marl/openl3 models branch: openl3_audio_{{input_repr}}_{{content_type}}-{WEIGHTS_VERSION}.h5",
+    description="OpenL3 audio embedding trained on {trained_on} videos (AudioSet, look-listen-learn), {input_repr} "
+                "input, {embedding_size}-D ({pooling}); 1 s windows averaged over each segment.{speed}",
+)
 
 
 # --------------------------------------------------------------------------- weights
