@@ -7,6 +7,10 @@ traceback.  The subclasses are the few distinctions a caller acts on;
 modules keep their historical names (``SearchError``, ``ReduceError``, …) as
 aliases so that callers and tests can still name them.
 
+The checks that many functions share (a ``level``, a ``k``, a method name)
+are written once here, so the same bad value is refused with the same
+sentence wherever it is passed.
+
 ``core.audio.AudioError`` stands apart: ``core/audio.py`` is the leaf of the
 package and imports nothing from it.  It is one file's failure, recorded
 per file by the pipeline, and the command line maps it like this family.
@@ -45,3 +49,39 @@ class DimensionMismatch(StoreError):
 
 class AccessDenied(AEBError):
     """A path outside the allowed roots was asked for in a shared deployment."""
+
+
+# ---------------------------------------------------------------------- the checks every module shares
+
+#: The levels a space is read at: one row per segment, or one per track (the scene embedding).
+LEVELS = ("segment", "track")
+
+
+def check_choice(value, choices, what: str):
+    """Refuse a value outside a fixed set (a level, a projection or clustering method) with the same sentence everywhere.
+
+    Returns
+    -------
+    value
+        Unchanged, so that a check can sit inside an expression.
+
+    Raises
+    ------
+    BadInput
+        Naming the value and every allowed one.
+    """
+    if value not in choices:
+        raise BadInput(f"Unknown {what} {value!r}; use one of {', '.join(map(str, choices))}.")
+    return value
+
+
+def check_level(level: str) -> str:
+    """:func:`check_choice` over :data:`LEVELS`, the check of every function that takes a ``level``."""
+    return check_choice(level, LEVELS, "level")
+
+
+def check_k(k: int) -> int:
+    """Refuse a neighbour or result count below one, the check of every function that takes a ``k``."""
+    if k < 1:
+        raise BadInput(f"k must be at least 1, not {k}.")
+    return k
