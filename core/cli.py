@@ -13,10 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from core import audio
 from core.errors import AEBError, BadInput
+from core.jsonable import jsonable
 from core.models.base import model_table, normalise_key
 from core.store import DEFAULT_DB, Store
 
@@ -28,28 +27,7 @@ UsageError = BadInput
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False))
-
-
-def _finite(obj):
-    """NaN and infinity are not JSON: they become null."""
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    print(json.dumps(jsonable(obj), indent=2, allow_nan=False))
 
 
 def _existing_store(db: str) -> Store:
@@ -143,9 +121,7 @@ def cmd_project(args) -> int:
 
 def _stored_space(store: Store, key: str) -> str:
     space = normalise_key(key)
-    if store.space(space) is None:
-        have = ", ".join(store.spaces()["space"]) or "none"
-        raise UsageError(f"No embeddings for {space!r} in {store.path.name} (stored: {have}).")
+    store.require_space(space)
     return space
 
 
@@ -181,7 +157,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from core.compare import store_metrics, with_baseline
+    from core.analyses import store_metrics, with_baseline
 
     store = _existing_store(args.db)
     models = with_baseline(store, [normalise_key(m) for m in args.model])

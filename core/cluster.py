@@ -17,7 +17,8 @@ import json
 
 import numpy as np
 
-from core.errors import BadInput
+from core.errors import BadInput, check_choice
+from core.spaces import read_vectors
 from core.store import Store
 from core.vectors import normalize
 
@@ -57,6 +58,7 @@ def cluster(x: np.ndarray, method: str = "kmeans", k: int = 8, min_cluster_size:
     description : str
         What was run, for the screen (which algorithm, on what).
     """
+    check_choice(method, METHODS, "clustering")
     x = normalize(x)
     n, dim = x.shape
     if n == 0:
@@ -86,7 +88,6 @@ def cluster(x: np.ndarray, method: str = "kmeans", k: int = 8, min_cluster_size:
         noise = int((labels == -1).sum())
         return labels.astype(np.int64), (f"HDBSCAN, min cluster size {size}, on a {comps}-D PCA of the {dim}-D unit vectors: "
                                          f"{found} clusters, {noise:,} noise points")
-    raise ClusterError(f"Unknown clustering {method!r}; use one of {', '.join(METHODS)}.")
 
 
 def cached_clusters(store: Store, space: str, level: str = "segment", method: str = "kmeans", k: int = 8,
@@ -104,7 +105,7 @@ def cached_clusters(store: Store, space: str, level: str = "segment", method: st
     version = str(store.data_version(space))
     hit = store.get_cached("clusters", key, version)
     if hit is None:
-        ids, x = store.vectors(space, level=level)
+        ids, x = read_vectors(store, space, level)
         labels, description = cluster(x, method, k=k, min_cluster_size=min_cluster_size)
         hit = {"ids": ids.tolist(), "labels": labels.tolist(), "description": description}
         store.put_cached("clusters", key, version, hit)

@@ -9,19 +9,18 @@ can exclude neighbours that share the query's group (source file, speaker,
 track); without that, nearest-neighbour accuracy is inflated enormously.
 
 Collections above ``max_points`` are scored on a random sample with a fixed
-seed, and the result says so.  Every function works on numpy arrays only.
+seed, and the result says so.  Every function works on numpy arrays only;
+reading stored spaces and caching the results is :mod:`core.analyses`'s work.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from core.errors import BadInput
+from core.errors import BadInput, check_k, check_level
 from core.vectors import normalize
 
 #: Items scored by :func:`metrics_table` before it samples (about 30 s for 3 models on 2 cores).
@@ -132,10 +131,9 @@ def knn(
     similarities : np.ndarray [shape=(n, k), dtype=float32]
         Cosine similarity; ``-inf`` where the index is ``-1``.
     """
+    check_k(k)
     x = normalize(vectors)
     n = len(x)
-    if k < 1:
-        raise CompareError(f"k must be at least 1, not {k}.")
     group_codes = _group_codes(groups, n)
     kk = min(k, n)
     indices = np.full((n, k), -1, dtype=np.int64)
@@ -215,7 +213,13 @@ def knn_classification(indices: np.ndarray, labels: np.ndarray, *, k: int | None
     }
 
 
-def _sample(n: int, max_points: int, seed: int) -> np.ndarray:
+def sample_rows(n: int, max_points: int, seed: int) -> np.ndarray:
+    """The rows every sampled metric scores: all of them, or a sorted random sample that a seed makes repeatable.
+
+    Returns
+    -------
+    rows : np.ndarray [shape=(min(n, max_points),), dtype=int64]
+    """
     if n <= max_points:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
@@ -467,7 +471,7 @@ def trustworthiness(vectors: np.ndarray, coords: np.ndarray, *, k: int = 10,
     x, xy = np.asarray(vectors), np.asarray(coords)
     if len(x) != len(xy):
         raise CompareError(f"The map has {len(xy)} points for {len(x)} vectors.")
-    rows = _sample(len(x), max_points, seed)
+    rows = sample_rows(len(x), max_points, seed)
     k = min(k, (len(rows) - 1) // 2)
     if k < 1:
         return float("nan")
@@ -558,7 +562,7 @@ def metrics_table(
                                "compare models extracted on the same segments.")
     if n < 4:
         raise CompareError(f"Metrics need at least 4 items, got {n}.")
-    rows = _sample(n, max_points, seed)
+    rows = sample_rows(n, max_points, seed)
     group_rows = [np.asarray(g)[rows] for g in _group_columns(groups)] or None
     label_rows = None if labels is None else np.asarray(labels)[rows]
 
@@ -601,200 +605,6 @@ def metrics_table(
     return table
 
 
-# --- over a store
-
-#: Space every other model must beat; always part of a stored collection's metrics when present.
-BASELINE = "dsp"
-
-#: Items whose disagreement :func:`store_disagreement` colours before it samples.
-DISAGREEMENT_MAX_POINTS = MAX_POINTS
-
-
-def _check_models(store, models: Sequence[str]) -> list[str]:
-    """The models, deduplicated, in order; an unknown one is refused with what the store holds."""
-    stored = list(store.spaces()["space"])
-    models = list(dict.fromkeys(models))
-    unknown = [m for m in models if m not in stored]
-    if unknown:
-        raise CompareError(f"No embeddings for {', '.join(map(repr, unknown))} in this store "
-                           f"(stored: {', '.join(stored) or 'none'}).")
-    if not models:
-        raise CompareError("Choose at least one model.")
-    return models
-
-
-def with_baseline(store, models: Sequence[str]) -> list[str]:
-    """``models`` with the stored ``dsp`` baseline first, so that every table shows the row to beat."""
-    stored = set(store.spaces()["space"])
-    return list(dict.fromkeys(([BASELINE] if BASELINE in stored else []) + list(models)))
-
-
-def _versions(store, models: Sequence[str]) -> str:
-    """Everything a cached result depends on: each space's data version and the metadata version."""
-    return json.dumps({"spaces": {m: store.data_version(m) for m in models}, "metadata": store.metadata_version()})
-
-
-def _aligned_items(store, models: Sequence[str], level: str):
-    """Common ids, track ids and unit vectors of several spaces (imported ones keep their own segments)."""
-    from core import spaces
-
-    loaded = [spaces.load(store, m, level) for m in models]
-    ids, vectors, track_ids = spaces.aligned(loaded)
-    return ids, track_ids, dict(zip(models, vectors)), {m: len(s.ids) for m, s in zip(models, loaded)}
-
-
-def _column(store, track_ids: np.ndarray, name: str) -> np.ndarray:
-    """A metadata column per item, by its track; object array with None where missing."""
-    meta = store.track_metadata().set_index("track_id")
-    if name not in meta.columns:
-        raise CompareError(f"No metadata column {name!r} (columns: {', '.join(meta.columns) or 'none'}).")
-    values = meta[name].reindex(track_ids).to_numpy(dtype=object)
-    return np.array([None if v is None or (isinstance(v, float) and v != v) else v for v in values], dtype=object)
-
-
-def store_metrics(
-    store,
-    models: Sequence[str],
-    *,
-    label: str | None = None,
-    group: str | None = None,
-    k: int = 10,
-    level: str = "segment",
-    method: str | None = "pca",
-    max_points: int = MAX_POINTS,
-) -> dict:
-    """:func:`metrics_table` for stored models, on the segments (or tracks) they all have, cached in the store.
-
-    Labels and groups are metadata columns.  At segment level neighbours
-    from the query's own track are always excluded, since slices of one
-    recording would otherwise vote for each other; ``group`` adds a coarser
-    exclusion (source recording, speaker).  Items lacking a label or group
-    value are left out and counted, rather than made a class of their own.
-    The result is cached under the models, label, group, k, level and map
-    method, and invalidated by any space's data version or the metadata
-    version, so a page reload or a second CLI call costs a lookup.
-
-    Parameters
-    ----------
-    store : core.store.Store
-    models : sequence of str
-        Stored space keys; the table keeps this order.
-    label, group : str, optional
-        Metadata column names.
-    k : int > 0
-    level : {"segment", "track"}
-    method : str, optional
-        Map (``core.reduce`` method) whose trustworthiness@10 is reported;
-        the projection is read from, or added to, the store's cache.  None
-        skips it.
-
-    Returns
-    -------
-    dict
-        :func:`metrics_table`'s result; ``info`` adds ``level``, ``label``,
-        ``group``, ``method``, ``per_model`` (items each space holds),
-        ``dropped`` (items without a label or group value), ``seconds`` and
-        ``cached``.
-    """
-    models = _check_models(store, models)
-    if level not in ("segment", "track"):
-        raise CompareError(f"level must be 'segment' or 'track', not {level!r}.")
-    if k < 1:
-        raise CompareError(f"k must be at least 1, not {k}.")
-    key = json.dumps({"models": models, "label": label, "group": group, "k": k, "level": level,
-                      "method": method, "max_points": max_points})
-    version = _versions(store, models)
-    hit = store.get_cached("metrics", key, version)
-    if hit is not None:
-        hit["info"]["cached"] = True
-        return hit
-    started = time.perf_counter()
-    ids, track_ids, vectors, per_model = _aligned_items(store, models, level)
-    keep = np.ones(len(ids), dtype=bool)
-    labels = _column(store, track_ids, label) if label else None
-    extra = _column(store, track_ids, group) if group else None
-    for values in (labels, extra):
-        if values is not None:
-            keep &= np.array([v is not None for v in values], dtype=bool)
-    groups = ([track_ids[keep]] if level == "segment" else []) + ([extra[keep]] if extra is not None else [])
-    table = metrics_table({m: v[keep] for m, v in vectors.items()}, labels=None if labels is None else labels[keep],
-                          groups=groups or None, k=k, max_points=max_points)
-    if method:
-        for m in models:
-            table[m]["trustworthiness"] = _map_trustworthiness(store, m, method, level)
-        table["info"]["trustworthiness_points"] = min(max(per_model.values()), TRUSTWORTHINESS_MAX_POINTS)
-    table["info"].update({"level": level, "label": label, "group": group, "method": method, "per_model": per_model,
-                          "dropped": int((~keep).sum()), "seconds": time.perf_counter() - started})
-    store.put_cached("metrics", key, version, _json_safe(table))
-    table["info"]["cached"] = False
-    return table
-
-
-def _map_trustworthiness(store, model: str, method: str, level: str) -> float:
-    """Trustworthiness@10 of a model's whole map, as ``core.reduce`` stored it with the projection.
-
-    Reusing the stored value saves recomputing it (seconds per model); the
-    map covers all the model's items, as the map the user sees does.
-    """
-    from core.reduce import cached_projection
-
-    proj = cached_projection(store, model, method, level=level)
-    value = proj["info"].get("trustworthiness")
-    if value is None:
-        value = trustworthiness(store.vectors(model, level=level)[1], proj["xy"], k=10)
-    return float("nan") if value is None else float(value)
-
-
-def _json_safe(obj):
-    """NaN is not JSON: it is stored as None, as the command line prints it."""
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    return obj
-
-
-def store_disagreement(
-    store,
-    model_a: str,
-    model_b: str,
-    *,
-    k: int = 10,
-    level: str = "segment",
-    max_points: int = DISAGREEMENT_MAX_POINTS,
-) -> dict:
-    """1 − Jaccard@k of every shared item's neighbours in two stored models, cached in the store.
-
-    Neighbours are searched in embedding space among the items both models
-    hold, never in the query's own track at segment level.  Above
-    ``max_points`` items one random sample (fixed seed) is scored, within
-    itself, and the others get no value.
-
-    Returns
-    -------
-    dict
-        ``ids`` (list of the scored ids), ``disagreement`` (list of floats,
-        same order), ``n`` (items both models hold), ``sampled`` (items
-        scored, or None when all were), ``k``, ``level``, ``cached``.
-    """
-    models = _check_models(store, [model_a, model_b])
-    if len(models) != 2:
-        raise CompareError("Choose two different models to see where they disagree.")
-    key = json.dumps({"models": models, "k": k, "level": level, "max_points": max_points})
-    version = _versions(store, models)
-    hit = store.get_cached("disagreement", key, version)
-    if hit is not None:
-        return {**hit, "cached": True}
-    ids, track_ids, vectors, _ = _aligned_items(store, models, level)
-    rows = _sample(len(ids), max_points, SEED)
-    groups = track_ids[rows] if level == "segment" else None
-    values = neighbour_disagreement(vectors[model_a][rows], vectors[model_b][rows], k=k, groups=groups)
-    result = {"ids": ids[rows].tolist(), "disagreement": values.tolist(), "n": int(len(ids)),
-              "sampled": int(len(rows)) if len(rows) < len(ids) else None, "k": k, "level": level}
-    store.put_cached("disagreement", key, version, result)
-    return {**result, "cached": False}
-
-
 def point_neighbours(ids: np.ndarray, track_ids: np.ndarray, vectors: np.ndarray, item: int, *, k: int = 10,
                      level: str = "segment") -> tuple[np.ndarray, np.ndarray]:
     """The k nearest items to one item of a space, as the disagreement colour counts them.
@@ -816,6 +626,8 @@ def point_neighbours(ids: np.ndarray, track_ids: np.ndarray, vectors: np.ndarray
     similarities : np.ndarray [shape=(≤k,)]
         Cosine, nearest first.
     """
+    check_level(level)
+    check_k(k)
     row = int(np.searchsorted(ids, item))
     if row >= len(ids) or ids[row] != item:
         raise CompareError(f"Item {item} is not among the compared items.")
@@ -826,35 +638,3 @@ def point_neighbours(ids: np.ndarray, track_ids: np.ndarray, vectors: np.ndarray
     order = np.argsort(-sims, kind="stable")[:k]
     order = order[np.isfinite(sims[order])]
     return ids[order], sims[order]
-
-
-def store_maps(store, models: Sequence[str], method: str, *, level: str = "segment", params: dict | None = None) -> dict:
-    """Each model's 2-D map on the items all of them hold, turned and scaled onto the first model's map.
-
-    Projections come from (or go to) the store's cache; only the alignment
-    (orthogonal Procrustes plus scale, :func:`procrustes_align`) is redone,
-    which is instant, so that the same region sits in the same place in
-    every map and a moving point means the models disagree about it.
-
-    Returns
-    -------
-    dict
-        ``ids`` (np.ndarray [shape=(n,)], shared, sorted), ``maps`` (model →
-        np.ndarray [shape=(n, 2)]), ``per_model`` (model → items it holds),
-        ``projections`` (model → :func:`core.reduce.cached_projection`'s dict).
-    """
-    from core.reduce import cached_projection
-
-    models = _check_models(store, models)
-    projections = {}
-    for m in models:
-        projections[m] = cached_projection(store, m, method, level=level, params=params)
-    ids = projections[models[0]]["ids"]
-    for m in models[1:]:
-        ids = np.intersect1d(ids, projections[m]["ids"], assume_unique=True)
-    maps = {m: p["xy"][np.searchsorted(p["ids"], ids)] for m, p in projections.items()}
-    if len(ids):
-        target = maps[models[0]]
-        maps = {m: xy if m == models[0] else procrustes_align(xy, target) for m, xy in maps.items()}
-    return {"ids": ids, "maps": maps, "per_model": {m: int(len(p["ids"])) for m, p in projections.items()},
-            "projections": projections}

@@ -16,21 +16,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.store import DimensionMismatch, Provenance, Store, StoreError
+from core.errors import DimensionMismatch, StoreError
+from core.store import Provenance, Store, metadata_columns
 
 PROVENANCE_KEY = b"aeb:provenance"
 
 
 def export_parquet(store: Store, space: str, out: str | Path) -> int:
     """Write a space's vectors with their segments and metadata; returns the row count."""
-    info = store.space(space)
-    if info is None:
-        raise StoreError(f"No embeddings for {space!r}.")
+    info = store.require_space(space)
     ids, vectors = store.vectors(space)
-    frame = store.segments_frame().set_index("segment_id").loc[ids].reset_index()
-    meta_cols = [c for c in frame.columns if c not in (
-        "segment_id", "track_id", "idx", "path", "start_s", "end_s", "track_duration_s", "track_sample_rate", "track_channels")]
-    ordered = frame[["path", "start_s", "end_s", *meta_cols, "track_duration_s", "track_sample_rate", "track_channels"]]
+    frame = store.rows(ids)
+    ordered = frame[["path", "start_s", "end_s", *metadata_columns(frame),
+                     "track_duration_s", "track_sample_rate", "track_channels"]]
     table = pa.Table.from_pandas(ordered, preserve_index=False)
     table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]))
     provenance = {k: info[k] for k in ("space", "model", "dim", "adapter_version", "weights_sha256", "window_s", "hop_s", "source")}
@@ -54,6 +52,7 @@ def import_parquet(store: Store, path: str | Path, space: str) -> int:
     missing = {"path", "start_s", "end_s", "vector"} - set(table.column_names)
     if missing:
         raise StoreError(f"{Path(path).name} lacks the column(s) {', '.join(sorted(missing))}.")
+    name = Path(path).name
     vec_col = table.column("vector").combine_chunks()
     if pa.types.is_fixed_size_list(vec_col.type):
         dim = vec_col.type.list_size
@@ -62,12 +61,12 @@ def import_parquet(store: Store, path: str | Path, space: str) -> int:
         rows = vec_col.to_pylist()
         dims = {len(r) for r in rows}
         if len(dims) != 1:
-            raise DimensionMismatch(f"{Path(path).name} mixes vector lengths {sorted(dims)}.")
+            raise DimensionMismatch(f"{name} mixes vector lengths {sorted(dims)}.")
         dim = dims.pop()
         vectors = np.asarray(rows, dtype=np.float32).reshape(-1, dim)
     existing = store.space(space)
     if existing is not None and int(existing["dim"]) != dim:
-        raise DimensionMismatch(f"{space} holds {existing['dim']}-D vectors; {Path(path).name} has {dim}-D ones.")
+        raise DimensionMismatch(f"{space} holds {existing['dim']}-D vectors; {name} has {dim}-D ones.")
     provenance = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
     frame = table.drop_columns(["vector"]).to_pandas()
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("track_")])

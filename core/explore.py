@@ -25,10 +25,9 @@ import numpy as np
 import pandas as pd
 
 from core.cluster import cached_clusters
-
-#: Columns of :meth:`core.store.Store.segments_frame` that are not user metadata.
-BASE_COLUMNS = ("segment_id", "track_id", "idx", "start_s", "end_s", "path",
-                "track_duration_s", "track_sample_rate", "track_channels")
+from core.errors import BadInput
+from core.spaces import read_vectors
+from core.store import Store, metadata_columns  # noqa: F401  (the pages' metadata columns are the store's)
 
 #: A categorical colour keeps this many categories; the long tail becomes "other".
 MAX_CATEGORIES = 20
@@ -56,25 +55,22 @@ def selections(n_views: int, drag: str = "select") -> list[str]:
     return [PICK] + ([brush_name(i) for i in range(n_views)] if drag == "select" else [])
 
 
-def metadata_columns(segments: pd.DataFrame) -> list[str]:
-    return [c for c in segments.columns if c not in BASE_COLUMNS]
+def points_frame(store: Store, ids: np.ndarray, level: str = "segment") -> pd.DataFrame:
+    """Segments (or tracks) ``ids`` with their attributes, metadata and file name, in the order given.
 
-
-def points_frame(segments: pd.DataFrame, ids: np.ndarray, level: str = "segment") -> pd.DataFrame:
-    """Segments (or tracks) ``ids`` with their attributes, metadata and file name, in the order given."""
+    Only these rows are read (:meth:`core.store.Store.rows`), so a click
+    costs a lookup, not a read of the collection.  ``id`` is the point's id
+    at its level; at track level ``start_s``/``end_s`` span the track.
+    """
+    frame = store.rows(ids, level)
     if level == "segment":
-        base = segments.set_index("segment_id").reindex(ids)
-    else:
-        tracks = segments.sort_values(["track_id", "start_s"]).groupby("track_id", sort=True)
-        base = tracks.first().assign(end_s=tracks["end_s"].max()).reindex(ids)
-        base["track_id"] = base.index
-    frame = base.reset_index(drop=True)
+        frame = frame.drop(columns="segment_id")
     frame.insert(0, "id", np.asarray(ids, dtype=np.int64))
     frame["name"] = [Path(p).name if isinstance(p, str) else "" for p in frame["path"]]
     return frame
 
 
-def linked_frame(segments: pd.DataFrame, projections: list[tuple[np.ndarray, np.ndarray]],
+def linked_frame(store: Store, projections: list[tuple[np.ndarray, np.ndarray]],
                  level: str = "segment") -> pd.DataFrame:
     """Every point of every view in one table, with view ``i``'s coordinates in ``x{i}, y{i}``.
 
@@ -83,7 +79,7 @@ def linked_frame(segments: pd.DataFrame, projections: list[tuple[np.ndarray, np.
     coordinates there, and Vega leaves it out of that view only.
     """
     ids = np.unique(np.concatenate([np.asarray(p[0], dtype=np.int64) for p in projections]))
-    frame = points_frame(segments, ids, level)
+    frame = points_frame(store, ids, level)
     for i, (view_ids, xy) in enumerate(projections):
         pos = np.searchsorted(ids, view_ids)
         for axis, name in enumerate((f"x{i}", f"y{i}")):
@@ -114,7 +110,7 @@ def projection_note(projection: dict) -> str:
     return " · ".join(notes)
 
 
-def disagreement_points(segments: pd.DataFrame, maps: dict, scored: dict, *, models: Sequence[str],
+def disagreement_points(store: Store, maps: dict, scored: dict, *, models: Sequence[str],
                         level: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Compare's linked maps as one table, with each point's disagreement beside it.
 
@@ -125,9 +121,9 @@ def disagreement_points(segments: pd.DataFrame, maps: dict, scored: dict, *, mod
     Parameters
     ----------
     maps : dict
-        :func:`core.compare.store_maps`'s result; model ``models[i]``'s map goes to ``x{i}, y{i}``.
+        :func:`core.analyses.store_maps`'s result; model ``models[i]``'s map goes to ``x{i}, y{i}``.
     scored : dict
-        :func:`core.compare.store_disagreement`'s result.
+        :func:`core.analyses.store_disagreement`'s result.
 
     Returns
     -------
@@ -138,7 +134,7 @@ def disagreement_points(segments: pd.DataFrame, maps: dict, scored: dict, *, mod
     """
     ids = np.intersect1d(maps["ids"], scored["ids"])
     pos = np.searchsorted(maps["ids"], ids)
-    frame = linked_frame(segments, [(ids, maps["maps"][m][pos]) for m in models], level=level)
+    frame = linked_frame(store, [(ids, maps["maps"][m][pos]) for m in models], level=level)
     disagreement = pd.Series(scored["disagreement"], index=scored["ids"]).reindex(ids).to_numpy()
     return frame, disagreement
 
@@ -168,7 +164,8 @@ def colour_column(values: pd.Series, max_categories: int = MAX_CATEGORIES) -> pd
 def top_tag(ids: np.ndarray, scores: np.ndarray, tag_names: list[str]) -> pd.Series:
     """The highest-scoring tag of each point, e.g. MusiCNN's taggram or a zero-shot space."""
     if scores.shape[1] != len(tag_names):
-        raise ValueError(f"{scores.shape[1]} scores per point for {len(tag_names)} tag names")
+        raise BadInput(f"{scores.shape[1]} scores per point for {len(tag_names)} tag names; "
+                       "pass the tag names stored with the same space.")
     names = np.asarray(tag_names, dtype=object)
     return pd.Series(names[np.argmax(scores, axis=1)] if len(scores) else [], index=np.asarray(ids), dtype=object)
 
@@ -181,7 +178,7 @@ def tagged_spaces(spaces: pd.DataFrame) -> list[str]:
     return [s for s, tags in zip(spaces["space"], spaces["tag_names"]) if isinstance(tags, str) and json.loads(tags)]
 
 
-def derived_colour(store, *, space: str, ids: np.ndarray, level: str, kind: str, k: int = 8,
+def derived_colour(store: Store, *, space: str, ids: np.ndarray, level: str, kind: str, k: int = 8,
                    min_cluster_size: int | None = None) -> tuple[str, pd.Series, str]:
     """A colour computed from an embedding space rather than read from metadata.
 
@@ -213,7 +210,7 @@ def derived_colour(store, *, space: str, ids: np.ndarray, level: str, kind: str,
         How the clusters were found, for a caption; empty for a top tag.
     """
     if kind == "top tag":
-        tag_ids, scores = store.vectors(space, level=level)
+        tag_ids, scores = read_vectors(store, space, level)
         values = top_tag(tag_ids, scores, store.space(space)["tag_names"])
         title, description = f"top tag ({space})", ""
     else:
@@ -223,16 +220,15 @@ def derived_colour(store, *, space: str, ids: np.ndarray, level: str, kind: str,
     return title, values.reindex(ids).reset_index(drop=True), description
 
 
-def to_level(values: pd.Series, segments: pd.DataFrame, level: str) -> pd.Series:
-    """Bring a per-segment series to the map's level.
+def to_level(values: pd.Series, store: Store, level: str) -> pd.Series:
+    """Bring a per-segment series (indexed by segment id) to the map's level.
 
     At track level a number becomes its track's maximum (a search score is
     as good as the track's best segment) and a label its most frequent value.
     """
     if level == "segment":
         return values
-    track_of = segments.set_index("segment_id")["track_id"]
-    frame = pd.DataFrame({"track_id": track_of.reindex(values.index).to_numpy(), "v": values.to_numpy()}).dropna()
+    frame = pd.DataFrame({"track_id": store.segment_tracks(values.index.to_numpy()), "v": values.to_numpy()}).dropna()
     grouped = frame.groupby("track_id")["v"]
     if pd.api.types.is_numeric_dtype(frame["v"]):
         return grouped.max()

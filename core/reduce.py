@@ -16,8 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from core.compare import trustworthiness
-from core.errors import BadInput
+from core.compare import TRUSTWORTHINESS_MAX_POINTS, trustworthiness
+from core.errors import BadInput, check_choice
+from core.spaces import read_vectors
 from core.store import Store
 
 METHODS = ("pca", "std-pca", "tsne", "umap")
@@ -32,17 +33,13 @@ DEFAULT_PARAMS = {
 
 SEED = 42
 
-#: Trustworthiness is computed on at most this many points (25 s per 20k-point map otherwise).
-TRUST_SAMPLE = 5_000
-
 
 #: A projection that cannot run raises the family's :class:`~core.errors.BadInput`.
 ReduceError = BadInput
 
 
 def canonical_params(method: str, params: dict | None = None) -> dict:
-    if method not in METHODS:
-        raise ReduceError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
+    check_choice(method, METHODS, "method")
     merged = dict(DEFAULT_PARAMS[method])
     merged.update({k: v for k, v in (params or {}).items() if k in merged})
     return merged
@@ -121,14 +118,14 @@ def cached_projection(store: Store, space: str, method: str, level: str = "segme
     hit = store.get_projection(space, level, method, key, version)
     if hit is not None:
         return {**hit, "cached": True}
-    ids, x = store.vectors(space, level=level)
+    ids, x = read_vectors(store, space, level)
     if on_compute is not None:
         on_compute(len(ids))
     t = time.perf_counter()
     xy, info = project(x, method, params)
     seconds = time.perf_counter() - t
     if with_trust:
-        info["trustworthiness"] = trustworthiness(x, xy, k=10, max_points=TRUST_SAMPLE)
-        info["trust_sample"] = int(min(len(x), TRUST_SAMPLE))
+        info["trustworthiness"] = trustworthiness(x, xy, k=10)
+        info["trust_sample"] = int(min(len(x), TRUSTWORTHINESS_MAX_POINTS))
     store.put_projection(space, level, method, key, version, ids, xy, seconds, info)
     return {"ids": ids, "xy": xy, "seconds": seconds, "info": info, "cached": False}

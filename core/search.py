@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import BadInput
+from core.errors import BadInput, check_k, check_level
+from core.jsonable import jsonable
 from core.vectors import normalize
 
 #: Stored values (rows × dimensions) above which even the int8 sketch scan
@@ -116,8 +117,7 @@ def cosine_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
 def _masked(scores: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, int]:
     """Scores with excluded rows at -inf, and how many rows are left, refusing a search with nothing left."""
     s = np.asarray(scores, dtype=np.float32)
-    if k < 1:
-        raise SearchError(f"k must be at least 1, not {k}.")
+    check_k(k)
     if exclude is None:
         return s, len(s)
     mask = np.asarray(exclude, dtype=bool)
@@ -429,8 +429,7 @@ def search(
     q = _check_queries(query, m.shape[1])
     if q.ndim != 1:
         raise SearchError("search takes one query vector; use top_k for several.")
-    if level not in ("segment", "track"):
-        raise SearchError(f"level must be 'segment' or 'track', not {level!r}.")
+    check_level(level)
     if level == "track" and track_ids is None:
         raise SearchError("Ranking tracks needs the track of every stored segment.")
     rows = None
@@ -448,7 +447,8 @@ def search(
 def mean_embedding(segment_embeddings: np.ndarray) -> np.ndarray:
     """One vector for audio longer than a segment: the normalised mean of its normalised segment vectors.
 
-    This is the store's rule for track-level vectors, so an uploaded clip
+    This is the rule of the track-level vectors
+    (:func:`core.spaces.track_means`), so an uploaded clip
     and the same audio stored as a track get the same vector, and no loud
     or high-norm segment outweighs the others.
 
@@ -519,34 +519,17 @@ def zero_shot(
 # ---------------------------------------------------------------------- over a store
 
 
-def results(space, frame, indices: np.ndarray, scores: np.ndarray, metadata_columns: list[str]) -> list[dict]:
-    """Search results in the shape of the ``search`` command's JSON, best first.
+def _metadata_of(row, columns: list[str]) -> dict:
+    """The metadata of one result row, JSON-safe, with its empty cells (None, NaN, NA) left out."""
+    import pandas as pd
 
-    Parameters
-    ----------
-    space : core.spaces.Space
-        The searched space, at segment level.
-    frame : pd.DataFrame
-        :func:`core.spaces.rows_frame` of the segments to report, one per result.
-    indices, scores : np.ndarray [shape=(k,)]
-        Rows of ``space`` and their scores.
-    """
-    from core.spaces import metadata_of
-
-    out = []
-    for (_, row), i, score in zip(frame.iterrows(), indices, scores):
-        out.append({
-            "path": row["path"], "start_s": float(row["start_s"]), "end_s": float(row["end_s"]),
-            "score": float(score), "metadata": metadata_of(row, metadata_columns),
-            "segment_id": int(space.ids[i]),
-            "track_id": int(space.track_ids[i]),
-        })
-    return out
+    return jsonable({c: row[c] for c in columns
+                     if not (row[c] is None or row[c] is pd.NA or (isinstance(row[c], float) and row[c] != row[c]))})
 
 
 def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "segment",
                  exclude_track: int | None = None, sketch: Sketch | None = None) -> list[dict]:
-    """Top-k segments, or top-k tracks ranked by their best segment, for one query vector.
+    """Top-k segments, or top-k tracks ranked by their best segment, for one query vector, in the ``search`` JSON shape.
 
     Parameters
     ----------
@@ -562,19 +545,27 @@ def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "
     sketch : Sketch, optional
         :func:`build_sketch` of ``space.vectors``, kept by a long-lived
         caller (the app) that runs many queries on one space.
+
+    Returns
+    -------
+    list of dict
+        Best first: ``path``, ``start_s``, ``end_s``, ``score``,
+        ``metadata`` (JSON-safe, empty cells left out), ``segment_id`` and
+        ``track_id``.  Only these k rows are read from the store.
     """
-    from core.explore import metadata_columns
-    from core.spaces import rows_frame
+    from core.store import metadata_columns
 
     if space.level != "segment":
         raise SearchError("Search runs over segment vectors; load the space at segment level.")
     exclude = None if exclude_track is None else space.track_ids == exclude_track
     indices, top = search(space.vectors, query, k=k, level=level, track_ids=space.track_ids,
                           exclude=exclude, sketch=sketch)
-    if len(indices) == 0:
-        raise SearchError("Every stored segment was excluded; nothing is left to rank.")
-    frame = rows_frame(store, space.ids[indices])
-    return results(space, frame, indices, top, metadata_columns(frame))
+    frame = store.rows(space.ids[indices])
+    columns = metadata_columns(frame)
+    return [{"path": row["path"], "start_s": float(row["start_s"]), "end_s": float(row["end_s"]),
+             "score": float(score), "metadata": _metadata_of(row, columns),
+             "segment_id": int(row["segment_id"]), "track_id": int(row["track_id"])}
+            for (_, row), score in zip(frame.iterrows(), top)]
 
 
 def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None = None) -> np.ndarray:

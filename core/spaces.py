@@ -1,23 +1,21 @@
-"""Embedding spaces as numpy, ready for search and comparison.
+"""Embedding spaces as numpy, at segment or track level, ready for search and comparison.
 
-Search, Compare and Explore all need the same thing from the store: a
-space's L2-normalised vectors at segment or track level, the track of every
-row, and for several models only the segments they share (imported vectors
-keep their own segments, so spaces need not cover the same rows).
+Search, Compare, Explore, the projections and the clusters all need the same
+thing from the store: a space's vectors at segment or track level, the track
+of every row, and for several models only the segments they share (imported
+vectors keep their own segments, so spaces need not cover the same rows).
+The store holds segment vectors only; the track level is derived here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
-import pandas as pd
 
-from core.store import Store, StoreError
+from core.errors import check_level
+from core.store import Store
 from core.vectors import normalize
-
-LEVELS = ("segment", "track")
 
 
 @dataclasses.dataclass
@@ -37,27 +35,66 @@ class Space:
     tag_names: list[str] | None = None
 
 
+def read_vectors(store: Store, key: str, level: str = "segment") -> tuple[np.ndarray, np.ndarray]:
+    """A space's vectors at a level: the segment vectors as stored, or each track's scene embedding.
+
+    Parameters
+    ----------
+    store : Store
+    key : str
+        A stored space.
+    level : {"segment", "track"}
+        At track level each track is the L2-normalised mean of its segments'
+        L2-normalised vectors (:func:`track_means`), the scene embedding of
+        every model.
+
+    Returns
+    -------
+    ids : np.ndarray [shape=(n,), dtype=int64]
+        Sorted segment ids (or track ids).
+    vectors : np.ndarray [shape=(n, dim), dtype=float32]
+    """
+    check_level(level)
+    ids, x = store.vectors(key)
+    if level == "segment":
+        return ids, x
+    return track_means(x, store.segment_tracks(ids))
+
+
+def track_means(segment_vectors: np.ndarray, track_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scene embedding of each track: the normalised mean of its normalised segment vectors.
+
+    Normalising the segments first means no loud or high-norm segment
+    outweighs the others; an uploaded clip queried with
+    :func:`core.search.mean_embedding` gets the same vector by the same rule.
+
+    Parameters
+    ----------
+    segment_vectors : np.ndarray [shape=(n, dim)]
+    track_ids : np.ndarray [shape=(n,)]
+        The track of each row.
+
+    Returns
+    -------
+    tracks : np.ndarray [shape=(n_tracks,), dtype=int64]
+        Sorted.
+    means : np.ndarray [shape=(n_tracks, dim), dtype=float32]
+        Unit rows.
+    """
+    from scipy.sparse import csr_matrix
+
+    tracks, inverse = np.unique(np.asarray(track_ids), return_inverse=True)
+    n = len(inverse)
+    membership = csr_matrix((np.ones(n, np.float32), (inverse.reshape(-1), np.arange(n))), shape=(len(tracks), n))
+    return tracks.astype(np.int64), normalize(membership @ normalize(segment_vectors))
+
+
 def load(store: Store, key: str, level: str = "segment") -> Space:
     """Read a space and normalise its rows once, so that cosine is a dot product."""
-    if level not in LEVELS:
-        raise StoreError(f"level must be 'segment' or 'track', not {level!r}")
-    info = store.space(key)
-    if info is None:
-        have = ", ".join(store.spaces()["space"]) or "none"
-        raise StoreError(f"No embeddings for {key!r} in this store (stored: {have}); extract it first.")
-    ids, x = store.vectors(key, level=level)
-    if level == "track":
-        track_ids = ids
-    else:
-        track_ids = segment_tracks(store).reindex(ids).to_numpy(np.int64)
+    info = store.require_space(key)
+    ids, x = read_vectors(store, key, level)
+    track_ids = ids if level == "track" else store.segment_tracks(ids)
     return Space(key, level, ids, normalize(x), track_ids, int(info["dim"]), info["tag_names"])
-
-
-def segment_tracks(store: Store) -> pd.Series:
-    """segment_id -> track_id for every segment."""
-    with store.connect(read_only=True) as con:
-        seg = con.sql("SELECT segment_id, track_id FROM segments").fetchnumpy()
-    return pd.Series(seg["track_id"], index=seg["segment_id"])
 
 
 def aligned(spaces: list[Space]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
@@ -78,28 +115,3 @@ def aligned(spaces: list[Space]) -> tuple[np.ndarray, list[np.ndarray], np.ndarr
         out.append(s.vectors[pos])
     pos0 = np.searchsorted(spaces[0].ids, common)
     return common, out, spaces[0].track_ids[pos0]
-
-
-def rows_frame(store: Store, ids: np.ndarray, level: str = "segment") -> pd.DataFrame:
-    """Path, start, end and metadata for result rows, in the order of ``ids``.
-
-    At track level, ``start_s``/``end_s`` span the whole track.
-    """
-    seg = store.segments_frame()
-    if level == "segment":
-        frame = seg.set_index("segment_id").reindex(ids)
-    else:
-        grouped = seg.groupby("track_id")
-        frame = grouped.first().assign(start_s=grouped["start_s"].min(), end_s=grouped["end_s"].max()).reindex(ids)
-    return frame.reset_index(names="segment_id" if level == "segment" else "track_id")
-
-
-def metadata_of(row: pd.Series, columns: list[str]) -> dict:
-    """The JSON-safe metadata of one row (missing values left out)."""
-    out = {}
-    for c in columns:
-        v = row.get(c)
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-            continue
-        out[c] = v.item() if hasattr(v, "item") else v
-    return json.loads(json.dumps(out, default=str))

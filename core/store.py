@@ -11,6 +11,8 @@ Design rules (see DESIGN.md):
   vectors instead of mixing with them.
 * Writes are grouped into one transaction per batch of tracks, so an
   interrupted run leaves no half-written track and the next run resumes.
+* The store holds arrays and knows no models: it reads and writes ids,
+  vectors and rows, and the track-level (scene) mean is ``core.spaces``'s.
 * DuckDB locks the whole file against other processes while any connection
   is open, so every operation opens its own connection, closes it at once,
   and retries with backoff on a lock conflict.  Connections are never shared
@@ -34,14 +36,23 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.errors import DimensionMismatch, GridMismatch, StoreError
-from core.vectors import normalize
+from core.errors import BadInput, DimensionMismatch, GridMismatch, StoreError, check_level
+from core.jsonable import jsonable
 
 DEFAULT_DB = Path(__file__).resolve().parents[1] / "cache" / "embeddings.duckdb"
 SCHEMA_VERSION = "1"
 
 #: How long an operation keeps retrying while another process holds the file.
 LOCK_TIMEOUT_S = 30.0
+
+#: Columns of every row :meth:`Store.rows` and :meth:`Store.segments_frame` return that are not user
+#: metadata.  A metadata key of the same name is read back as ``meta_KEY``, so it never overwrites them.
+RESERVED_COLUMNS = ("segment_id", "track_id", "idx", "start_s", "end_s", "path",
+                    "track_duration_s", "track_sample_rate", "track_channels")
+
+#: The select list of those columns, over ``segments s`` and ``tracks t``.
+_ROW_COLUMNS = ("s.segment_id, s.track_id, s.idx, s.start_s, s.end_s, t.path, t.duration_s AS track_duration_s, "
+                "t.sample_rate AS track_sample_rate, t.channels AS track_channels")
 
 
 _SCHEMA = """
@@ -161,7 +172,8 @@ class Store:
                 break
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
-                    raise StoreError(f"The database {self.path.name} is busy or unreadable: {str(exc).splitlines()[0]}") from None
+                    raise StoreError(f"The database {self.path.name} is busy or unreadable ({str(exc).splitlines()[0]}); "
+                                     "close the program holding it, or pass another --db.") from None
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
         try:
@@ -220,6 +232,22 @@ class Store:
         row["tag_names"] = json.loads(row["tag_names"]) if isinstance(row["tag_names"], str) else None
         return row
 
+    def require_space(self, space: str) -> dict:
+        """:meth:`space`, refusing a key the store does not hold with the keys it does.
+
+        Raises
+        ------
+        BadInput
+            Listing the stored spaces.
+        """
+        info = self.space(space)
+        if info is None:
+            with self.connect(read_only=True) as con:
+                have = [name for (name,) in con.execute("SELECT space FROM spaces ORDER BY space").fetchall()]
+            raise BadInput(f"No embeddings for {space!r} in {self.path.name} (stored: {', '.join(have) or 'none'}); "
+                           "extract that model first or choose a stored one.")
+        return info
+
     def prepare_space(self, prov: Provenance) -> bool:
         """Create a space's table, or empty it when its provenance changed.
 
@@ -257,14 +285,6 @@ class Store:
                  grid[0], grid[1], prov.source, tags, _now()],
             )
         return replaced
-
-    def delete_space(self, space: str) -> None:
-        with self.transaction() as con:
-            row = _one(con.execute("SELECT table_name FROM spaces WHERE space = ?", [space]))
-            if row:
-                con.execute(f"DROP TABLE {row[0]}")
-            con.execute("DELETE FROM spaces WHERE space = ?", [space])
-            con.execute("DELETE FROM projections WHERE space = ?", [space])
 
     # ------------------------------------------------------------------ tracks
 
@@ -423,58 +443,122 @@ class Store:
     # ------------------------------------------------------------------ reading
 
     def segments_frame(self, with_metadata: bool = True) -> pd.DataFrame:
-        """Every segment with its track's attributes and metadata columns.
+        """Every segment with its track's attributes and metadata columns, for views that list them all.
 
-        Metadata columns keep their own names; track attributes are
-        ``path``, ``duration_s`` → ``track_duration_s`` and so on, so that a
-        metadata column can never overwrite an attribute.
+        The columns are those of :meth:`rows`; a caller that needs some rows
+        only asks :meth:`rows` for them.
         """
         with self.connect(read_only=True) as con:
-            df = con.execute(
-                """SELECT s.segment_id, s.track_id, s.idx, s.start_s, s.end_s, t.path,
-                          t.duration_s AS track_duration_s, t.sample_rate AS track_sample_rate,
-                          t.channels AS track_channels
-                   FROM segments s JOIN tracks t USING (track_id) ORDER BY s.segment_id"""
-            ).df()
+            df = con.execute(f"SELECT {_ROW_COLUMNS} FROM segments s JOIN tracks t USING (track_id) ORDER BY s.segment_id").df()
         if with_metadata:
             df = df.merge(self.track_metadata(), on="track_id", how="left")
         return df
 
-    def track_metadata(self) -> pd.DataFrame:
-        """One row per track: track_id plus one column per metadata key."""
+    def rows(self, ids: np.ndarray, level: str = "segment") -> pd.DataFrame:
+        """Path, times, track attributes and metadata of some segments or tracks, read by id.
+
+        Only the rows asked for are read (a join on the ids, never a read of
+        every segment), so labelling k search results or one clicked point
+        costs milliseconds whatever the store's size.
+
+        Parameters
+        ----------
+        ids : np.ndarray [shape=(n,), dtype=int]
+            Segment ids, or track ids at track level; any order, repeats allowed.
+        level : {"segment", "track"}
+            At track level ``start_s``/``end_s`` span the whole track, and
+            ``segment_id``/``idx`` are those of its first segment.
+
+        Returns
+        -------
+        pd.DataFrame [shape=(n, ...)]
+            In the order of ``ids``: :data:`RESERVED_COLUMNS`, then one column
+            per metadata key of these tracks (see :meth:`track_metadata`).
+
+        Raises
+        ------
+        StoreError
+            If an id is not in the store (the caller holds ids of an older version).
+        """
+        check_level(level)
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        source = (
+            "wanted w JOIN segments s ON s.segment_id = w.id" if level == "segment" else
+            """(SELECT w.pos, w.id AS track_id, first(g.segment_id ORDER BY g.start_s, g.segment_id) AS segment_id,
+                       first(g.idx ORDER BY g.start_s, g.segment_id) AS idx,
+                       min(g.start_s) AS start_s, max(g.end_s) AS end_s
+                FROM wanted w JOIN segments g ON g.track_id = w.id GROUP BY w.pos, w.id) s"""
+        )
         with self.connect(read_only=True) as con:
-            rows = con.execute("SELECT track_id, metadata FROM tracks ORDER BY track_id").fetchall()
+            _register_ids(con, wanted)
+            df = con.execute(f"SELECT {_ROW_COLUMNS} FROM {source} JOIN tracks t USING (track_id) ORDER BY pos").df()
+            meta = self._metadata_frame(con, np.unique(df["track_id"].to_numpy(np.int64)))
+        _check_found(wanted, len(df), level)
+        return df.merge(meta, on="track_id", how="left")
+
+    def segment_tracks(self, segment_ids: np.ndarray) -> np.ndarray:
+        """The track of each segment: the one segment → track lookup.
+
+        Parameters
+        ----------
+        segment_ids : np.ndarray [shape=(n,), dtype=int]
+
+        Returns
+        -------
+        track_ids : np.ndarray [shape=(n,), dtype=int64]
+            In the order of ``segment_ids``.
+
+        Raises
+        ------
+        StoreError
+            If a segment is not in the store.
+        """
+        wanted = np.asarray(segment_ids, dtype=np.int64).reshape(-1)
+        with self.connect(read_only=True) as con:
+            _register_ids(con, wanted)
+            found = con.execute("SELECT s.track_id FROM wanted w JOIN segments s ON s.segment_id = w.id ORDER BY w.pos"
+                                ).fetchnumpy()["track_id"]
+        _check_found(wanted, len(found), "segment")
+        return np.asarray(found, dtype=np.int64)
+
+    def track_metadata(self) -> pd.DataFrame:
+        """One row per track: ``track_id`` plus one column per metadata key.
+
+        A key named like a reserved column (:data:`RESERVED_COLUMNS`) becomes
+        ``meta_KEY``.
+        """
+        with self.connect(read_only=True) as con:
+            return self._metadata_frame(con)
+
+    @staticmethod
+    def _metadata_frame(con, track_ids: np.ndarray | None = None) -> pd.DataFrame:
+        """:meth:`track_metadata` of some tracks (all by default), on an open connection."""
+        where = "" if track_ids is None else "WHERE track_id IN (SELECT unnest(?))"
+        rows = con.execute(f"SELECT track_id, metadata FROM tracks {where} ORDER BY track_id",
+                           [] if track_ids is None else [track_ids]).fetchall()
         meta = pd.DataFrame([json.loads(m) if m else {} for _, m in rows])
-        meta.insert(0, "track_id", [t for t, _ in rows])
-        reserved = {"segment_id", "track_id", "idx", "start_s", "end_s", "path",
-                    "track_duration_s", "track_sample_rate", "track_channels"}
-        return meta.rename(columns={c: f"meta_{c}" for c in meta.columns[1:] if c in reserved})
+        meta.insert(0, "track_id", np.array([t for t, _ in rows], dtype=np.int64))
+        return meta.rename(columns={c: f"meta_{c}" for c in meta.columns[1:] if c in RESERVED_COLUMNS})
 
     def tracks_frame(self) -> pd.DataFrame:
         with self.connect(read_only=True) as con:
             return con.execute("SELECT * FROM tracks ORDER BY track_id").df()
 
-    def vectors(self, space: str, level: str = "segment") -> tuple[np.ndarray, np.ndarray]:
-        """A space's vectors, straight from DuckDB's Arrow output into numpy.
-
-        Parameters
-        ----------
-        space : str
-        level : {"segment", "track"}
-            At track level each track is the L2-normalised mean of its
-            segments' L2-normalised vectors, the scene embedding of every model.
+    def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
+        """A space's segment vectors as stored, straight from DuckDB's Arrow output into numpy.
 
         Returns
         -------
         ids : np.ndarray [shape=(n,), dtype=int64]
-            Sorted segment ids (or track ids).
+            Sorted segment ids.
         vectors : np.ndarray [shape=(n, dim), dtype=float32]
+
+        Raises
+        ------
+        BadInput
+            If the store holds no such space.
         """
-        if level not in ("segment", "track"):
-            raise StoreError(f"level must be 'segment' or 'track', not {level!r}")
-        info = self.space(space)
-        if info is None:
-            raise StoreError(f"No embeddings for {space!r} in this store; extract it first.")
+        info = self.require_space(space)
         with self.connect(read_only=True) as con:
             table = con.sql(f"SELECT segment_id, vector FROM {info['table_name']}").to_arrow_table()
         ids = table.column("segment_id").to_numpy()
@@ -484,21 +568,7 @@ class Store:
         if len(ids) > 1 and (np.diff(ids) < 0).any():  # sorting in numpy is cheaper than ORDER BY on wide rows
             order = np.argsort(ids, kind="stable")
             ids, matrix = ids[order], matrix[order]
-        if level == "track":
-            return self._track_means(ids, matrix)
         return ids, matrix
-
-    def _track_means(self, segment_ids: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with self.connect(read_only=True) as con:
-            seg = con.sql("SELECT segment_id, track_id FROM segments").fetchnumpy()
-        lookup = pd.Series(seg["track_id"], index=seg["segment_id"])
-        track_of = lookup.reindex(segment_ids).to_numpy()
-        tracks, inverse = np.unique(track_of, return_inverse=True)
-        from scipy.sparse import csr_matrix
-
-        n = len(segment_ids)
-        membership = csr_matrix((np.ones(n, np.float32), (inverse, np.arange(n))), shape=(len(tracks), n))
-        return tracks.astype(np.int64), normalize(membership @ normalize(matrix))
 
     def data_version(self, space: str) -> int:
         info = self.space(space)
@@ -566,7 +636,8 @@ class Store:
     def put_cached(self, kind: str, key: str, data_version: str, value) -> None:
         with self.transaction() as con:
             con.execute("DELETE FROM cached_results WHERE kind = ? AND key = ?", [kind, key])
-            con.execute("INSERT INTO cached_results VALUES (?, ?, ?, ?, ?)", [kind, key, data_version, _now(), json.dumps(value)])
+            con.execute("INSERT INTO cached_results VALUES (?, ?, ?, ?, ?)",
+                        [kind, key, data_version, _now(), json.dumps(jsonable(value), allow_nan=False)])
 
     # ------------------------------------------------------------------ bulk vectors
 
@@ -590,7 +661,7 @@ class Store:
                     meta = group.iloc[0][meta_cols].dropna().to_dict() if meta_cols else {}
                     con.execute(
                         "INSERT INTO tracks VALUES (?, ?, NULL, ?, NULL, NULL, 'imported', ?, ?)",
-                        [track_id, path, float(group["end_s"].max()), json.dumps(_jsonable(meta)) if meta else None, _now()],
+                        [track_id, path, float(group["end_s"].max()), json.dumps(jsonable(meta)) if meta else None, _now()],
                     )
                     known[path] = track_id
             frame = frame.assign(track_id=frame["path"].map(known))
@@ -615,14 +686,26 @@ class Store:
         return len(seg_ids)
 
 
+def metadata_columns(frame: pd.DataFrame) -> list[str]:
+    """The user metadata columns of a frame from :meth:`Store.rows` or :meth:`Store.segments_frame`."""
+    return [c for c in frame.columns if c not in RESERVED_COLUMNS]
+
+
 def _one(result) -> tuple | None:
     """The first row, consuming the result (DuckDB 2 refuses new work on a connection with an unfinished one)."""
     rows = result.fetchall()
     return rows[0] if rows else None
 
 
-def _jsonable(d: dict) -> dict:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in d.items()}
+def _register_ids(con, ids: np.ndarray) -> None:
+    """Ids to look up, as the table ``wanted(id, pos)`` of this connection (``pos`` keeps the caller's order)."""
+    con.register("wanted", pa.table({"id": ids, "pos": np.arange(len(ids), dtype=np.int64)}))
+
+
+def _check_found(wanted: np.ndarray, found: int, level: str) -> None:
+    if found != len(wanted):
+        raise StoreError(f"{len(wanted) - found} of the {len(wanted)} {level} ids asked for are not in this store; "
+                         "it changed since they were read: reload the view.")
 
 
 def _insert_vectors(con, table: str, segment_ids: np.ndarray, vectors: np.ndarray) -> None:

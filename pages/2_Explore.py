@@ -98,7 +98,7 @@ if len(views) == 2 and views[0]["space"] != views[1]["space"]:
 def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
     """Every point with every view's coordinates; read-only, shared by the reruns that clicks cause."""
     projs = [_projections()[k] for k in keys]
-    return ex.linked_frame(ui.segments_frame(db, version), [(p["ids"], p["xy"]) for p in projs], level=level)
+    return ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in projs], level=level)
 
 
 keys = tuple(view_key(v) for v in views)
@@ -167,7 +167,7 @@ elif colour_choice.startswith("from Search · "):
     name = colour_choice.removeprefix("from Search · ")
     if callable(extra[name]):  # search scores: scored once, when first asked for, then kept
         extra[name] = extra[name]()
-    values = ex.to_level(pd.Series(extra[name]), segments, level)
+    values = ex.to_level(pd.Series(extra[name]), store, level)
     colour_title, colour_values = name, values.reindex(frame["id"]).reset_index(drop=True)
     colour_key = (colour_choice, int(pd.util.hash_pandas_object(values).sum()))
 

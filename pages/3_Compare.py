@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from core import analyses as an
 from core import compare as cp
 from core import explore as ex
 from core import spaces as sp
@@ -31,18 +32,18 @@ k = int(top[3].slider("k (neighbours)", 1, 50, 10, help="k of Jaccard@k, of the 
 
 @st.cache_data(max_entries=8, show_spinner="Computing the maps (once; they are stored for next time)…")
 def maps(db: str, version: tuple, models: tuple, method: str, level: str) -> dict:
-    return cp.store_maps(ui.opened_store(db), list(models), method, level=level)
+    return an.store_maps(ui.opened_store(db), list(models), method, level=level)
 
 
 @st.cache_data(max_entries=8, show_spinner="Finding every point's nearest neighbours in both models (once; they are stored)…")
 def disagreement(db: str, version: tuple, pair: tuple, k: int, level: str) -> dict:
-    return cp.store_disagreement(ui.opened_store(db), *pair, k=k, level=level)
+    return an.store_disagreement(ui.opened_store(db), *pair, k=k, level=level)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def drawn(db: str, version: tuple, models: tuple, method: str, level: str, pair: tuple, k: int):
     """The chart's rows: the points every model holds and the disagreement scored, built once, not per click."""
-    frame, colour = ex.disagreement_points(ui.segments_frame(db, version), maps(db, version, models, method, level),
+    frame, colour = ex.disagreement_points(ui.opened_store(db), maps(db, version, models, method, level),
                                            disagreement(db, version, pair, k, level), models=models, level=level)
     return ex.chart_data(frame, np.ones(len(frame), dtype=bool), colour=colour)
 
@@ -82,7 +83,7 @@ else:
                             colour="numeric", colour_title=f"1 − Jaccard@{k}", width=440 if len(chosen) == 2 else 320)
 
     if picked:
-        query = ex.points_frame(segments, np.array(picked[:1]), level).iloc[0]
+        query = ex.points_frame(store, np.array(picked[:1]), level).iloc[0]
         st.subheader(f"▶ {ui.span_label(query['name'], query['start_s'], query['end_s'])} "
                      f"(disagreement {colour.get(int(query['id']), float('nan')):.2f})")
         ui.player(query["path"], float(query["start_s"]), float(query["end_s"]), label=query["name"])
@@ -102,7 +103,7 @@ else:
         for column, (m, (neighbour_ids, sims)) in zip(st.columns(2), lists.items()):
             with column:
                 st.markdown(f"**{m}**")
-                rows = ex.points_frame(segments, neighbour_ids, level)
+                rows = ex.points_frame(store, neighbour_ids, level)
                 for (_, row), sim in zip(rows.head(N_NEIGHBOURS_SHOWN).iterrows(), sims):
                     mark = "✓ " if row["id"] in both else ""
                     st.write(f"{mark}{ui.span_label(row['name'], row['start_s'], row['end_s'])} · cosine {sim:.3f}")
@@ -115,21 +116,21 @@ else:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def metrics(db: str, version: tuple, models: tuple, label, group, k: int, level: str, method: str) -> dict:
-    return cp.store_metrics(ui.opened_store(db), list(models), label=label, group=group, k=k, level=level, method=method)
+    return an.store_metrics(ui.opened_store(db), list(models), label=label, group=group, k=k, level=level, method=method)
 
 
 st.header("Metrics")
 columns = ex.metadata_columns(segments)
 m1, m2, m3, m4 = st.columns([3, 2, 2, 2])
 table_models = m1.multiselect("Models in the table", SPACE_NAMES, default=SPACE_NAMES,
-                              help=f"{cp.BASELINE} is always included when stored: it is the baseline every model must beat.")
+                              help=f"{an.BASELINE} is always included when stored: it is the baseline every model must beat.")
 label = m2.selectbox("Label column", ["(none)", *columns], help="Adds k-NN accuracy, macro-F1, silhouette, NMI and ARI.")
 group = m3.selectbox("Group column", ["(none)", *columns],
                      help="Source recording, speaker, …: neighbours from the query's own group are excluded.")
 trust_method = m4.selectbox("Trustworthiness of the map", METHODS, format_func=ui.METHOD_LABELS.get)
 st.caption(("At segment level neighbours from the query's own track are always excluded. " if level == "segment" else "")
            + "Why a group column matters: " + cp.GROUP_NOTE)
-models = cp.with_baseline(store, table_models)
+models = an.with_baseline(store, table_models)
 label = None if label == "(none)" else label
 group = None if group == "(none)" else group
 try:
@@ -143,7 +144,7 @@ except AEBError as exc:
     st.stop()
 
 rows = pd.DataFrame({m: table[m] for m in models}).T
-rows.index = [f"{m} (baseline)" if m == cp.BASELINE else m for m in models]
+rows.index = [f"{m} (baseline)" if m == an.BASELINE else m for m in models]
 st.dataframe(rows.astype(float), width="stretch", column_config={
     c: st.column_config.NumberColumn(c, format="%.3f", help=cp.EXPLANATIONS.get(c.split("_k")[0], cp.EXPLANATIONS.get(c)))
     for c in rows.columns})

@@ -11,7 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import cli
-from core.compare import CompareError, store_metrics
+from core.analyses import store_metrics
+from core.compare import CompareError
 from core.demo import build
 from core.exchange import export_parquet, import_parquet
 from core.extract import extract, read_metadata_csv
@@ -126,7 +127,8 @@ def test_metrics_are_cached_until_the_data_changes(two_models):
 
 def test_disagreement_is_stored_and_neighbours_skip_the_own_track(two_models):
     from core import spaces
-    from core.compare import point_neighbours, store_disagreement
+    from core.analyses import store_disagreement
+    from core.compare import point_neighbours
 
     store = Store(two_models)
     first = store_disagreement(store, "dsp", "noisy", k=5)
@@ -145,7 +147,7 @@ def test_disagreement_is_stored_and_neighbours_skip_the_own_track(two_models):
 
 
 def test_large_collections_are_sampled_and_say_so(two_models):
-    from core.compare import store_disagreement
+    from core.analyses import store_disagreement
 
     store = Store(two_models)
     table = store_metrics(store, ["dsp", "noisy"], k=5, method=None, max_points=100)

@@ -79,10 +79,18 @@ def texts(at: AppTest) -> str:
 # ---------------------------------------------------------------------- pure functions
 
 
-def test_linked_frame_joins_views_on_segment_ids_and_leaves_missing_points_out():
-    segments = pd.DataFrame({"segment_id": [1, 2, 3], "track_id": [1, 1, 2], "idx": [0, 1, 0],
-                             "start_s": [0.0, 1.0, 0.0], "end_s": [1.0, 2.0, 1.0], "path": ["/a/x.wav"] * 2 + ["/a/y.wav"],
-                             "track_duration_s": 2.0, "track_sample_rate": 1, "track_channels": 1, "family": ["p", "p", "q"]})
+@pytest.fixture
+def two_tracks(tmp_path) -> Store:
+    """Segments 1 and 2 of track 1 (/a/x.wav, family p), segment 3 of track 2 (/a/y.wav, family q)."""
+    store = Store(tmp_path / "two.duckdb")
+    store.ensure_grid(1.0, 1.0)
+    store.write_tracks([TrackRecord("/a/x.wav", "hx", 2.0, 1, 1, "WAV", np.array([[0, 1], [1, 2.0]]), {}, {"family": "p"}),
+                        TrackRecord("/a/y.wav", "hy", 1.0, 1, 1, "WAV", np.array([[0, 1.0]]), {}, {"family": "q"})])
+    return store
+
+
+def test_linked_frame_joins_views_on_segment_ids_and_leaves_missing_points_out(two_tracks):
+    segments = two_tracks
     frame = ex.linked_frame(segments, [(np.array([1, 2]), np.array([[0, 0], [1, 1]], np.float32)),
                                        (np.array([2, 3]), np.array([[5, 5], [6, 6]], np.float32))])
     assert frame["id"].tolist() == [1, 2, 3]
@@ -103,15 +111,15 @@ def test_colour_column_folds_the_long_tail_into_other_and_keeps_numbers():
     assert list(ex.colour_column(pd.Series(["a", None])).categories) == ["a", "(missing)"]
 
 
-def test_top_tag_and_extra_colours_at_track_level():
+def test_top_tag_and_extra_colours_at_track_level(small_db):
     tags = ex.top_tag(np.array([10, 11]), np.array([[0.1, 0.9], [0.8, 0.2]]), ["soft", "loud"])
     assert tags.to_dict() == {10: "loud", 11: "soft"}
     with pytest.raises(ValueError):
         ex.top_tag(np.array([1]), np.zeros((1, 3)), ["a"])
-    segments = pd.DataFrame({"segment_id": [1, 2, 3], "track_id": [7, 7, 8]})
-    scores = pd.Series([0.2, 0.9, 0.4], index=[1, 2, 3])
+    segments = Store(small_db)  # three segments per track: 19 and 20 of track 7, 22 of track 8
+    scores = pd.Series([0.2, 0.9, 0.4], index=[19, 20, 22])
     assert ex.to_level(scores, segments, "track").to_dict() == {7: 0.9, 8: 0.4}
-    labels = pd.Series(["a", "b", "b"], index=[1, 2, 3])
+    labels = pd.Series(["a", "b", "b"], index=[19, 20, 22])
     assert ex.to_level(labels, segments, "track").to_dict() == {7: "a", 8: "b"}
     assert ex.to_level(scores, segments, "segment") is scores
 
@@ -150,9 +158,8 @@ def test_tagged_spaces_projection_note_and_spec_buckets():
     assert ex.selections(2) == ["pick", "brush0", "brush1"] and ex.selections(2, "zoom") == ["pick"]
 
 
-def test_disagreement_points_keep_what_every_model_holds_and_was_scored():
-    segments = pd.DataFrame({"segment_id": [1, 2, 3], "track_id": [1, 1, 2], "idx": [0, 1, 0], "start_s": [0.0, 1.0, 0.0],
-                             "end_s": [1.0, 2.0, 1.0], "path": ["/a/x.wav", "/a/x.wav", "/a/y.wav"]})
+def test_disagreement_points_keep_what_every_model_holds_and_was_scored(two_tracks):
+    segments = two_tracks
     maps = {"ids": np.array([1, 2, 3]),
             "maps": {"b": np.array([[9, 9], [8, 8], [7, 7]], np.float32), "a": np.array([[0, 0], [1, 1], [2, 2]], np.float32)}}
     scored = {"ids": np.array([3, 1]), "disagreement": np.array([0.5, 0.1])}  # a sample: segment 2 was not scored

@@ -10,6 +10,7 @@ import pytest
 from core import cli
 from core.compare import knn, knn_classification
 from core.extract import read_metadata_csv
+from core.spaces import read_vectors
 from core.store import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +43,7 @@ def test_counts(real_db, shared_data, capsys):
 def test_esc50_nearest_neighbour_is_far_above_chance(real_db, shared_data):
     store = Store(real_db)
     tracks = store.tracks_frame().set_index("track_id")
-    tids, x = store.vectors("dsp", level="track")
+    tids, x = read_vectors(store, "dsp", "track")
     meta = store.track_metadata().set_index("track_id").loc[tids]
     esc = meta["category"].notna().to_numpy()
     labels = meta["category"].astype(str).to_numpy()[esc]

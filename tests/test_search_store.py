@@ -10,7 +10,8 @@ import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
 from core import cli, spaces
-from core.search import SearchError, search_store
+from core.errors import BadInput
+from core.search import SearchError, search, search_store
 from core.store import Store
 from tests.conftest import PROJECT_ROOT, tone
 
@@ -59,6 +60,23 @@ def test_own_track_exclusion_and_visible_errors(collection):
         search_store(store, space, np.ones(512, np.float32))
     assert cli.main(["search", "--model", "dsp", "--text", "a dog", "--db", str(db)]) == 2
     assert cli.main(["search", "--model", "clap-htsat-unfused", "--text", "a dog", "--db", str(db)]) == 2
+
+
+@pytest.mark.parametrize("call", ["rows", "load", "search", "projection", "metrics"])
+def test_a_bad_level_is_refused_alike_everywhere(collection, call):
+    from core.analyses import store_metrics
+    from core.reduce import cached_projection
+
+    store = Store(collection[1])
+    calls = {
+        "rows": lambda: store.rows(np.array([1]), "album"),
+        "load": lambda: spaces.load(store, "dsp", "album"),
+        "search": lambda: search(np.eye(2, dtype=np.float32), np.ones(2), level="album"),
+        "projection": lambda: cached_projection(store, "dsp", "pca", level="album"),
+        "metrics": lambda: store_metrics(store, ["dsp"], level="album"),
+    }
+    with pytest.raises(BadInput, match="^Unknown level 'album'; use one of segment, track.$"):
+        calls[call]()
 
 
 def test_clap_text_search_through_a_tiny_checkpoint(tmp_path, capsys):

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import BadInput, StoreError
 from core.exchange import export_parquet, import_parquet
-from core.store import DimensionMismatch, GridMismatch, Provenance, Store, TrackRecord
+from core.spaces import read_vectors
+from core.store import DimensionMismatch, GridMismatch, Provenance, Store, TrackRecord, metadata_columns
 
 
 def record(path, digest="h1", n=3, dim=4, seed=0, space="m"):
@@ -33,11 +35,28 @@ def test_vectors_round_trip_and_track_level_is_normalised_mean(store):
     store.write_tracks([record("/a.wav"), record("/b.wav", seed=1, n=2)])
     ids, x = store.vectors("m")
     assert x.shape == (5, 4) and ids.tolist() == sorted(ids.tolist())
-    tids, t = store.vectors("m", level="track")
+    tids, t = read_vectors(store, "m", "track")
     assert t.shape == (2, 4)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     mean = unit[:3].mean(0)
     assert np.allclose(t[0], mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_rows_are_read_by_id_in_the_order_asked_at_either_level(store):
+    store.write_tracks([record("/a.wav"), record("/b.wav", seed=1, n=2)])  # segments 1-3 and 4-5
+    rows = store.rows(np.array([5, 1, 5]))
+    assert rows["segment_id"].tolist() == [5, 1, 5] and rows["path"].tolist() == ["/b.wav", "/a.wav", "/b.wav"]
+    assert rows["start_s"].tolist() == [3.0, 0.0, 3.0] and metadata_columns(rows) == ["label"]
+    tracks = store.rows(np.array([2, 1]), "track")
+    assert tracks["track_id"].tolist() == [2, 1] and tracks["segment_id"].tolist() == [4, 1]
+    assert tracks["start_s"].tolist() == [0.0, 0.0] and tracks["end_s"].tolist() == [6.0, 9.0]
+    assert store.segment_tracks(np.array([5, 1, 4])).tolist() == [2, 1, 2]
+    with pytest.raises(StoreError, match="reload"):
+        store.rows(np.array([1, 99]))
+    with pytest.raises(BadInput, match="Unknown level 'album'"):
+        store.rows(np.array([1]), "album")
+    with pytest.raises(BadInput, match="No embeddings for 'nope'.*stored: m"):
+        store.vectors("nope")
 
 
 def test_rewriting_a_changed_file_replaces_its_rows(store):
@@ -129,3 +148,16 @@ def test_imported_rows_for_unknown_paths_become_tracks(store, tmp_path):
     assert import_parquet(store, tmp_path / "byo.parquet", "byo") == 3
     seg = store.segments_frame()
     assert (seg["path"] == "/gone/a.wav").sum() == 3 and seg.loc[seg["path"] == "/gone/a.wav", "genre"].eq("x").all()
+
+
+def test_cached_results_read_back_as_the_command_line_prints_them(store):
+    from pathlib import Path
+
+    from core.jsonable import jsonable
+
+    value = {"nan": float("nan"), "inf": np.float32(np.inf), "ids": np.arange(2), "pair": (np.int64(3), np.bool_(True)),
+             "where": Path("/x"), "nested": {"f": np.float64(0.5)}}
+    expected = {"nan": None, "inf": None, "ids": [0, 1], "pair": [3, True], "where": "/x", "nested": {"f": 0.5}}
+    assert jsonable(value) == expected
+    store.put_cached("test", "k", "v1", value)
+    assert store.get_cached("test", "k", "v1") == expected and store.get_cached("test", "k", "v2") is None

@@ -7,9 +7,8 @@ from streamlit.proto.Common_pb2 import FileURLs
 from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
 
 import ui
-from core.errors import BadInput
+from core.errors import LEVELS, BadInput
 from core.reduce import METHODS
-from core.spaces import LEVELS
 
 
 def uploaded(name: str, data: bytes) -> UploadedFile:
