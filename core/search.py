@@ -114,17 +114,24 @@ def cosine_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return m @ q if q.ndim == 1 else q @ m.T
 
 
+def _mask(exclude: np.ndarray, n: int) -> np.ndarray:
+    """An exclusion mask as booleans, refused unless it has one value per stored vector."""
+    mask = np.asarray(exclude, dtype=bool)
+    if mask.shape != (n,):
+        raise SearchError(f"The exclusion mask has shape {mask.shape} but there are {n} stored vectors.")
+    return mask
+
+
 def _masked(scores: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, int]:
     """Scores with excluded rows at -inf, and how many rows are left, refusing a search with nothing left."""
     s = np.asarray(scores, dtype=np.float32)
     check_k(k)
     if exclude is None:
         return s, len(s)
-    mask = np.asarray(exclude, dtype=bool)
-    if mask.shape != s.shape:
-        raise SearchError(f"The exclusion mask has shape {mask.shape} but there are {len(s)} stored vectors.")
+    mask = _mask(exclude, len(s))
     if mask.all():
-        raise SearchError("Nothing is left to search once the query's own track is excluded.")
+        raise SearchError("Nothing is left to search once the excluded rows are left out (the query's own track, "
+                          "a tag filter); include the own track or relax the filter.")
     return np.where(mask, np.float32(-np.inf), s), int(len(s) - mask.sum())
 
 
@@ -519,6 +526,34 @@ def zero_shot(
 # ---------------------------------------------------------------------- over a store
 
 
+def exclude_below(ids: np.ndarray, scored_ids: np.ndarray, scores: np.ndarray, minimum: float) -> np.ndarray:
+    """The exclusion mask of a score filter, e.g. "tag *calm* scores at least 0.3", for :func:`search_store`.
+
+    Passing the filter to the search as a mask, rather than filtering its
+    results, returns exactly k results that pass it whenever k rows do.
+
+    Parameters
+    ----------
+    ids : np.ndarray [shape=(n,)]
+        The searched space's rows (sorted, as in :class:`core.spaces.Space`).
+    scored_ids, scores : np.ndarray [shape=(m,)]
+        Another space's rows and their score, e.g. one column of a taggram.
+    minimum : float
+
+    Returns
+    -------
+    exclude : np.ndarray [shape=(n,), dtype=bool]
+        True where the row's score is below ``minimum`` or it has none.
+    """
+    ids, scored_ids, scores = np.asarray(ids), np.asarray(scored_ids), np.asarray(scores)
+    if len(scored_ids) == 0:
+        return np.ones(len(ids), dtype=bool)
+    order = np.argsort(scored_ids, kind="stable")
+    pos = np.minimum(np.searchsorted(scored_ids[order], ids), len(order) - 1)
+    row = order[pos]
+    return ~((scored_ids[row] == ids) & (scores[row] >= minimum))
+
+
 def _metadata_of(row, columns: list[str]) -> dict:
     """The metadata of one result row, JSON-safe, with its empty cells (None, NaN, NA) left out."""
     import pandas as pd
@@ -528,7 +563,8 @@ def _metadata_of(row, columns: list[str]) -> dict:
 
 
 def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "segment",
-                 exclude_track: int | None = None, sketch: Sketch | None = None) -> list[dict]:
+                 exclude_track: int | None = None, exclude: np.ndarray | None = None,
+                 sketch: Sketch | None = None) -> list[dict]:
     """Top-k segments, or top-k tracks ranked by their best segment, for one query vector, in the ``search`` JSON shape.
 
     Parameters
@@ -542,6 +578,9 @@ def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "
         result's ``start_s``/``end_s`` are those of that segment.
     exclude_track : int, optional
         Leave out the query's own track ("more like this" elsewhere).
+    exclude : np.ndarray [shape=(n,), dtype=bool], optional
+        Rows of ``space`` never to return, e.g. from :func:`exclude_below`;
+        k results come back whenever k rows are left.
     sketch : Sketch, optional
         :func:`build_sketch` of ``space.vectors``, kept by a long-lived
         caller (the app) that runs many queries on one space.
@@ -557,7 +596,9 @@ def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "
 
     if space.level != "segment":
         raise SearchError("Search runs over segment vectors; load the space at segment level.")
-    exclude = None if exclude_track is None else space.track_ids == exclude_track
+    if exclude_track is not None:
+        own = space.track_ids == exclude_track
+        exclude = own if exclude is None else own | _mask(exclude, len(own))
     indices, top = search(space.vectors, query, k=k, level=level, track_ids=space.track_ids,
                           exclude=exclude, sketch=sketch)
     frame = store.rows(space.ids[indices])

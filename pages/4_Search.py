@@ -10,7 +10,7 @@ import streamlit as st
 import ui
 from core.errors import BadInput
 from core.models.base import ModelError, get_entry, split_key
-from core.search import SearchError, cosine_scores, embed_clip, search_store, zero_shot
+from core.search import SearchError, cosine_scores, embed_clip, exclude_below, search_store, zero_shot
 
 st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
 st.title("🔎 Search")
@@ -53,8 +53,9 @@ def show(results: list[dict]) -> None:
 
 def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
     try:
-        found = search_store(store, space, query, k=int(k) * (5 if tag else 1), level=level,
-                             exclude_track=exclude_track, sketch=ui.sketch(str(store.path), key, version))
+        below = None if tag is None else exclude_below(space.ids, tag_scores.index.to_numpy(), tag_scores.to_numpy(), min_score)
+        found = search_store(store, space, query, k=int(k), level=level, exclude_track=exclude_track, exclude=below,
+                             sketch=ui.sketch(str(store.path), key, version))
     except SearchError as exc:
         st.error(str(exc))
         return
@@ -62,9 +63,6 @@ def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
     # Scored for every segment only if Explore is asked to colour by it.
     extra[f"search score · {label}"] = functools.partial(score_series, space, query)
     st.caption("Explore can colour every point by this query's score (“search score” in its colour menu).")
-    if tag:
-        scores = tag_scores.reindex([r["segment_id"] for r in found])
-        found = [r for r, s in zip(found, scores.to_numpy()) if s >= min_score][: int(k)]
     show(found)
 
 

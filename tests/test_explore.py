@@ -336,3 +336,17 @@ def test_extra_colours_from_session_state(page, lazy):
     assert isinstance(page.session_state[ui.EXTRA_COLOURS_KEY]["query 'bell'"], pd.Series)  # scored once, kept
     page.radio[0].set_value("track").run()  # track level takes each track's best segment
     assert not page.exception and "12 points" in texts(page)
+
+
+def test_search_page_tag_filter_returns_exactly_k_tagged_results(small_db, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(small_db))
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
+    at.run()
+    at.selectbox(key="search_space").select("toy").run()
+    next(s for s in at.selectbox if s.label == "Tag").select("calm").run()
+    next(n for n in at.number_input if n.label == "Results").set_value(5).run()
+    next(b for b in at.button if b.label == "Find similar segments").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    found = [m.value for m in at.markdown if "score **" in m.value]
+    # the query is bell_00's first segment; "calm" tags tracks 0, 4 and 8, and its own track is excluded
+    assert len(found) == 5 and all(("drum_04.wav" in f) or ("flute_08.wav" in f) for f in found), found

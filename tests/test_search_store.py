@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import cli, spaces
 from core.errors import BadInput
-from core.search import SearchError, search, search_store
+from core.search import SearchError, exclude_below, search, search_store
 from core.store import Store
 from tests.conftest import PROJECT_ROOT, tone
 
@@ -60,6 +60,21 @@ def test_own_track_exclusion_and_visible_errors(collection):
         search_store(store, space, np.ones(512, np.float32))
     assert cli.main(["search", "--model", "dsp", "--text", "a dog", "--db", str(db)]) == 2
     assert cli.main(["search", "--model", "clap-htsat-unfused", "--text", "a dog", "--db", str(db)]) == 2
+
+
+def test_a_score_filter_gives_exactly_k_passing_results_reading_only_their_rows(collection, monkeypatch):
+    _, db = collection
+    store = Store(db)
+    space = spaces.load(store, "dsp")
+    passing = space.ids[::2]  # e.g. the segments whose tag score is high enough
+    exclude = exclude_below(space.ids, passing[::-1], np.linspace(0.6, 0.9, len(passing)), 0.5)
+    assert exclude.tolist() == [False, True] * 6
+    assert exclude_below(space.ids, passing, np.linspace(0.0, 1.0, len(passing)), 0.5).sum() == 9
+    monkeypatch.setattr(Store, "segments_frame", lambda *a, **kw: pytest.fail("search read every segment"))
+    found = search_store(store, space, space.vectors[1], k=5, exclude=exclude, exclude_track=-1)
+    best = np.argsort(-(space.vectors[::2] @ space.vectors[1]), kind="stable")[:5]
+    assert [r["segment_id"] for r in found] == passing[best].tolist()
+    assert found[0]["metadata"] == {"pitch": int(found[0]["path"].split("_")[-1][:-4])}
 
 
 @pytest.mark.parametrize("call", ["rows", "load", "search", "projection", "metrics"])
