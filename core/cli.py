@@ -3,7 +3,9 @@
 Exit codes, for every command: 0 everything worked; 1 partly done (some
 files failed, they are listed and the rest were stored); 2 nothing done (bad
 usage, unknown or unavailable model, dimension or grid mismatch), with a
-one-line reason on stderr.
+one-line reason on stderr.  Every refusal is a ``core.errors.AEBError`` (or
+``core.audio.AudioError`` for a query file), mapped to exit 2 in :func:`main`.
+``--db`` defaults to the store the app opens (``AEB_DB``, see ``core.config``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import sys
 from pathlib import Path
 
 from core import audio
+from core.config import db_path
 from core.errors import AEBError, BadInput
 from core.jsonable import jsonable
 from core.models.base import model_table, normalise_key
-from core.store import DEFAULT_DB, Store
+from core.store import Store
 
 OK, PARTIAL, NOTHING = 0, 1, 2
 
@@ -49,9 +52,12 @@ def cmd_extract(args) -> int:
             raise UsageError(f"{p} does not exist.")
     keys = [normalise_key(k) for k in args.model]
     metadata = read_metadata_csv(args.metadata, args.paths) if args.metadata else None
-    bar = tqdm(total=None, unit="file", dynamic_ncols=True, file=sys.stderr)
+    bar = None  # made at the first file, so that a run refused before it prints one line only
 
     def progress(done: int, total: int, path: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=None, unit="file", dynamic_ncols=True, file=sys.stderr)
         bar.total = total
         bar.set_postfix_str(Path(path).name[-30:], refresh=False)
         bar.update(1)
@@ -60,7 +66,8 @@ def cmd_extract(args) -> int:
         report = extract(args.paths, keys, db=args.db, window_s=args.segment, hop_s=args.hop,
                          metadata=metadata, progress=progress)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     for space in report.replaced_spaces:
         print(f"note: {space} was re-extracted from scratch: its adapter version or weights changed.", file=sys.stderr)
     summary = (f"{report.files} files: {report.stored} stored, {report.skipped} already up to date, "
@@ -142,6 +149,8 @@ def cmd_search(args) -> int:
     else:
         if not Path(args.audio).is_file():
             raise UsageError(f"{args.audio} does not exist.")
+        if store.grid() is None:
+            raise UsageError(f"{store.path.name} has no segment grid (its vectors were imported); query it with --text.")
         window, hop = store.grid()
         try:
             query = embed_clip(load_model(model_key), args.audio, window, hop, space=key)
@@ -187,6 +196,8 @@ def cmd_export(args) -> int:
     from core.exchange import export_parquet
 
     store = _existing_store(args.db)
+    if not Path(args.out).expanduser().resolve().parent.is_dir():
+        raise UsageError(f"The folder of {args.out} does not exist; create it or choose another --out.")
     n = export_parquet(store, _stored_space(store, args.model), args.out)
     print(f"wrote {n} rows to {args.out}", file=sys.stderr)
     return OK
@@ -217,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def db_arg(p):
-        p.add_argument("--db", default=str(DEFAULT_DB), help="DuckDB file (default: cache/embeddings.duckdb)")
+        p.add_argument("--db", default=str(db_path()), help="DuckDB file (default: $AEB_DB, else cache/embeddings.duckdb)")
 
     p = sub.add_parser("extract", help="embed files and folders into the store")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -290,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         return NOTHING if exc.code else OK
     try:
         return args.func(args)
-    except (AEBError, audio.AudioError, ValueError) as exc:
+    except (AEBError, audio.AudioError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return NOTHING
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Deployment settings, read from the environment so the CLI and the app agree.
 
-``AEB_DB``            the DuckDB file (default ``cache/embeddings.duckdb``)
+``AEB_DB``            the DuckDB file (default ``cache/embeddings.duckdb``); the
+                      app opens it and the CLI's ``--db`` defaults to it
 ``AEB_SHARED_MODE``   ``1`` for a public deployment: folders and playback are
                       confined to ``AEB_AUDIO_ROOT`` (plus uploads and the demo)
 ``AEB_AUDIO_ROOT``    the only folder visitors may import from in shared mode
@@ -13,7 +14,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from core.errors import AccessDenied
+from core.errors import AccessDenied, BadInput
 from core.store import DEFAULT_DB
 
 
@@ -54,15 +55,23 @@ class Settings:
         raise AccessDenied("This shared app only reads audio under its configured audio folder.")
 
 
+def db_path() -> Path:
+    """The store both the app and the command line open unless told otherwise (``AEB_DB``)."""
+    return Path(os.environ.get("AEB_DB") or DEFAULT_DB).expanduser()
+
+
 def settings() -> Settings:
     from core.models.weights import cache_dir
 
     shared = os.environ.get("AEB_SHARED_MODE", "").strip().lower() in ("1", "true", "yes", "on")
     root = os.environ.get("AEB_AUDIO_ROOT")
+    max_mb = os.environ.get("AEB_MAX_UPLOAD_MB", "200")
+    if not max_mb.strip().isdigit():
+        raise BadInput(f"AEB_MAX_UPLOAD_MB must be a whole number of megabytes, not {max_mb!r}.")
     return Settings(
-        db=Path(os.environ.get("AEB_DB", DEFAULT_DB)).expanduser(),
+        db=db_path(),
         shared_mode=shared,
         audio_root=Path(root).expanduser().resolve() if root else None,
-        max_upload_mb=int(os.environ.get("AEB_MAX_UPLOAD_MB", "200")),
+        max_upload_mb=int(max_mb),
         cache=cache_dir(),
     )

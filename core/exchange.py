@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.errors import DimensionMismatch, StoreError
+from core.errors import BadInput, DimensionMismatch
 from core.store import Provenance, Store, metadata_columns
 
 PROVENANCE_KEY = b"aeb:provenance"
@@ -48,12 +48,22 @@ def import_parquet(store: Store, path: str | Path, space: str) -> int:
         When the vectors' dimension differs from vectors already stored
         under the same key: never a silent mix.
     """
-    table = pq.read_table(str(path))
+    try:
+        table = pq.read_table(str(path))
+    except (OSError, pa.ArrowException) as exc:
+        raise BadInput(f"{Path(path).name} cannot be read as Parquet ({str(exc).splitlines()[0]}); "
+                       "give a file written by `python -m core export` or by pyarrow.") from None
     missing = {"path", "start_s", "end_s", "vector"} - set(table.column_names)
     if missing:
-        raise StoreError(f"{Path(path).name} lacks the column(s) {', '.join(sorted(missing))}.")
+        raise BadInput(f"{Path(path).name} lacks the column(s) {', '.join(sorted(missing))}; "
+                       "it needs path, start_s, end_s and vector.")
     name = Path(path).name
+    if table.num_rows == 0:
+        raise BadInput(f"{name} holds no rows; export some vectors into it first.")
     vec_col = table.column("vector").combine_chunks()
+    if vec_col.null_count or not (pa.types.is_list(vec_col.type) or pa.types.is_large_list(vec_col.type)
+                                  or pa.types.is_fixed_size_list(vec_col.type)):
+        raise BadInput(f"{name}'s vector column must hold one list of numbers per row, with no empty rows.")
     if pa.types.is_fixed_size_list(vec_col.type):
         dim = vec_col.type.list_size
         vectors = vec_col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
@@ -61,12 +71,15 @@ def import_parquet(store: Store, path: str | Path, space: str) -> int:
         rows = vec_col.to_pylist()
         dims = {len(r) for r in rows}
         if len(dims) != 1:
-            raise DimensionMismatch(f"{name} mixes vector lengths {sorted(dims)}.")
+            raise DimensionMismatch(f"{name} mixes vector lengths {sorted(dims)}; write one length per file.")
         dim = dims.pop()
         vectors = np.asarray(rows, dtype=np.float32).reshape(-1, dim)
+    if not np.isfinite(vectors).all():
+        raise BadInput(f"{name} holds NaN or infinite vector values; fix or drop those rows.")
     existing = store.space(space)
     if existing is not None and int(existing["dim"]) != dim:
-        raise DimensionMismatch(f"{space} holds {existing['dim']}-D vectors; {name} has {dim}-D ones.")
+        raise DimensionMismatch(f"{space} holds {existing['dim']}-D vectors; {name} has {dim}-D ones. "
+                                "Import under another --model key.")
     provenance = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
     frame = table.drop_columns(["vector"]).to_pandas()
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("track_")])

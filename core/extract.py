@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core import audio
+from core.errors import BadInput
 from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord
 
@@ -66,10 +67,20 @@ def read_metadata_csv(csv_path: str | Path, roots: list[str | Path]) -> dict[str
     -------
     dict
         Absolute path -> {column: value}; empty cells are left out.
+
+    Raises
+    ------
+    BadInput
+        If the file cannot be read as CSV or has no ``path`` column.
     """
-    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    name = Path(csv_path).name
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:  # missing, unreadable, not UTF-8, not CSV
+        raise BadInput(f"{name} cannot be read as a CSV file ({str(exc).splitlines()[0]}); "
+                       "give a UTF-8 CSV with a 'path' column.") from None
     if "path" not in df.columns:
-        raise ValueError(f"{Path(csv_path).name} has no 'path' column")
+        raise BadInput(f"{name} has no 'path' column; name the column of file paths 'path'.")
     columns: dict[str, list] = {}
     for col in df.columns.drop("path"):
         values = df[col].str.strip()

@@ -203,6 +203,9 @@ class Store:
 
     def ensure_grid(self, window_s: float, hop_s: float) -> None:
         """Fix the store's grid on first use; refuse a different one later."""
+        if not (window_s > 0 and hop_s > 0):
+            raise BadInput(f"The segment window and hop must be positive seconds, not {window_s:g} and {hop_s:g}; "
+                           "pass for example --segment 3 --hop 3.")
         current = self.grid()
         if current is None:
             with self.connect() as con:

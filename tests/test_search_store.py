@@ -94,6 +94,28 @@ def test_a_bad_level_is_refused_alike_everywhere(collection, call):
         calls[call]()
 
 
+def test_the_cli_opens_aeb_db_and_refuses_bad_input_in_one_line(collection, monkeypatch, capsys, tmp_path):
+    d, db = collection
+    monkeypatch.setenv("AEB_DB", str(db))
+    assert cli.main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tracks"] == 6
+    (tmp_path / "no_path.csv").write_text("file,x\na.wav,1\n")
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    for argv, reason in [
+        (["search", "--model", "dsp", "--audio", str(d / "audio" / "tone_440.wav"), "-k", "0"], "k must be at least 1"),
+        (["extract", str(d / "audio"), "--model", "dsp", "--metadata", str(tmp_path / "no_path.csv")], "no 'path' column"),
+        (["extract", str(d / "audio"), "--model", "dsp", "--metadata", str(tmp_path / "gone.csv")], "cannot be read"),
+        (["import", str(tmp_path / "junk.parquet"), "--model", "junk"], "cannot be read as Parquet"),
+        (["export", "--model", "dsp", "--out", str(tmp_path / "missing" / "x.parquet")], "does not exist"),
+        (["extract", str(d / "audio"), "--model", "dsp", "--db", str(tmp_path / "new.duckdb"), "--segment", "-1"],
+         "must be positive"),
+    ]:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert reason in err and len(err.strip().splitlines()) == 1, err
+    assert Store(db).info()["tracks"] == 6 and "junk" not in Store(db).info()["embeddings"]
+
+
 def test_clap_text_search_through_a_tiny_checkpoint(tmp_path, capsys):
     from tests.test_clap import _save_tiny_clap
 

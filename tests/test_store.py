@@ -57,6 +57,8 @@ def test_rows_are_read_by_id_in_the_order_asked_at_either_level(store):
         store.rows(np.array([1]), "album")
     with pytest.raises(BadInput, match="No embeddings for 'nope'.*stored: m"):
         store.vectors("nope")
+    with pytest.raises(BadInput, match="positive"):
+        store.ensure_grid(0.0, 3.0)
 
 
 def test_rewriting_a_changed_file_replaces_its_rows(store):
@@ -161,3 +163,20 @@ def test_cached_results_read_back_as_the_command_line_prints_them(store):
     assert jsonable(value) == expected
     store.put_cached("test", "k", "v1", value)
     assert store.get_cached("test", "k", "v1") == expected and store.get_cached("test", "k", "v2") is None
+
+
+def test_an_import_is_checked_before_anything_stored_is_replaced(store, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store.write_tracks([record("/a.wav")])
+    vec = np.eye(4, dtype=np.float32)[:3]
+    vec[1, 2] = np.nan
+    table = pa.table({"path": ["/a.wav"] * 3, "start_s": [0.0, 3.0, 6.0], "end_s": [3.0, 6.0, 9.0],
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), 4)})
+    pq.write_table(table, tmp_path / "nan.parquet")
+    pq.write_table(table.slice(0, 0), tmp_path / "empty.parquet")
+    for name, reason in (("nan.parquet", "NaN"), ("empty.parquet", "no rows")):
+        with pytest.raises(BadInput, match=reason):
+            import_parquet(store, tmp_path / name, "m")
+    assert store.info()["embeddings"] == {"m": 3}
