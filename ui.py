@@ -18,6 +18,7 @@ from core import explore as ex
 from core.config import settings
 from core.errors import AccessDenied, BadInput
 from core.models.base import load_model, model_table
+from core.paths import from_text
 from core.store import Store
 
 #: ``st.session_state`` key holding the segment last clicked in Explore, which
@@ -82,16 +83,21 @@ def collection_or_stop(nothing_yet: str) -> tuple[Store, pd.DataFrame, tuple]:
     return opened, spaces, store_version(opened, spaces)
 
 
-def player(path: str, start_s: float, end_s: float | None, label: str | None = None) -> None:
-    """Play exactly [start_s, end_s) of a stored track, or say why it cannot play."""
+def player(row, *, to_end: bool = False, label: str | None = None) -> None:
+    """Play exactly [start_s, end_s) of a stored segment, or from its start to the track's end, or say why it cannot.
+
+    ``row`` is a segment as the store gives it (a Series or a dict): ``path``,
+    ``path_escaped`` (see :mod:`core.paths`), ``start_s`` and ``end_s``.
+    """
+    path = from_text(row["path"], bool(row.get("path_escaped", False)))
     try:
         resolved = cfg().check_readable(path)
-        data = audio.excerpt_wav(resolved, start_s, end_s)
+        data = audio.excerpt_wav(resolved, float(row["start_s"]), None if to_end else float(row["end_s"]))
     except AccessDenied as exc:
         st.caption(f"🔇 {exc}")
         return
     except audio.AudioError as exc:
-        st.caption(f"🔇 Cannot play {label or path}: {exc}.")
+        st.caption(f"🔇 Cannot play {label or row['path']}: {exc}.")
         return
     st.audio(data, format="audio/wav")
 

@@ -23,7 +23,7 @@ DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc50_subse
 
 
 def main(folder: Path) -> None:
-    files = audio.find_audio_files([folder])
+    files, _ = audio.find_audio_files([folder])
     with tempfile.TemporaryDirectory() as tmp:
         report = extract(files, ["dsp"], db=Path(tmp) / "bench.duckdb")
     total = report.audio_s

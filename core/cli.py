@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from core.config import db_path
 from core.errors import AEBError, BadInput
 from core.jsonable import jsonable
 from core.models.base import model_table, normalise_key
+from core.paths import display
 from core.store import Store
 
 OK, PARTIAL, NOTHING = 0, 1, 2
@@ -45,38 +47,48 @@ def _existing_store(db: str) -> Store:
 def cmd_extract(args) -> int:
     from tqdm import tqdm
 
+    from core.config import settings
     from core.extract import extract, read_metadata_csv
+    from core.store import check_grid
 
     for p in args.paths:
-        if not Path(p).expanduser().exists():
+        if not os.path.lexists(Path(p).expanduser()):
             raise UsageError(f"{p} does not exist.")
+    check_grid(args.segment, args.hop)
+    max_samples = args.max_samples or settings().max_samples
     keys = [normalise_key(k) for k in args.model]
     metadata = read_metadata_csv(args.metadata, args.paths) if args.metadata else None
     bar = None  # made at the first file, so that a run refused before it prints one line only
 
-    def progress(done: int, total: int, path: str) -> None:
+    def progress(done: int, total: int, name: str) -> None:
         nonlocal bar
         if bar is None:
             bar = tqdm(total=None, unit="file", dynamic_ncols=True, file=sys.stderr)
         bar.total = total
-        bar.set_postfix_str(Path(path).name[-30:], refresh=False)
+        bar.set_postfix_str(name.rsplit("/", 1)[-1][-30:], refresh=False)
         bar.update(1)
 
     try:
         report = extract(args.paths, keys, db=args.db, window_s=args.segment, hop_s=args.hop,
-                         metadata=metadata, progress=progress)
+                         metadata=metadata, progress=progress, max_samples=max_samples)
     finally:
         if bar is not None:
             bar.close()
     for space in report.replaced_spaces:
         print(f"note: {space} was re-extracted from scratch: its adapter version or weights changed.", file=sys.stderr)
+    if metadata is not None:
+        print(f"metadata: {report.metadata_matched} of {report.metadata_rows} rows of {Path(args.metadata).name} "
+              "matched a file found.", file=sys.stderr)
+        if not report.metadata_matched:
+            print("warning: no metadata row matched; its 'path' column must name the files relative to the folder "
+                  "given (or absolutely).", file=sys.stderr)
     summary = (f"{report.files} files: {report.stored} stored, {report.skipped} already up to date, "
                f"{len(report.failed_paths)} failed; {report.audio_s:.1f} s of audio in {report.seconds:.1f} s.")
     print(summary, file=sys.stderr)
     if report.failures:
         print("Failed files:", file=sys.stderr)
         for f in report.failures:
-            print(f"  {f.path} [{f.model}]: {f.message}", file=sys.stderr)
+            print(f"  {display(f.path)} [{f.model}]: {f.message}", file=sys.stderr)
         return PARTIAL
     return OK
 
@@ -104,7 +116,7 @@ def cmd_info(args) -> int:
             print(f"  {space}: {n} vectors")
         print(f"{info['failures']} failed files in the latest runs; {info['missing_files']} tracks whose files are gone")
         for p in info["missing_paths"]:
-            print(f"  missing: {p}")
+            print(f"  missing: {display(p)}")
     return OK
 
 
@@ -134,6 +146,7 @@ def _stored_space(store: Store, key: str) -> str:
 
 def cmd_search(args) -> int:
     from core import spaces
+    from core.config import settings
     from core.models.base import get_entry, load_model, split_key
     from core.search import embed_clip, search_store
 
@@ -153,15 +166,16 @@ def cmd_search(args) -> int:
             raise UsageError(f"{store.path.name} has no segment grid (its vectors were imported); query it with --text.")
         window, hop = store.grid()
         try:
-            query = embed_clip(load_model(model_key), args.audio, window, hop, space=key)
+            query = embed_clip(load_model(model_key), args.audio, window, hop, space=key,
+                               max_samples=settings().max_samples)
         except audio.AudioError as exc:
             raise UsageError(f"{args.audio}: {exc}") from None
     found = search_store(store, space, query, k=args.k, level=args.level)
     if args.json:
-        _print_json([{k: r[k] for k in ("path", "start_s", "end_s", "score", "metadata")} for r in found])
+        _print_json([{k: r[k] for k in ("path", "path_escaped", "start_s", "end_s", "score", "metadata")} for r in found])
     else:
         for i, r in enumerate(found, 1):
-            print(f"{i:>3}. {r['score']:.3f}  {r['path']}  {r['start_s']:.1f}-{r['end_s']:.1f} s")
+            print(f"{i:>3}. {r['score']:.3f}  {display(r['path'])}  {r['start_s']:.1f}-{r['end_s']:.1f} s")
     return OK
 
 
@@ -196,8 +210,6 @@ def cmd_export(args) -> int:
     from core.exchange import export_parquet
 
     store = _existing_store(args.db)
-    if not Path(args.out).expanduser().resolve().parent.is_dir():
-        raise UsageError(f"The folder of {args.out} does not exist; create it or choose another --out.")
     n = export_parquet(store, _stored_space(store, args.model), args.out)
     print(f"wrote {n} rows to {args.out}", file=sys.stderr)
     return OK
@@ -208,12 +220,21 @@ def cmd_import(args) -> int:
 
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file} does not exist.")
-    n = import_parquet(Store(args.db), args.file, normalise_key(args.model))
+    n = import_parquet(Store(args.db), args.file, normalise_key(args.model), replace=args.replace)
     print(f"imported {n} vectors as {normalise_key(args.model)}", file=sys.stderr)
     return OK
 
 
 # ---------------------------------------------------------------------- parser
+
+
+def _sample_count(text: str) -> int:
+    from core.config import sample_count
+
+    try:
+        return sample_count(text)
+    except BadInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -237,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment", type=float, default=audio.DEFAULT_WINDOW_S, help="segment window in seconds")
     p.add_argument("--hop", type=float, default=audio.DEFAULT_HOP_S, help="segment hop in seconds")
     p.add_argument("--metadata", help="CSV with a 'path' column (relative to the folder given)")
+    p.add_argument("--max-samples", type=_sample_count, default=None,
+                   help="refuse files holding more decoded sample values (seconds × rate × channels) than this "
+                        "(default: AEB_MAX_SAMPLES or 2e9)")
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("models", help="list the model catalogue")
@@ -289,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--model", required=True)
     db_arg(p)
+    p.add_argument("--replace", action="store_true", help="replace the vectors the space already holds")
     p.set_defaults(func=cmd_import)
     return parser
 
@@ -303,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (AEBError, audio.AudioError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return NOTHING
+    except OSError as exc:  # a path that cannot be read or written
+        where = f": {display(exc.filename)}" if exc.filename else ""
+        print(f"error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return NOTHING
+    except MemoryError as exc:
+        print(f"error: not enough memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'}); "
+              "ask for less (a smaller -k, fewer models) or free memory", file=sys.stderr)
         return NOTHING
     except KeyboardInterrupt:
         print("interrupted: finished tracks are stored; run the same command again to resume.", file=sys.stderr)

@@ -117,7 +117,7 @@ def knn(
     Parameters
     ----------
     vectors : np.ndarray [shape=(n, dim)]
-    k : int > 0
+    k : int, 1 <= k <= n
     groups : np.ndarray [shape=(n,)] or sequence of them, optional
         Items sharing any of these values with the query (source file,
         speaker, track) are not its neighbours.
@@ -131,9 +131,9 @@ def knn(
     similarities : np.ndarray [shape=(n, k), dtype=float32]
         Cosine similarity; ``-inf`` where the index is ``-1``.
     """
-    check_k(k)
     x = normalize(vectors)
     n = len(x)
+    check_k(k, n)
     group_codes = _group_codes(groups, n)
     kk = min(k, n)
     indices = np.full((n, k), -1, dtype=np.int64)

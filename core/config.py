@@ -6,6 +6,8 @@
                       confined to ``AEB_AUDIO_ROOT`` (plus uploads and the demo)
 ``AEB_AUDIO_ROOT``    the only folder visitors may import from in shared mode
 ``AEB_MAX_UPLOAD_MB`` the size limit for one upload
+``AEB_MAX_SAMPLES``   each file's decode budget in sample values (frames ×
+                      channels, default 2e9); a file above it is refused
 """
 
 from __future__ import annotations
@@ -14,8 +16,25 @@ import dataclasses
 import os
 from pathlib import Path
 
+from core.audio import DEFAULT_MAX_SAMPLES
 from core.errors import AccessDenied, BadInput
 from core.store import DEFAULT_DB
+
+
+def sample_count(text: str, name: str = "--max-samples") -> int:
+    """A positive whole number of sample values, written as ``2000000000``, ``2_000_000_000`` or ``2e9``.
+
+    Raises
+    ------
+    BadInput
+    """
+    try:
+        value = float(str(text).replace("_", ""))
+    except ValueError:
+        value = float("nan")
+    if not (value == value and 1 <= value < 2**63 and value == int(value)):
+        raise BadInput(f"{name} must be a positive whole number of sample values such as 2e9, not {text!r}.")
+    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +44,7 @@ class Settings:
     audio_root: Path | None
     max_upload_mb: int
     cache: Path
+    max_samples: int = DEFAULT_MAX_SAMPLES
 
     @property
     def uploads(self) -> Path:
@@ -74,4 +94,5 @@ def settings() -> Settings:
         audio_root=Path(root).expanduser().resolve() if root else None,
         max_upload_mb=int(max_mb),
         cache=cache_dir(),
+        max_samples=sample_count(os.environ.get("AEB_MAX_SAMPLES", str(DEFAULT_MAX_SAMPLES)), "AEB_MAX_SAMPLES"),
     )

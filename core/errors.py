@@ -80,8 +80,15 @@ def check_level(level: str) -> str:
     return check_choice(level, LEVELS, "level")
 
 
-def check_k(k: int) -> int:
-    """Refuse a neighbour or result count below one, the check of every function that takes a ``k``."""
+def check_k(k: int, items: int | None = None) -> int:
+    """Refuse a neighbour or result count below one, the check of every function that takes a ``k``.
+
+    ``items``, where given, also bounds ``k`` from above: a function that
+    allocates ``n × k`` (the neighbour lists) would otherwise try to hold
+    gigabytes for an absurd ``-k`` before it could fail.
+    """
     if k < 1:
         raise BadInput(f"k must be at least 1, not {k}.")
+    if items is not None and k > max(items, 1):
+        raise BadInput(f"k must be between 1 and the number of items ({items:,}), not {k:,}.")
     return k

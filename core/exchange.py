@@ -1,91 +1,178 @@
 """Parquet in and out: share a model's vectors, or bring your own from a batch job.
 
-The layout is one row per segment: ``path``, ``start_s``, ``end_s``, every
-metadata column under its own name, the track attributes as
-``track_duration_s``, ``track_sample_rate`` and ``track_channels``, and
-``vector`` as a fixed-size list of float32.  The space's provenance travels
-in the file's key-value metadata (``aeb:provenance``).
+The layout is one row per segment: ``path``, ``path_escaped`` (see
+:mod:`core.paths`), ``start_s``, ``end_s``, every metadata column under its
+own name, the track attributes as ``track_duration_s``, ``track_sample_rate``
+and ``track_channels``, and ``vector`` as a fixed-size list of float32.  The
+space's provenance travels in the file's key-value metadata
+(``aeb:provenance``).
+
+An import is checked row by row before anything is written, and then written
+in one transaction, so a bad file changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.errors import BadInput, DimensionMismatch
+from core.paths import from_text
 from core.store import Provenance, Store, metadata_columns
 
 PROVENANCE_KEY = b"aeb:provenance"
 
+#: Columns of :meth:`core.store.Store.rows` that describe the track, written after the metadata.
+_TRACK_COLUMNS = ("track_duration_s", "track_sample_rate", "track_channels")
+
+
+def check_output(out: str | Path) -> Path:
+    """Refuse an output path that cannot be written: a folder, or a file in a folder that does not exist.
+
+    Raises
+    ------
+    BadInput
+    """
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise BadInput(f"{out} is a folder; give a file name such as {out / 'embeddings.parquet'}.")
+    if not out.parent.is_dir():
+        raise BadInput(f"The folder {out.parent} does not exist; create it or choose another --out.")
+    return out
+
 
 def export_parquet(store: Store, space: str, out: str | Path) -> int:
-    """Write a space's vectors with their segments and metadata; returns the row count."""
+    """Write a space's vectors with their segments and metadata; returns the row count.
+
+    The file appears whole or not at all: it is written beside ``out`` and renamed.
+    """
+    out = check_output(out)
     info = store.require_space(space)
     ids, vectors = store.vectors(space)
     frame = store.rows(ids)
-    ordered = frame[["path", "start_s", "end_s", *metadata_columns(frame),
-                     "track_duration_s", "track_sample_rate", "track_channels"]]
+    ordered = frame[["path", "path_escaped", "start_s", "end_s", *metadata_columns(frame), *_TRACK_COLUMNS]]
     table = pa.Table.from_pandas(ordered, preserve_index=False)
     table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]))
     provenance = {k: info[k] for k in ("space", "model", "dim", "adapter_version", "weights_sha256", "window_s", "hop_s", "source")}
     provenance["created_at"] = str(info["created_at"])
     provenance["tag_names"] = info["tag_names"]
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), PROVENANCE_KEY: json.dumps(provenance, default=str).encode()})
-    pq.write_table(table, str(out))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        os.close(fd)
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise BadInput(f"Cannot write {out} ({exc.strerror or exc}).") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
     return len(ids)
 
 
-def import_parquet(store: Store, path: str | Path, space: str) -> int:
-    """Store precomputed vectors (columns path, start_s, end_s, vector, optional metadata).
+def _vectors(column: pa.ChunkedArray, name: str) -> np.ndarray:
+    """The ``vector`` column as float32 rows, refusing null, ragged, non-numeric or non-finite rows."""
+    col = column.combine_chunks()
+    if not (pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+        raise BadInput(f"{name}: the vector column holds {col.type}, not lists of numbers.")
+    if col.null_count:
+        raise BadInput(f"{name}: {col.null_count} rows have no vector (row {col.is_null().index(True).as_py()} first).")
+    if not (pa.types.is_floating(col.type.value_type) or pa.types.is_integer(col.type.value_type)):
+        raise BadInput(f"{name}: vectors hold {col.type.value_type}, not numbers.")
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    if len(lengths) == 0:
+        raise BadInput(f"{name} holds no rows; export some vectors into it first.")
+    if (lengths != lengths[0]).any():
+        bad = int(np.flatnonzero(lengths != lengths[0])[0])
+        raise BadInput(f"{name}: vectors have different lengths ({lengths[0]} in row 0, {lengths[bad]} in row {bad}).")
+    if lengths[0] == 0:
+        raise BadInput(f"{name}: the vectors are empty.")
+    values = pc.list_flatten(col)
+    if values.null_count:
+        raise BadInput(f"{name}: {values.null_count} vector values are missing.")
+    vectors = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(col), int(lengths[0]))
+    bad_rows = ~np.isfinite(vectors).all(axis=1)
+    if bad_rows.any():
+        raise BadInput(f"{name}: {int(bad_rows.sum())} vectors hold NaN or infinity (row {int(np.flatnonzero(bad_rows)[0])} "
+                       "first); nothing was imported.")
+    return vectors
+
+
+def _segments(frame, name: str) -> None:
+    """Refuse missing paths and segment times that are missing, not finite, negative or empty."""
+    if frame["path"].isna().any() or not frame["path"].map(lambda p: isinstance(p, str) and p != "").all():
+        raise BadInput(f"{name}: some rows have no path.")
+    for col in ("start_s", "end_s"):
+        values = np.asarray(frame[col], dtype=np.float64) if frame[col].dtype.kind in "fiu" else None
+        if values is None or not np.isfinite(values).all():
+            raise BadInput(f"{name}: {col} must be a finite number of seconds in every row.")
+    bad = ~((frame["start_s"] >= 0) & (frame["end_s"] > frame["start_s"]))
+    if bad.any():
+        raise BadInput(f"{name}: row {int(np.flatnonzero(bad.to_numpy())[0])} has a segment that does not satisfy "
+                       "0 <= start_s < end_s.")
+
+
+def import_parquet(store: Store, path: str | Path, space: str, *, replace: bool = False) -> int:
+    """Store precomputed vectors (columns path, start_s, end_s, vector, optional metadata), all or nothing.
+
+    Every row is checked first (columns, paths, segment times, one vector
+    length, no NaN or infinity); then the rows are written in one transaction.
+
+    Parameters
+    ----------
+    replace : bool
+        Needed when ``space`` already holds vectors (extracted or imported):
+        they are replaced by the file's.
 
     Raises
     ------
+    BadInput
+        For a file that cannot be read or a row that cannot be stored.
     DimensionMismatch
         When the vectors' dimension differs from vectors already stored
-        under the same key: never a silent mix.
+        under the same key and ``replace`` is False: never a silent mix.
+    StoreError
+        When the space already holds vectors and ``replace`` is False.
     """
+    name = Path(path).name
     try:
         table = pq.read_table(str(path))
-    except (OSError, pa.ArrowException) as exc:
-        raise BadInput(f"{Path(path).name} cannot be read as Parquet ({str(exc).splitlines()[0]}); "
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInput(f"{name} cannot be read as Parquet ({str(exc).splitlines()[0]}); "
                        "give a file written by `python -m core export` or by pyarrow.") from None
     missing = {"path", "start_s", "end_s", "vector"} - set(table.column_names)
     if missing:
-        raise BadInput(f"{Path(path).name} lacks the column(s) {', '.join(sorted(missing))}; "
+        raise BadInput(f"{name} lacks the column(s) {', '.join(sorted(missing))}; "
                        "it needs path, start_s, end_s and vector.")
-    name = Path(path).name
-    if table.num_rows == 0:
-        raise BadInput(f"{name} holds no rows; export some vectors into it first.")
-    vec_col = table.column("vector").combine_chunks()
-    if vec_col.null_count or not (pa.types.is_list(vec_col.type) or pa.types.is_large_list(vec_col.type)
-                                  or pa.types.is_fixed_size_list(vec_col.type)):
-        raise BadInput(f"{name}'s vector column must hold one list of numbers per row, with no empty rows.")
-    if pa.types.is_fixed_size_list(vec_col.type):
-        dim = vec_col.type.list_size
-        vectors = vec_col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-    else:
-        rows = vec_col.to_pylist()
-        dims = {len(r) for r in rows}
-        if len(dims) != 1:
-            raise DimensionMismatch(f"{name} mixes vector lengths {sorted(dims)}; write one length per file.")
-        dim = dims.pop()
-        vectors = np.asarray(rows, dtype=np.float32).reshape(-1, dim)
-    if not np.isfinite(vectors).all():
-        raise BadInput(f"{name} holds NaN or infinite vector values; fix or drop those rows.")
+    vectors = _vectors(table.column("vector"), name)
+    dim = vectors.shape[1]
     existing = store.space(space)
-    if existing is not None and int(existing["dim"]) != dim:
+    if existing is not None and int(existing["dim"]) != dim and not replace:
         raise DimensionMismatch(f"{space} holds {existing['dim']}-D vectors; {name} has {dim}-D ones. "
-                                "Import under another --model key.")
-    provenance = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
+                                "Import under another --model key, or add --replace.")
+    try:
+        provenance = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
+    except ValueError:
+        provenance = None
+    provenance = provenance if isinstance(provenance, dict) else {}
     frame = table.drop_columns(["vector"]).to_pandas()
+    _segments(frame, name)
+    escaped = frame.pop("path_escaped").fillna(False).astype(bool) if "path_escaped" in frame else [False] * len(frame)
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("track_")])
-    frame["path"] = [str(Path(p).expanduser().resolve()) if not str(p).startswith(("http:", "https:")) else p
-                     for p in frame["path"]]
+    local = [p if p.startswith(("http:", "https:")) else str(Path(from_text(p, e)).expanduser().resolve())
+             for p, e in zip(frame["path"], escaped)]
+    frame["path"] = pd.Series(local, index=frame.index, dtype=object)  # object: names may hold surrogates
+    tags = provenance.get("tag_names")
     prov = Provenance(space, space, dim, str(provenance.get("adapter_version", "imported")),
                       str(provenance.get("weights_sha256", "")), source="imported",
-                      tag_names=tuple(provenance["tag_names"]) if provenance.get("tag_names") else None)
-    return store.add_imported(prov, frame, vectors.astype(np.float32))
+                      tag_names=tuple(tags) if tags else None)
+    return store.add_imported(prov, frame, vectors, replace=replace)

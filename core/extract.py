@@ -4,8 +4,16 @@ files ──decode in blocks──▶ shared segment grid ──every adapter─
 
 It is built to be interrupted: finished tracks are written in small batches,
 each one transaction, and a later run skips every (track, model) pair that is
-already stored with the same content hash and provenance.  One bad file
-never stops the batch; it gets a one-line failure per model instead.
+already stored with the same content hash and provenance.  A model whose
+provenance changed is re-extracted into a staging table and swapped in only
+when the run has gone through every file, so an interrupted re-extraction
+leaves the old vectors in use.
+
+Every entry the user points at ends as a track or a failure: one file's
+exception (unreadable, undecodable, over the decode budget, out of memory,
+an adapter's bad output) is that file's one-line failure, per model, and the
+batch goes on.  Only an interruption by the user, or a store that cannot be
+written, stops the run.
 """
 
 from __future__ import annotations
@@ -19,9 +27,15 @@ import numpy as np
 import pandas as pd
 
 from core import audio
-from core.errors import BadInput
+from core.errors import BadInput, StoreError
 from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
-from core.store import DEFAULT_DB, Provenance, Store, TrackRecord
+from core.paths import display
+from core.store import DEFAULT_DB, Provenance, Store, TrackRecord, check_grid
+
+#: Most vector values (segments × the dimensions of every space) one track may
+#: hold in memory before it is written: 1 GiB as float32, e.g. 43,690 segments
+#: of a 6,144-D OpenL3 space, or 2.1 million segments of the 128-D baseline.
+MAX_TRACK_VALUES = 2**28
 
 #: progress(done, total, path) is called after each file.
 ProgressFn = Callable[[int, int, str], None]
@@ -36,7 +50,15 @@ class Failure:
 
 @dataclasses.dataclass
 class ExtractReport:
-    """What a run did, for the CLI summary, the app and the benchmarks."""
+    """What a run did, for the CLI summary, the app and the benchmarks.
+
+    ``files`` counts every entry found (folders' audio files, broken links,
+    FIFOs, explicit paths); each is stored, already up to date, or among
+    ``failed_paths`` (or both stored and failed, when only some models failed).
+    ``metadata_matched`` of ``metadata_rows`` CSV rows name one of them.
+    ``write_waits`` says how long the run's writes waited for the file
+    (``writes``, ``total_s``, ``max_s``): other processes reading or writing.
+    """
 
     files: int = 0
     stored: int = 0
@@ -46,6 +68,9 @@ class ExtractReport:
     failures: list[Failure] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     replaced_spaces: list[str] = dataclasses.field(default_factory=list)
+    metadata_rows: int = 0
+    metadata_matched: int = 0
+    write_waits: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def failed_paths(self) -> list[str]:
@@ -71,16 +96,22 @@ def read_metadata_csv(csv_path: str | Path, roots: list[str | Path]) -> dict[str
     Raises
     ------
     BadInput
-        If the file cannot be read as CSV or has no ``path`` column.
+        One line, for a CSV that is missing, unreadable, not text, or has no
+        ``path`` column.
     """
     name = Path(csv_path).name
+    if Path(csv_path).is_dir():
+        raise BadInput(f"Metadata CSV {csv_path} is a folder; name the CSV file in it.")
+    if not Path(csv_path).is_file():
+        raise BadInput(f"Metadata CSV {csv_path}: no such file, so it cannot be read; check the path or leave it out.")
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as exc:  # missing, unreadable, not UTF-8, not CSV
-        raise BadInput(f"{name} cannot be read as a CSV file ({str(exc).splitlines()[0]}); "
+    except (OSError, ValueError) as exc:  # permissions, not UTF-8, empty, malformed
+        raise BadInput(f"Metadata CSV {name} cannot be read ({str(exc).strip().splitlines()[0]}); "
                        "give a UTF-8 CSV with a 'path' column.") from None
     if "path" not in df.columns:
-        raise BadInput(f"{name} has no 'path' column; name the column of file paths 'path'.")
+        raise BadInput(f"Metadata CSV {name} has no 'path' column (columns: {', '.join(df.columns) or 'none'}); "
+                       "name the column of file paths 'path'.")
     columns: dict[str, list] = {}
     for col in df.columns.drop("path"):
         values = df[col].str.strip()
@@ -146,7 +177,7 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
                         raise ModelError("produced non-finite values")
                     vectors[space][block.index] = rows
             except Exception as exc:  # one model failing on one file must not stop the batch
-                errors[key] = f"{type(exc).__name__}: {exc}".splitlines()[0] if not isinstance(exc, ModelError) else str(exc)
+                errors[key] = str(exc) if isinstance(exc, ModelError) else _reason(exc)
             report._add_time(f"model:{key}", time.perf_counter() - t1)
         t0 = time.perf_counter()
     return vectors, errors
@@ -164,6 +195,7 @@ def extract(
     adapters: list[Adapter] | None = None,
     batch_tracks: int = 32,
     batch_seconds: float = 5.0,
+    max_samples: int = audio.DEFAULT_MAX_SAMPLES,
 ) -> ExtractReport:
     """Embed files (and the audio files inside folders) with models into a store.
 
@@ -180,15 +212,21 @@ def extract(
     metadata : dict, optional
         Absolute path -> {column: value}, e.g. from :func:`read_metadata_csv`.
     progress : callable, optional
-        ``progress(done, total, path)`` after each file.
+        ``progress(done, total, name)`` after each entry, ``name`` being a
+        printable line (:func:`core.paths.display`).
     adapters : list, optional
         Already loaded adapters (the app keeps them cached); else loaded here.
     batch_tracks, batch_seconds : int, float
         A write transaction is made after this many tracks or seconds,
         whichever comes first: the most work an interruption can lose.
+    max_samples : int > 0
+        Each file's budget of decoded sample values (frames × channels); a
+        file above it is a failure, found before it is decoded.
 
     Raises
     ------
+    core.errors.BadInput
+        For an invalid grid or budget (nothing is written then).
     core.store.GridMismatch
         If the store was built on another grid.
     core.models.base.ModelError
@@ -196,12 +234,15 @@ def extract(
     """
     started = time.perf_counter()
     report = ExtractReport()
-    store = Store(db)
-    store.ensure_grid(window_s, hop_s)
+    check_grid(window_s, hop_s)
+    if not (isinstance(max_samples, int) and max_samples > 0):
+        raise BadInput(f"--max-samples must be a positive whole number, not {max_samples!r}.")
     if adapters is None:
         for key in model_keys(models):
             get_entry(key)  # unknown keys fail before any weights load
         adapters = [load_model(key, device) for key in model_keys(models)]
+    store = Store(db)
+    store.ensure_grid(window_s, hop_s)
     for adapter in adapters:
         for prov in _provenances(adapter):
             if store.prepare_space(prov):
@@ -210,9 +251,13 @@ def extract(
     done = {a.entry.key: store.tracks_with_space(a.entry.key) for a in adapters}
     states = store.track_states()
     run_id = store.start_run(keys)
-    files = audio.find_audio_files(paths)
-    report.files = len(files)
+    files, problems = audio.find_audio_files(paths)
+    entries: list[tuple[Path, str | None]] = [(f, None) for f in files] + problems
+    report.files = len(entries)
     metadata = metadata or {}
+    found = {str(f) for f in files}
+    matched = {p: m for p, m in metadata.items() if p in found}
+    report.metadata_rows, report.metadata_matched = len(metadata), len(matched)
 
     pending: list[TrackRecord] = []
     last_flush = time.perf_counter()
@@ -227,11 +272,13 @@ def extract(
         last_flush = time.perf_counter()
 
     try:
-        for i, path in enumerate(files):
+        for i, (path, problem) in enumerate(entries):
             spath = str(path)
             try:
+                if problem:
+                    raise audio.AudioError(problem)
                 t = time.perf_counter()
-                meta = audio.info(path)
+                meta = audio.info(path, max_samples=max_samples)
                 digest = audio.content_hash(path)
                 report._add_time("decode", time.perf_counter() - t)
                 known = states.get(spath)
@@ -241,7 +288,7 @@ def extract(
                     segments = store.track_segments(track_id)
                 else:
                     track_id, todo = None, list(adapters)
-                    segments = audio.segment_grid(meta.duration_s, window_s, hop_s)
+                    segments = _grid(meta, window_s, hop_s, todo)
                 if not todo:
                     report.skipped += 1
                 else:
@@ -255,18 +302,41 @@ def extract(
                             spath, digest, meta.duration_s, meta.sample_rate, meta.channels,
                             f"{meta.format}/{meta.subtype}", segments, kept, metadata.get(spath), track_id))
                         report.audio_s += meta.duration_s
-            except audio.AudioError as exc:
-                report.failures.extend(Failure(spath, k, str(exc)) for k in keys)
-            except OSError as exc:
-                report.failures.extend(Failure(spath, k, f"cannot read file ({exc.strerror or exc})") for k in keys)
+            except StoreError:
+                raise  # the store, not this file: nothing later could be written either
+            except Exception as exc:  # whatever one file raises is that file's failure
+                report.failures.extend(Failure(spath, k, _reason(exc)) for k in keys)
             if pending and (len(pending) >= batch_tracks or time.perf_counter() - last_flush >= batch_seconds):
                 flush()
             if progress is not None:
-                progress(i + 1, len(files), spath)
+                progress(i + 1, len(entries), display(path))
+        flush()
+        store.commit_staged(report.replaced_spaces)
     finally:
         flush()
         store.record_failures(run_id, [(f.path, f.model, f.message) for f in report.failures])
-        if metadata:
-            store.set_metadata({p: m for p, m in metadata.items() if p in {str(f) for f in files}})
+        store.set_metadata(matched)
+        report.write_waits = dataclasses.asdict(store.write_wait)
         report.seconds = time.perf_counter() - started
     return report
+
+
+def _grid(meta: audio.AudioInfo, window_s: float, hop_s: float, adapters: list[Adapter]) -> np.ndarray:
+    """A new track's segments, refused (one file's failure) when its vectors would not fit :data:`MAX_TRACK_VALUES`."""
+    n = audio.segment_count(meta.duration_s, window_s, hop_s)
+    values = n * sum(dim for a in adapters for dim in a.entry.spaces.values())
+    if values > MAX_TRACK_VALUES:
+        raise audio.AudioError(f"the grid cuts its {meta.duration_s:,.0f} s into {n:,} segments, {values:,} vector values "
+                               f"in all, more than {MAX_TRACK_VALUES:,} per file; use a longer --hop")
+    return audio.segment_grid(meta.duration_s, window_s, hop_s)
+
+
+def _reason(exc: Exception) -> str:
+    """One line saying why a file failed."""
+    if isinstance(exc, audio.AudioError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot read file ({exc.strerror or exc})"
+    if isinstance(exc, MemoryError):
+        return f"not enough memory for this file ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'})"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")

@@ -603,19 +603,24 @@ def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "
                           exclude=exclude, sketch=sketch)
     frame = store.rows(space.ids[indices])
     columns = metadata_columns(frame)
-    return [{"path": row["path"], "start_s": float(row["start_s"]), "end_s": float(row["end_s"]),
+    return [{"path": row["path"], "path_escaped": bool(row["path_escaped"]),
+             "start_s": float(row["start_s"]), "end_s": float(row["end_s"]),
              "score": float(score), "metadata": _metadata_of(row, columns),
              "segment_id": int(row["segment_id"]), "track_id": int(row["track_id"])}
             for (_, row), score in zip(frame.iterrows(), top)]
 
 
-def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None = None) -> np.ndarray:
+def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None = None, *,
+               max_samples: int | None = None) -> np.ndarray:
     """A query vector for an audio file: the normalised mean of its segment embeddings on the store's grid.
 
     ``space`` picks one of the adapter's outputs (default: its main space).
+    The clip is decoded whole, so ``max_samples`` (sample values, frames ×
+    channels; default :data:`core.audio.DEFAULT_MAX_SAMPLES`) bounds it: a
+    server taking clips from strangers passes a small one.
     """
     from core import audio
 
-    y, sr = audio.load(path, dtype=adapter.entry.input_dtype)
+    y, sr = audio.load(path, dtype=adapter.entry.input_dtype, max_samples=max_samples or audio.DEFAULT_MAX_SAMPLES)
     segments = audio.segment_grid(len(y) / sr, window_s, hop_s)
     return mean_embedding(adapter.embed(y, sr, segments)[space or adapter.entry.key])

@@ -17,6 +17,17 @@ Design rules (see DESIGN.md):
   is open, so every operation opens its own connection, closes it at once,
   and retries with backoff on a lock conflict.  Connections are never shared
   between threads.
+* Writers are not starved by readers: a writer announces itself by locking
+  a file beside the store (``NAME.duckdb.writer``) before it connects, and
+  readers wait while it is locked, so the writer waits at most for the reads
+  already running.  Opening an up-to-date store writes nothing.
+* A track's path is stored as UTF-8 text plus a flag saying it is
+  ``%XX``-escaped (:mod:`core.paths`): names that are not UTF-8 are kept
+  exactly, and the pair (path, path_escaped) is the track's identity.
+* Cached results (projections, metrics, clusters) are keyed by a space's
+  ``data_version``, drawn from one sequence that only grows, so a replaced
+  space can never meet a result computed on its predecessor.
+* A damaged or foreign file is refused with a one-line :class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -24,9 +35,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import json
+import math
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -38,21 +52,27 @@ import pyarrow as pa
 
 from core.errors import BadInput, DimensionMismatch, GridMismatch, StoreError, check_level
 from core.jsonable import jsonable
+from core.paths import from_text, to_text
 
 DEFAULT_DB = Path(__file__).resolve().parents[1] / "cache" / "embeddings.duckdb"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = 2
 
-#: How long an operation keeps retrying while another process holds the file.
+#: How long an operation keeps retrying while another process holds the file,
+#: and how long a reader waits for an announced writer before it tries anyway.
 LOCK_TIMEOUT_S = 30.0
+
+#: Shortest segment hop a grid may have: 72,000 segments per hour of audio.
+MIN_HOP_S = 0.05
 
 #: Columns of every row :meth:`Store.rows` and :meth:`Store.segments_frame` return that are not user
 #: metadata.  A metadata key of the same name is read back as ``meta_KEY``, so it never overwrites them.
-RESERVED_COLUMNS = ("segment_id", "track_id", "idx", "start_s", "end_s", "path",
+#: ``path`` is stored text and ``path_escaped`` says whether it is ``%XX``-escaped (:mod:`core.paths`).
+RESERVED_COLUMNS = ("segment_id", "track_id", "idx", "start_s", "end_s", "path", "path_escaped",
                     "track_duration_s", "track_sample_rate", "track_channels")
 
 #: The select list of those columns, over ``segments s`` and ``tracks t``.
-_ROW_COLUMNS = ("s.segment_id, s.track_id, s.idx, s.start_s, s.end_s, t.path, t.duration_s AS track_duration_s, "
-                "t.sample_rate AS track_sample_rate, t.channels AS track_channels")
+_ROW_COLUMNS = ("s.segment_id, s.track_id, s.idx, s.start_s, s.end_s, t.path, t.path_escaped, "
+                "t.duration_s AS track_duration_s, t.sample_rate AS track_sample_rate, t.channels AS track_channels")
 
 
 _SCHEMA = """
@@ -61,14 +81,16 @@ CREATE SEQUENCE IF NOT EXISTS run_ids START 1;
 CREATE SEQUENCE IF NOT EXISTS space_ids START 1;
 CREATE TABLE IF NOT EXISTS tracks (
     track_id BIGINT PRIMARY KEY,
-    path VARCHAR UNIQUE NOT NULL,
+    path VARCHAR NOT NULL,
     content_hash VARCHAR,
     duration_s DOUBLE,
     sample_rate INTEGER,
     channels INTEGER,
     format VARCHAR,
     metadata JSON,
-    added_at TIMESTAMP
+    added_at TIMESTAMP,
+    path_escaped BOOLEAN NOT NULL DEFAULT FALSE,
+    UNIQUE (path, path_escaped)
 );
 CREATE TABLE IF NOT EXISTS segments (
     segment_id BIGINT PRIMARY KEY,
@@ -94,7 +116,7 @@ CREATE TABLE IF NOT EXISTS spaces (
 );
 CREATE TABLE IF NOT EXISTS runs (run_id BIGINT PRIMARY KEY, started_at TIMESTAMP, models JSON);
 CREATE TABLE IF NOT EXISTS failures (
-    run_id BIGINT, path VARCHAR, model VARCHAR, message VARCHAR, failed_at TIMESTAMP
+    run_id BIGINT, path VARCHAR, model VARCHAR, message VARCHAR, failed_at TIMESTAMP, path_escaped BOOLEAN DEFAULT FALSE
 );
 CREATE TABLE IF NOT EXISTS projections (
     space VARCHAR, level VARCHAR, method VARCHAR, params VARCHAR, data_version BIGINT,
@@ -104,6 +126,22 @@ CREATE TABLE IF NOT EXISTS projections (
 CREATE TABLE IF NOT EXISTS cached_results (
     kind VARCHAR, key VARCHAR, data_version VARCHAR, created_at TIMESTAMP, value JSON
 );
+CREATE TABLE IF NOT EXISTS staged_spaces AS SELECT * FROM spaces LIMIT 0;
+"""
+
+#: Schema 1 → 2: tracks identified by (path, path_escaped), failures flagged the same way, a staging
+#: table for re-extractions, and data versions from one growing sequence (started past every version
+#: already used, so that no cached result of an older space can match).
+_MIGRATE_1_TO_2 = """
+ALTER TABLE tracks RENAME TO tracks_v1;
+CREATE TABLE tracks (
+    track_id BIGINT PRIMARY KEY, path VARCHAR NOT NULL, content_hash VARCHAR, duration_s DOUBLE,
+    sample_rate INTEGER, channels INTEGER, format VARCHAR, metadata JSON, added_at TIMESTAMP,
+    path_escaped BOOLEAN NOT NULL DEFAULT FALSE, UNIQUE (path, path_escaped)
+);
+INSERT INTO tracks SELECT *, FALSE FROM tracks_v1;
+DROP TABLE tracks_v1;
+ALTER TABLE failures ADD COLUMN IF NOT EXISTS path_escaped BOOLEAN DEFAULT FALSE;
 """
 
 
@@ -138,9 +176,69 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def _valid_grid(window_s, hop_s) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (window_s, hop_s)) and hop_s >= MIN_HOP_S
+
+
+def check_grid(window_s: float, hop_s: float) -> None:
+    """Refuse a segment grid that cannot be stored: window and hop finite and > 0, hop ≥ :data:`MIN_HOP_S`.
+
+    Raises
+    ------
+    BadInput
+        One line saying which value to change.
+    """
+    for flag, value in (("--segment", window_s), ("--hop", hop_s)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise BadInput(f"{flag} must be positive, a finite number of seconds, not {value!r}; "
+                           "pass for example --segment 3 --hop 3.")
+    if hop_s < MIN_HOP_S:
+        raise BadInput(f"A {hop_s:g} s hop would cut {3600 / hop_s:,.0f} segments per hour of audio; "
+                       f"use --hop {MIN_HOP_S:g} or longer.")
+
+
 def _is_lock_error(exc: Exception) -> bool:
+    """Another process holds the file, or another thread of this one holds it with other settings."""
     text = str(exc).lower()
-    return "lock" in text or "conflicting" in text or "being used by another process" in text
+    return any(s in text for s in ("lock", "conflicting", "being used by another process", "different configuration"))
+
+
+def _is_damage(exc: Exception) -> bool:
+    """DuckDB's errors for a file it cannot read (cut off, flipped bits), as opposed to a wrong statement."""
+    damage = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException)
+    return isinstance(exc, damage) or type(exc) is duckdb.Error
+
+
+@dataclasses.dataclass
+class WaitStats:
+    """How long this Store's writes waited for the file (other processes' connections and writers)."""
+
+    writes: int = 0
+    total_s: float = 0.0
+    max_s: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.writes += 1
+        self.total_s += seconds
+        self.max_s = max(self.max_s, seconds)
+
+
+def _poll_lock(fd: int, operation: int, deadline: float) -> bool:
+    """Take an ``flock`` without blocking, retrying with backoff until the deadline; False if it never came free."""
+    delay = 0.002
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.05)
+
+
+#: Writer-intent locks this thread holds (store path -> count): its own reads must not wait for them.
+_held = threading.local()
 
 
 class Store:
@@ -149,37 +247,142 @@ class Store:
     Parameters
     ----------
     path : str or Path
-        The database file; created with its schema on first use.
+        The database file; created with its schema on first use, brought up
+        to date when an older version made it, and refused when it is
+        damaged, a folder, or a DuckDB file that is not a store.
     """
 
     def __init__(self, path: str | Path = DEFAULT_DB):
         self.path = Path(path).expanduser().resolve()
+        self.write_wait = WaitStats()
+        version = self._schema_version()
+        if version == SCHEMA_VERSION:
+            return
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path.name} was made by a newer version of this program (schema {version}); "
+                             "upgrade it, or pass another --db.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as con:
+        with self.transaction() as con:
+            has_meta = _one(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'"))[0]
+            row = _one(con.execute("SELECT value FROM meta WHERE key = 'schema_version'")) if has_meta else None
+            if row is not None and row[0] == "1":  # read again here: another process may have migrated it meanwhile
+                con.execute(_MIGRATE_1_TO_2)
             con.execute(_SCHEMA)
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+            first = _one(con.execute("SELECT COALESCE(max(data_version), 0) + 1 FROM spaces"))[0]
+            con.execute(f"CREATE SEQUENCE IF NOT EXISTS data_versions START {int(first)}")
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+    def _schema_version(self) -> int | None:
+        """The schema version of the file, or None for a new (absent or empty) one."""
+        if self.path.is_dir():
+            raise StoreError(f"{self.path.name} is a folder, not a database file; pass a file name to --db.")
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        with open(self.path, "rb") as fh:
+            if fh.read(12)[8:12] != b"DUCK":
+                raise StoreError(f"{self.path.name} is not a DuckDB database file; pass another --db.")
+        with self.connect(read_only=True) as con:
+            tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            if not tables:
+                return None
+            if "meta" not in tables:
+                raise StoreError(f"{self.path.name} is a DuckDB database but not an embedding store; pass another --db.")
+            row = _one(con.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path.name} has no readable schema version; it is damaged or not a store.") from None
 
     # ------------------------------------------------------------------ connections
 
+    @property
+    def _intent_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".writer")
+
+    def _holds_intent(self) -> bool:
+        return getattr(_held, "paths", {}).get(self.path, 0) > 0
+
+    @contextlib.contextmanager
+    def _writer_intent(self, deadline: float) -> Iterator[None]:
+        """Announce a writer: an exclusive lock on the intent file, kept until its connection is closed.
+
+        Writers queue on this lock (DuckDB admits one writing process anyway);
+        the lock dies with the process, so a killed writer leaves nothing to clean up.
+        """
+        if self._holds_intent():
+            yield
+            return
+        try:
+            fd = os.open(self._intent_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # a read-only folder: DuckDB will refuse the write and say why
+            yield
+            return
+        try:
+            if not _poll_lock(fd, fcntl.LOCK_EX, deadline):
+                raise StoreError(f"The database {self.path.name} is busy: another process kept writing "
+                                 f"for {LOCK_TIMEOUT_S:.0f} s; try again.")
+            counts = _held.__dict__.setdefault("paths", {})
+            counts[self.path] = counts.get(self.path, 0) + 1
+            try:
+                yield
+            finally:
+                counts[self.path] -= 1
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _wait_for_writers(self, deadline: float) -> None:
+        """Before a read: wait while a writer has announced itself, up to the deadline (then DuckDB's lock decides)."""
+        if self._holds_intent():
+            return
+        try:
+            fd = os.open(self._intent_path, os.O_RDONLY)
+        except OSError:  # no writer ever announced itself here
+            return
+        try:
+            if _poll_lock(fd, fcntl.LOCK_SH, deadline):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One short-lived connection, retried with backoff while another process holds the file."""
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        delay = 0.02
-        while True:
+        """One short-lived connection, retried with backoff while another process holds the file.
+
+        A writer announces itself first (see :meth:`_writer_intent`) and a
+        reader waits while one has; the time a writer waited is added to
+        :attr:`write_wait`.  Errors that mean the file is damaged become one
+        :class:`StoreError`.
+        """
+        started = time.monotonic()
+        deadline = started + LOCK_TIMEOUT_S
+        if read_only:
+            self._wait_for_writers(deadline)
+        with contextlib.nullcontext() if read_only else self._writer_intent(deadline):
+            delay = 0.01
+            while True:
+                try:
+                    con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
+                    break
+                except duckdb.Error as exc:
+                    if not _is_lock_error(exc):
+                        raise StoreError(f"The database {self.path.name} cannot be opened (damaged, or not a "
+                                         f"DuckDB file this version reads): {str(exc).splitlines()[0]}") from None
+                    if time.monotonic() > deadline:
+                        raise StoreError(f"The database {self.path.name} is busy ({str(exc).splitlines()[0]}); "
+                                         "close the program holding it, or pass another --db.") from None
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 0.2)
+            if not read_only:
+                self.write_wait.add(time.monotonic() - started)
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
-                break
-            except duckdb.IOException as exc:
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
-                    raise StoreError(f"The database {self.path.name} is busy or unreadable ({str(exc).splitlines()[0]}); "
-                                     "close the program holding it, or pass another --db.") from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
-        try:
-            yield con
-        finally:
-            con.close()
+                yield con
+            except duckdb.Error as exc:
+                if _is_damage(exc):
+                    raise StoreError(f"The database {self.path.name} is damaged and cannot be read: "
+                                     f"{str(exc).splitlines()[0]}") from None
+                raise
+            finally:
+                con.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -202,11 +405,21 @@ class Store:
         return float(rows["window_s"]), float(rows["hop_s"])
 
     def ensure_grid(self, window_s: float, hop_s: float) -> None:
-        """Fix the store's grid on first use; refuse a different one later."""
-        if not (window_s > 0 and hop_s > 0):
-            raise BadInput(f"The segment window and hop must be positive seconds, not {window_s:g} and {hop_s:g}; "
-                           "pass for example --segment 3 --hop 3.")
+        """Fix the store's grid on first use, once it is valid; refuse a different one later.
+
+        A grid left invalid by an older version (a 0 s window) counts as none.
+
+        Raises
+        ------
+        BadInput
+            For a grid :func:`check_grid` refuses; nothing is written then.
+        GridMismatch
+            For a valid grid other than the store's.
+        """
+        check_grid(window_s, hop_s)
         current = self.grid()
+        if current is not None and not _valid_grid(*current):
+            current = None
         if current is None:
             with self.connect() as con:
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('window_s', ?), ('hop_s', ?)", [str(window_s), str(hop_s)])
@@ -252,55 +465,68 @@ class Store:
         return info
 
     def prepare_space(self, prov: Provenance) -> bool:
-        """Create a space's table, or empty it when its provenance changed.
+        """Create a space's table, or a staging table when its provenance changed.
+
+        A re-extraction with a new adapter version or new weights writes into
+        a staging table while the old vectors stay in use; :meth:`commit_staged`
+        swaps it in, in one transaction, once the run has gone through every
+        file.  An interrupted run leaves the old vectors intact, and the next
+        run with the same provenance resumes into the same staging table.
 
         Returns
         -------
         bool
-            True when stored vectors were dropped because the adapter version
-            or the weights changed (old and new are never mixed).
+            True when the space's vectors will be replaced (old and new are never mixed).
         """
-        grid = self.grid() or (None, None)
-        tags = json.dumps(list(prov.tag_names)) if prov.tag_names else None
+        same = (prov.dim, prov.adapter_version, prov.weights_sha256)
         with self.transaction() as con:
-            row = _one(con.execute(
-                "SELECT table_name, dim, adapter_version, weights_sha256 FROM spaces WHERE space = ?", [prov.space]
-            ))
-            if row is not None:
-                table, dim, version, sha = row
-                if (dim, version, sha) == (prov.dim, prov.adapter_version, prov.weights_sha256):
-                    return False
-                if prov.source == "imported" and dim != prov.dim:
-                    raise DimensionMismatch(
-                        f"{prov.space} holds {dim}-D vectors; the file has {prov.dim}-D ones. Import under another --model key."
-                    )
-                con.execute(f"DROP TABLE {table}")
-                con.execute("DELETE FROM spaces WHERE space = ?", [prov.space])
-                con.execute("DELETE FROM projections WHERE space = ?", [prov.space])
-                replaced = True
-            else:
-                replaced = False
-            table = "emb_" + str(_one(con.execute("SELECT nextval('space_ids')"))[0])
-            con.execute(f"CREATE TABLE {table} (segment_id BIGINT NOT NULL, vector FLOAT[{int(prov.dim)}] NOT NULL)")
-            con.execute(
-                "INSERT INTO spaces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                [prov.space, prov.model, table, prov.dim, prov.adapter_version, prov.weights_sha256,
-                 grid[0], grid[1], prov.source, tags, _now()],
-            )
-        return replaced
+            query = "SELECT table_name, dim, adapter_version, weights_sha256 FROM {} WHERE space = ?"
+            live = _one(con.execute(query.format("spaces"), [prov.space]))
+            staged = _one(con.execute(query.format("staged_spaces"), [prov.space]))
+            if staged is not None and (live is None or tuple(live[1:]) == same or tuple(staged[1:]) != same):
+                con.execute(f"DROP TABLE {staged[0]}")
+                con.execute("DELETE FROM staged_spaces WHERE space = ?", [prov.space])
+                staged = None
+            if live is not None and tuple(live[1:]) == same:
+                return False
+            if live is None or staged is None:
+                _new_space(con, prov, "spaces" if live is None else "staged_spaces")
+        return live is not None
+
+    def commit_staged(self, spaces: list[str]) -> None:
+        """Swap staged re-extractions in for the spaces' old vectors, in one transaction."""
+        with self.transaction() as con:
+            for space in spaces:
+                staged = _one(con.execute("SELECT table_name FROM staged_spaces WHERE space = ?", [space]))
+                if staged is None:
+                    continue
+                live = _one(con.execute("SELECT table_name FROM spaces WHERE space = ?", [space]))
+                if live is not None:
+                    con.execute(f"DROP TABLE {live[0]}")
+                    con.execute("DELETE FROM spaces WHERE space = ?", [space])
+                con.execute("INSERT INTO spaces SELECT * REPLACE (nextval('data_versions') AS data_version) "
+                            "FROM staged_spaces WHERE space = ?", [space])
+                con.execute("DELETE FROM staged_spaces WHERE space = ?", [space])
+                con.execute("DELETE FROM projections WHERE space = ?", [space])
 
     # ------------------------------------------------------------------ tracks
 
     def track_states(self) -> dict[str, tuple[int, str | None]]:
-        """path -> (track_id, content_hash) for every stored track."""
+        """File system path (see :func:`core.paths.from_text`) -> (track_id, content_hash) for every stored track."""
         with self.connect(read_only=True) as con:
-            return {p: (t, h) for t, p, h in con.execute("SELECT track_id, path, content_hash FROM tracks").fetchall()}
+            rows = con.execute("SELECT track_id, path, path_escaped, content_hash FROM tracks").fetchall()
+        return {from_text(p, e): (t, h) for t, p, e, h in rows}
 
     def tracks_with_space(self, space: str) -> set[int]:
-        """Tracks whose grid segments all have a vector in a space (written together, so one implies all)."""
+        """Tracks whose grid segments all have a vector in a space (written together, so one implies all).
+
+        While a re-extraction is staged, this is about the staged vectors: the ones the run is writing.
+        """
         with self.connect(read_only=True) as con:
-            row = _one(con.execute("SELECT table_name FROM spaces WHERE space = ?", [space]))
-            if row is None:
+            row = _one(con.execute(
+                "SELECT COALESCE((SELECT table_name FROM staged_spaces WHERE space = ?), "
+                "(SELECT table_name FROM spaces WHERE space = ?))", [space, space]))
+            if row[0] is None:
                 return set()
             rows = con.execute(
                 f"SELECT DISTINCT s.track_id FROM {row[0]} e JOIN segments s USING (segment_id)"
@@ -325,8 +551,11 @@ class Store:
             return
         with self.transaction() as con:
             tables = dict(con.execute("SELECT space, table_name FROM spaces").fetchall())
+            staged = dict(con.execute("SELECT space, table_name FROM staged_spaces").fetchall())
+            tables.update(staged)  # a re-extraction writes beside the vectors in use
             new = [r for r in records if r.track_id is None]
-            self._delete_tracks(con, [r.path for r in new])
+            names = {id(r): to_text(r.path) for r in new}
+            self._delete_tracks(con, list(names.values()))
             first_track = _one(con.execute("SELECT COALESCE(max(track_id), 0) + 1 FROM tracks"))[0]
             first_segment = _one(con.execute("SELECT COALESCE(max(segment_id), 0) + 1 FROM segments"))[0]
             track_ids = {id(r): first_track + i for i, r in enumerate(new)}
@@ -336,14 +565,16 @@ class Store:
             if new:
                 now = _now()
                 con.register("new_tracks", pd.DataFrame({
-                    "track_id": [track_ids[id(r)] for r in new], "path": [r.path for r in new],
+                    "track_id": [track_ids[id(r)] for r in new], "path": [names[id(r)][0] for r in new],
+                    "path_escaped": [names[id(r)][1] for r in new],
                     "content_hash": [r.content_hash for r in new], "duration_s": [r.duration_s for r in new],
                     "sample_rate": [r.sample_rate for r in new], "channels": [r.channels for r in new],
                     "format": [r.format for r in new],
                     "metadata": [json.dumps(r.metadata) if r.metadata else None for r in new],
                     "added_at": [now] * len(new)}))
-                con.execute("INSERT INTO tracks SELECT track_id, path, content_hash, duration_s, sample_rate, channels, "
-                            "format, metadata::JSON, added_at FROM new_tracks")
+                con.execute("INSERT INTO tracks (track_id, path, content_hash, duration_s, sample_rate, channels, format, "
+                            "metadata, added_at, path_escaped) SELECT track_id, path, content_hash, duration_s, "
+                            "sample_rate, channels, format, metadata::JSON, added_at, path_escaped FROM new_tracks")
                 con.register("new_segments", pd.DataFrame({
                     "segment_id": np.concatenate([seg_ids[id(r)] for r in new]),
                     "track_id": np.repeat([track_ids[id(r)] for r in new], counts),
@@ -367,39 +598,45 @@ class Store:
                     con.execute(f"DELETE FROM {tables[space]} WHERE segment_id IN (SELECT unnest(?))",
                                 [ids[np.isin(ids, np.concatenate([seg_ids[id(r)] for r in old]))]])
                 _insert_vectors(con, tables[space], ids, np.concatenate([r.vectors[space] for r in holders]))
-            done = pd.DataFrame([(r.path, s) for r in records for s in r.vectors], columns=["path", "model"])
+            done = pd.DataFrame([(*to_text(r.path), s) for r in records for s in r.vectors],
+                                columns=["path", "path_escaped", "model"])
             con.register("done_pairs", done)
-            con.execute("DELETE FROM failures WHERE (path, model) IN (SELECT (path, model) FROM done_pairs)")
-            con.execute(
-                "UPDATE spaces SET data_version = data_version + 1 WHERE space IN (SELECT unnest(?))",
-                [sorted(set(done["model"]))],
-            )
+            con.execute("DELETE FROM failures WHERE (path, coalesce(path_escaped, FALSE), model) IN "
+                        "(SELECT (path, path_escaped, model) FROM done_pairs)")
+            _bump_versions(con, sorted(set(done["model"]) - set(staged)))
 
     @staticmethod
-    def _delete_tracks(con, paths: list[str]) -> None:
-        if not paths:
+    def _delete_tracks(con, names: list[tuple[str, bool]]) -> None:
+        """Delete the tracks stored under these (path text, escaped) names, with their segments and vectors."""
+        if not names:
             return
-        ids = [r[0] for r in con.execute("SELECT track_id FROM tracks WHERE path IN (SELECT unnest(?))", [paths]).fetchall()]
+        con.register("gone", pd.DataFrame(names, columns=["path", "path_escaped"]))
+        ids = [r[0] for r in con.execute("SELECT track_id FROM tracks JOIN gone USING (path, path_escaped)").fetchall()]
+        con.unregister("gone")
         if not ids:
             return
-        for (table,) in con.execute("SELECT table_name FROM spaces").fetchall():
+        tables = con.execute("SELECT table_name FROM spaces UNION ALL SELECT table_name FROM staged_spaces").fetchall()
+        for (table,) in tables:
             con.execute(
                 f"DELETE FROM {table} WHERE segment_id IN (SELECT segment_id FROM segments WHERE track_id IN (SELECT unnest(?)))",
                 [ids],
             )
         con.execute("DELETE FROM segments WHERE track_id IN (SELECT unnest(?))", [ids])
         con.execute("DELETE FROM tracks WHERE track_id IN (SELECT unnest(?))", [ids])
-        con.execute("UPDATE spaces SET data_version = data_version + 1")
+        _bump_versions(con)
 
     def set_metadata(self, metadata: dict[str, dict]) -> int:
-        """Replace the metadata of stored tracks (path -> {column: value}); returns how many matched."""
+        """Replace the metadata of stored tracks (file system path -> {column: value}); returns how many matched."""
         if not metadata:
             return 0
-        df = pd.DataFrame({"path": list(metadata), "metadata": [json.dumps(v) for v in metadata.values()]})
+        names = [to_text(p) for p in metadata]
+        df = pd.DataFrame({"path": [t for t, _ in names], "path_escaped": [e for _, e in names],
+                           "metadata": [json.dumps(v) for v in metadata.values()]})
         with self.transaction() as con:
             con.register("md", df)
-            n = _one(con.execute("SELECT count(*) FROM tracks JOIN md USING (path)"))[0]
-            con.execute("UPDATE tracks SET metadata = md.metadata::JSON FROM md WHERE tracks.path = md.path")
+            n = _one(con.execute("SELECT count(*) FROM tracks JOIN md USING (path, path_escaped)"))[0]
+            con.execute("UPDATE tracks SET metadata = md.metadata::JSON FROM md "
+                        "WHERE tracks.path = md.path AND tracks.path_escaped = md.path_escaped")
             con.unregister("md")
         self.bump_metadata_version()
         return int(n)
@@ -420,20 +657,23 @@ class Store:
         return int(run_id)
 
     def record_failures(self, run_id: int, failures: list[tuple[str, str, str]]) -> None:
-        """Store (path, model, message) rows; a path's older failures for the same model are replaced."""
+        """Store (file system path, model, message) rows; a path's older failures for the same model are replaced."""
         if not failures:
             return
-        df = pd.DataFrame(failures, columns=["path", "model", "message"])
+        df = pd.DataFrame([(*to_text(p), m, msg) for p, m, msg in failures],
+                          columns=["path", "path_escaped", "model", "message"])
         df.insert(0, "run_id", run_id)
         df["failed_at"] = _now()
         with self.transaction() as con:
             con.register("f", df)
-            con.execute("DELETE FROM failures WHERE (path, model) IN (SELECT (path, model) FROM f)")
-            con.execute("INSERT INTO failures SELECT run_id, path, model, message, failed_at FROM f")
+            con.execute("DELETE FROM failures WHERE (path, coalesce(path_escaped, FALSE), model) IN "
+                        "(SELECT (path, path_escaped, model) FROM f)")
+            con.execute("INSERT INTO failures (run_id, path, model, message, failed_at, path_escaped) "
+                        "SELECT run_id, path, model, message, failed_at, path_escaped FROM f")
             con.unregister("f")
 
     def failures(self, latest_only: bool = True) -> pd.DataFrame:
-        """Failed files; by default only those of each model's latest run."""
+        """Failed files (``path`` as stored text, ``path_escaped``); by default only those of each model's latest run."""
         query = "SELECT f.* FROM failures f"
         if latest_only:
             query += """ JOIN (
@@ -587,10 +827,10 @@ class Store:
         with self.connect(read_only=True) as con:
             tracks = _one(con.execute("SELECT count(*) FROM tracks"))[0]
             segments = _one(con.execute("SELECT count(*) FROM segments"))[0]
-            paths = [p for (p,) in con.execute("SELECT path FROM tracks WHERE content_hash IS NOT NULL").fetchall()]
+            paths = con.execute("SELECT path, path_escaped FROM tracks WHERE content_hash IS NOT NULL").fetchall()
         spaces = self.spaces()
         failures = self.failures(latest_only=True)
-        missing = [p for p in paths if not os.path.exists(p)]
+        missing = [p for p, escaped in paths if not os.path.exists(from_text(p, escaped))]
         return {
             "tracks": int(tracks),
             "segments": int(segments),
@@ -644,30 +884,66 @@ class Store:
 
     # ------------------------------------------------------------------ bulk vectors
 
-    def add_imported(self, prov: Provenance, frame: pd.DataFrame, vectors: np.ndarray) -> int:
-        """Store precomputed vectors with their own segments (``path, start_s, end_s``).
+    def add_imported(self, prov: Provenance, frame: pd.DataFrame, vectors: np.ndarray, *, replace: bool = False) -> int:
+        """Store precomputed vectors with their own segments (``path, start_s, end_s``), in one transaction.
 
-        Tracks are matched by path; unknown paths become tracks without
-        content hash (their audio may not be reachable).  Segments that
-        coincide with existing ones (same path, start and end) are reused,
-        so imported vectors can be compared with extracted ones there.
+        Tracks are matched by path (file system paths, see :mod:`core.paths`);
+        unknown paths become tracks without content hash (their audio may not
+        be reachable).  Segments that coincide with existing ones (same path,
+        start and end) are reused, so imported vectors can be compared with
+        extracted ones there.  The caller validates the rows first; nothing is
+        written when this raises.
+
+        Parameters
+        ----------
+        replace : bool
+            Needed when the space already holds vectors: they are all dropped
+            and the file's take their place, in the same transaction.
+
+        Raises
+        ------
+        StoreError
+            When the space holds vectors and ``replace`` is False.
+        DimensionMismatch
+            When it holds vectors of another dimension and ``replace`` is False.
         """
-        self.prepare_space(prov)
         frame = frame.reset_index(drop=True)
+        names = [to_text(p) for p in frame["path"]]
+        frame = frame.assign(path=[t for t, _ in names], path_escaped=[e for _, e in names])
         with self.transaction() as con:
-            table = _one(con.execute("SELECT table_name FROM spaces WHERE space = ?", [prov.space]))[0]
-            known = dict(con.execute("SELECT path, track_id FROM tracks").fetchall())
-            meta_cols = [c for c in frame.columns if c not in ("path", "start_s", "end_s", "vector")]
-            for path, group in frame.groupby("path", sort=False):
-                if path not in known:
+            live = _one(con.execute("SELECT table_name, dim, source FROM spaces WHERE space = ?", [prov.space]))
+            if live is not None:
+                held = _one(con.execute(f"SELECT count(*) FROM {live[0]}"))[0]
+                if live[1] != prov.dim and not replace:
+                    raise DimensionMismatch(f"{prov.space} holds {live[1]}-D vectors; the file has {prov.dim}-D ones. "
+                                            "Import under another --model key, or add --replace.")
+                if held and not replace:
+                    raise StoreError(f"{prov.space} already holds {held:,} {live[2]} vectors; add --replace to replace "
+                                     f"them with the file's {len(frame):,}, or import under another --model key.")
+                if replace or live[1] != prov.dim:
+                    con.execute(f"DROP TABLE {live[0]}")
+                    con.execute("DELETE FROM spaces WHERE space = ?", [prov.space])
+                    con.execute("DELETE FROM projections WHERE space = ?", [prov.space])
+                    live = None
+            staged = _one(con.execute("SELECT table_name FROM staged_spaces WHERE space = ?", [prov.space]))
+            if staged is not None:  # an interrupted re-extraction that the import supersedes
+                con.execute(f"DROP TABLE {staged[0]}")
+                con.execute("DELETE FROM staged_spaces WHERE space = ?", [prov.space])
+            table = _new_space(con, prov) if live is None else live[0]
+            known = {(p, e): t for t, p, e in con.execute("SELECT track_id, path, path_escaped FROM tracks").fetchall()}
+            meta_cols = [c for c in frame.columns if c not in ("path", "path_escaped", "start_s", "end_s", "vector")]
+            for name, group in frame.groupby(["path", "path_escaped"], sort=False):
+                if name not in known:
                     track_id = _one(con.execute("SELECT COALESCE(max(track_id), 0) + 1 FROM tracks"))[0]
                     meta = group.iloc[0][meta_cols].dropna().to_dict() if meta_cols else {}
                     con.execute(
-                        "INSERT INTO tracks VALUES (?, ?, NULL, ?, NULL, NULL, 'imported', ?, ?)",
-                        [track_id, path, float(group["end_s"].max()), json.dumps(jsonable(meta)) if meta else None, _now()],
+                        "INSERT INTO tracks (track_id, path, path_escaped, duration_s, format, metadata, added_at) "
+                        "VALUES (?, ?, ?, ?, 'imported', ?, ?)",
+                        [track_id, name[0], bool(name[1]), float(group["end_s"].max()),
+                         json.dumps(jsonable(meta)) if meta else None, _now()],
                     )
-                    known[path] = track_id
-            frame = frame.assign(track_id=frame["path"].map(known))
+                    known[name] = track_id
+            frame = frame.assign(track_id=[known[n] for n in zip(frame["path"], frame["path_escaped"])])
             con.register("imp", frame[["track_id", "start_s", "end_s"]].assign(row=np.arange(len(frame))))
             con.execute(
                 """INSERT INTO segments
@@ -685,13 +961,32 @@ class Store:
             con.unregister("imp")
             con.execute(f"DELETE FROM {table} WHERE segment_id IN (SELECT unnest(?))", [seg_ids])
             _insert_vectors(con, table, seg_ids, vectors)
-            con.execute("UPDATE spaces SET data_version = data_version + 1 WHERE space = ?", [prov.space])
+            _bump_versions(con, [prov.space])
         return len(seg_ids)
 
 
 def metadata_columns(frame: pd.DataFrame) -> list[str]:
     """The user metadata columns of a frame from :meth:`Store.rows` or :meth:`Store.segments_frame`."""
     return [c for c in frame.columns if c not in RESERVED_COLUMNS]
+
+
+def _new_space(con, prov: Provenance, registry: str = "spaces") -> str:
+    """Create a space's vector table and its row in ``spaces`` (or ``staged_spaces``); returns the table's name."""
+    table = "emb_" + str(_one(con.execute("SELECT nextval('space_ids')"))[0])
+    con.execute(f"CREATE TABLE {table} (segment_id BIGINT NOT NULL, vector FLOAT[{int(prov.dim)}] NOT NULL)")
+    grid = dict(con.execute("SELECT key, CAST(value AS DOUBLE) FROM meta WHERE key IN ('window_s', 'hop_s')").fetchall())
+    con.execute(
+        f"INSERT INTO {registry} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, nextval('data_versions'))",
+        [prov.space, prov.model, table, prov.dim, prov.adapter_version, prov.weights_sha256, grid.get("window_s"),
+         grid.get("hop_s"), prov.source, json.dumps(list(prov.tag_names)) if prov.tag_names else None, _now()],
+    )
+    return table
+
+
+def _bump_versions(con, spaces: list[str] | None = None) -> None:
+    """Give changed spaces (all when None) a new data version: the next value of one sequence, never reused."""
+    where = "" if spaces is None else " WHERE space IN (SELECT unnest(?))"
+    con.execute("UPDATE spaces SET data_version = nextval('data_versions')" + where, [] if spaces is None else [spaces])
 
 
 def _one(result) -> tuple | None:

@@ -19,6 +19,7 @@ store = ui.store()
 source = st.radio("Source", ["Folder", "Upload files", "Demo collection"], horizontal=True)
 paths: list[Path] = []
 metadata = None
+blocked = False  # a metadata CSV that cannot be read: the run waits until it is fixed or removed
 if source == "Folder":
     if cfg.shared_mode:
         if cfg.audio_root is None:
@@ -37,11 +38,13 @@ if source == "Folder":
             else:
                 paths = [folder]
                 if csv_text:
-                    metadata = read_metadata_csv(cfg.check_readable(csv_text), [folder])
+                    try:
+                        metadata = read_metadata_csv(cfg.check_readable(csv_text), [folder])
+                    except (AccessDenied, BadInput) as exc:
+                        st.error(f"{exc} Fix the metadata CSV or clear the field to run.")
+                        blocked = True
         except AccessDenied as exc:
             st.error(str(exc))
-        except (OSError, ValueError) as exc:
-            st.error(f"Metadata CSV: {exc}")
 elif source == "Upload files":
     files = st.file_uploader(f"Audio files (at most {cfg.max_upload_mb} MB each)", accept_multiple_files=True)
     for f in files or []:
@@ -79,13 +82,13 @@ if grid:
     st.caption("This store's grid is fixed by its first extraction; every model embeds the same segments.")
 
 # ---------------------------------------------------------------- run
-if st.button("Run extraction", type="primary", disabled=not (paths and models)):
+if st.button("Run extraction", type="primary", disabled=blocked or not (paths and models)):
     with st.status("Extracting…", expanded=True) as box:
         bar = st.progress(0.0)
         try:
             adapters = [ui.adapter(k) for k in models]
             report = extract(paths, models, db=store.path, window_s=window, hop_s=hop, metadata=metadata,
-                             adapters=adapters,
+                             adapters=adapters, max_samples=cfg.max_samples,
                              progress=lambda d, n, p: bar.progress(d / n, text=f"{d}/{n} · {Path(p).name}"))
         except AEBError as exc:
             box.update(label="Nothing was done", state="error")
@@ -94,6 +97,12 @@ if st.button("Run extraction", type="primary", disabled=not (paths and models)):
             state = "complete" if not report.failures else "error"
             box.update(label=f"{report.stored} stored, {report.skipped} up to date, {len(report.failed_paths)} failed "
                              f"· {report.audio_s:.0f} s of audio in {report.seconds:.1f} s", state=state)
+            if metadata is not None:
+                matched = f"Metadata: {report.metadata_matched} of {report.metadata_rows} CSV rows matched a file found."
+                if report.metadata_matched:
+                    st.caption(matched)
+                else:
+                    st.warning(matched + " Its 'path' column must name the files relative to the folder.")
     st.caption("Work is saved in small batches: if the page reloads mid-run, run again and it continues where it stopped.")
 
 failures = store.failures()

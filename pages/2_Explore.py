@@ -202,11 +202,11 @@ else:
     st.subheader(f"▶ {first['name']}")
     p1, p2 = st.columns([3, 1])
     with p1:
-        ui.player(first["path"], float(first["start_s"]), float(first["end_s"]), label=first["name"])
+        ui.player(first, label=first["name"])
         st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{first['path']}`")
     if p2.button("Play the whole track from here", key=f"whole-{first['id']}"):
         with p1:
-            ui.player(first["path"], float(first["start_s"]), None, label=first["name"])
+            ui.player(first, to_end=True, label=first["name"])
     if level == "segment":
         st.session_state[ui.PICKED_KEY] = int(first["id"])
         p2.markdown('<a href="Search" target="_self">🔎 More like this</a>', unsafe_allow_html=True)
@@ -224,7 +224,7 @@ else:
             r1, r2 = st.columns([2, 3])
             r1.write(ui.span_label(f"**{row['name']}**", row["start_s"], row["end_s"]))
             with r2:
-                ui.player(row["path"], float(row["start_s"]), float(row["end_s"]), label=row["name"])
+                ui.player(row, label=row["name"])
         st.dataframe(table, hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------- export

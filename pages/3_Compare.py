@@ -86,7 +86,7 @@ else:
         query = ex.points_frame(store, np.array(picked[:1]), level).iloc[0]
         st.subheader(f"▶ {ui.span_label(query['name'], query['start_s'], query['end_s'])} "
                      f"(disagreement {colour.get(int(query['id']), float('nan')):.2f})")
-        ui.player(query["path"], float(query["start_s"]), float(query["end_s"]), label=query["name"])
+        ui.player(query, label=query["name"])
         if len(picked) > 1:
             st.caption(f"{len(picked):,} points selected; the neighbours below are those of the first.")
         ids, vectors, track_ids = sp.aligned([ui.space(DB, m, level, VERSION) for m in (model_a, model_b)])
@@ -107,7 +107,7 @@ else:
                 for (_, row), sim in zip(rows.head(N_NEIGHBOURS_SHOWN).iterrows(), sims):
                     mark = "✓ " if row["id"] in both else ""
                     st.write(f"{mark}{ui.span_label(row['name'], row['start_s'], row['end_s'])} · cosine {sim:.3f}")
-                    ui.player(row["path"], float(row["start_s"]), float(row["end_s"]), label=row["name"])
+                    ui.player(row, label=row["name"])
                 if len(rows) > N_NEIGHBOURS_SHOWN:
                     st.caption(f"Players for the first {N_NEIGHBOURS_SHOWN} of {len(rows)}.")
 

@@ -48,7 +48,7 @@ def show(results: list[dict]) -> None:
             if r["metadata"]:
                 a.caption(", ".join(f"{c}: {v}" for c, v in r["metadata"].items()))
             with b:
-                ui.player(r["path"], r["start_s"], r["end_s"])
+                ui.player(r)
 
 
 def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
@@ -116,7 +116,8 @@ with tabs[2]:
         up = st.file_uploader("A clip (embedded on the fly with the same model)", type=None)
         if up is not None:
             try:
-                query = embed_clip(ui.adapter(model_key), ui.save_upload(up, "queries"), *store.grid(), space=key)
+                query = embed_clip(ui.adapter(model_key), ui.save_upload(up, "queries"), *store.grid(), space=key,
+                                   max_samples=ui.cfg().max_samples)
             except BadInput as exc:  # too large: the message names the file
                 st.error(str(exc))
             except Exception as exc:  # decoding or model errors get one visible line

@@ -34,14 +34,27 @@ def tone(freq: float = 440.0, seconds: float = 1.0, sr: int = 22050, amp: float 
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+def tone_files(folder: Path, n: int, seconds: float, first_hz: float = 200.0, step_hz: float = 60.0) -> Path:
+    """A new folder of ``n`` WAV files (``0.wav`` …) holding tones of distinct pitches, at 22,050 Hz."""
+    import soundfile as sf
+
+    folder.mkdir()
+    for i in range(n):
+        sf.write(folder / f"{i}.wav", tone(first_hz + step_hz * i, seconds), 22050)
+    return folder
+
+
 def embed_in_blocks(adapter, path, segments: np.ndarray, block_s: float) -> tuple[dict[str, np.ndarray], int]:
     """Embed a file block by block as the pipeline does (a small ``block_s`` forces blocks on a short file).
 
     Returns every space's rows and the number of blocks read.
     """
-    from core.audio import iter_blocks
+    from core.audio import info, iter_blocks
+
     rows = {space: np.zeros((len(segments), dim), np.float32) for space, dim in adapter.entry.spaces.items()}
-    blocks = list(iter_blocks(path, segments, block_s=block_s, dtype=adapter.entry.input_dtype))
+    meta = info(path)
+    block_samples = int(block_s * meta.sample_rate * meta.channels)
+    blocks = list(iter_blocks(path, segments, block_samples=block_samples, meta=meta, dtype=adapter.entry.input_dtype))
     for b in blocks:
         for space, values in adapter.embed(b.audio, b.sr, b.segments, b.offset_s).items():
             rows[space][b.index] = values

@@ -80,3 +80,28 @@ def test_explore_colours_and_plays_a_clicked_segment(demo_db, monkeypatch):
     next(s for s in at.selectbox if s.label == "Colour by").set_value("family").run()
     assert not at.exception
     assert any("294" in c.value for c in at.caption)
+
+
+def test_extract_page_refuses_a_missing_csv_and_reports_rows_matched(tmp_path, monkeypatch):
+    from tests.conftest import tone
+    import soundfile as sf
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    sf.write(folder / "a.wav", tone(440, 4.0), 22050)
+    monkeypatch.setenv("AEB_DB", str(tmp_path / "x.duckdb"))
+    at = run("pages/1_Extract.py")
+    at.text_input[0].input(str(folder)).run()
+    at.text_input[1].input(str(tmp_path / "missing.csv")).run()
+    at.multiselect[0].set_value(["dsp"]).run()
+    assert any("missing.csv: no such file" in e.value for e in at.error)
+    run_button = next(b for b in at.button if b.label == "Run extraction")
+    assert run_button.disabled
+    (tmp_path / "meta.csv").write_text("path,label\nelsewhere.wav,cat\n")
+    at.text_input[1].input(str(tmp_path / "meta.csv")).run()
+    assert not at.error
+    run_button = next(b for b in at.button if b.label == "Run extraction")
+    assert not run_button.disabled
+    run_button.click().run()
+    assert not at.exception
+    assert any("0 of 1 CSV rows matched" in w.value for w in at.warning)

@@ -76,7 +76,7 @@ def test_blocks_cover_every_segment_with_context(tmp_path):
     path = tmp_path / "long.wav"
     sf.write(path, y, sr, subtype="FLOAT")
     segs = audio.segment_grid(50.0)
-    blocks = list(audio.iter_blocks(path, segs, block_s=10.0, context_s=2.0))
+    blocks = list(audio.iter_blocks(path, segs, block_samples=10 * sr, context_s=2.0))
     assert len(blocks) > 1
     covered = np.concatenate([b.index for b in blocks])
     assert covered.tolist() == list(range(len(segs)))
@@ -115,8 +115,8 @@ def test_find_audio_files_keeps_explicit_files_and_filters_folders(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("a.wav", "sub/b.FLAC", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    found = audio.find_audio_files([tmp_path, tmp_path / "notes.txt"])
-    assert [f.name for f in found] == ["a.wav", "b.FLAC", "notes.txt"]
+    found, problems = audio.find_audio_files([tmp_path, tmp_path / "notes.txt"])
+    assert [f.name for f in found] == ["a.wav", "b.FLAC", "notes.txt"] and problems == []
 
 
 def test_odd_formats_from_the_real_world(shared_data):

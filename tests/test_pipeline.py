@@ -109,7 +109,7 @@ def test_every_adapter_gets_the_place_of_each_block_in_the_track(tmp_path, monke
     """
     path = tmp_path / "long.wav"
     sf.write(path, tone(330, 20.0, sr=8000), 8000)
-    small_blocks = functools.partial(audio_io.iter_blocks, block_s=6.0)
+    small_blocks = functools.partial(audio_io.iter_blocks, block_samples=6 * 8000)
     monkeypatch.setattr(audio_io, "iter_blocks", small_blocks)
     adapter = Recording()
     extract([path], ["dsp"], db=tmp_path / "x.duckdb", adapters=[adapter])
@@ -210,3 +210,46 @@ def test_metadata_csv_typing(tmp_path):
     md = read_metadata_csv(csv, [tmp_path])
     a, b, c = (md[str((tmp_path / n).resolve())] for n in ("a.wav", "b.wav", "c.wav"))
     assert a == {"n": 1, "x": 1.5, "label": "cat"} and b == {"n": 2, "label": "dog"} and c["label"] == "7"
+
+
+class Misbehaving:
+    """The real dsp adapter, except on chosen files: out of memory, or rows of the wrong shape."""
+
+    def __init__(self):
+        self.inner = load_model("dsp")
+        self.entry, self.version = self.inner.entry, self.inner.version
+        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
+
+    def embed(self, audio, sr, segments, offset_s=0.0):
+        if sr == 16000:
+            raise MemoryError("Unable to allocate 2.73 PiB for an array with shape (4, 98, 2) and data type float64")
+        out = self.inner.embed(audio, sr, segments, offset_s)
+        return {k: v[:, :7] for k, v in out.items()} if sr == 8000 else out
+
+
+def test_one_files_exception_is_that_files_failure_and_the_batch_goes_on(tmp_path):
+    d = tmp_path / "audio"
+    d.mkdir()
+    sf.write(d / "a.wav", tone(220, 4.0), 22050)
+    sf.write(d / "oom.wav", tone(220, 4.0, 16000), 16000)
+    sf.write(d / "shape.wav", tone(220, 4.0, 8000), 8000)
+    sf.write(d / "z.wav", tone(330, 4.0), 22050)
+    report = extract([d], ["dsp"], db=tmp_path / "x.duckdb", adapters=[Misbehaving()])
+    assert report.stored == 2 and report.files == 4
+    reasons = {f.path.rsplit("/", 1)[-1]: f.message for f in report.failures}
+    assert set(reasons) == {"oom.wav", "shape.wav"}
+    assert reasons["oom.wav"].startswith("not enough memory for this file (Unable to allocate 2.73 PiB")
+    assert reasons["shape.wav"] == "returned shape (1, 7), expected (1, 128)"
+    assert Store(tmp_path / "x.duckdb").info()["failures"] == 2
+
+
+def test_metadata_rows_matched_are_reported(folder, tmp_path, capsys):
+    db = tmp_path / "x.duckdb"
+    csv = folder / "meta.csv"
+    csv.write_text("path,genre\na.wav,rock\nb.flac,jazz\nmissing.wav,pop\n")
+    code, out = run_cli("extract", folder, "--model", "dsp", "--db", db, "--metadata", csv, capsys=capsys)
+    assert code == 0 and "metadata: 2 of 3 rows of meta.csv matched a file found." in out.err
+    assert "warning" not in out.err
+    csv.write_text("path,genre\nelsewhere/a.wav,rock\n")
+    code, out = run_cli("extract", folder, "--model", "dsp", "--db", db, "--metadata", csv, capsys=capsys)
+    assert code == 0 and "metadata: 0 of 1 rows" in out.err and "warning: no metadata row matched" in out.err

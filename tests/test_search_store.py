@@ -38,7 +38,7 @@ def test_cli_audio_query_json_shape(collection, capsys):
                      "--db", str(db), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and len(out) == 3
-    assert set(out[0]) == {"path", "start_s", "end_s", "score", "metadata"}
+    assert set(out[0]) == {"path", "path_escaped", "start_s", "end_s", "score", "metadata"}
     assert [r["score"] for r in out] == sorted((r["score"] for r in out), reverse=True)
     assert out[0]["path"].endswith("tone_440.wav") and out[0]["metadata"] == {"pitch": 440}
     code = cli.main(["search", "--model", "dsp", "--audio", str(d / "audio" / "tone_440.wav"), "--level", "track",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,9 @@ def test_new_provenance_replaces_vectors_instead_of_mixing(store):
     assert store.prepare_space(Provenance("m", "m", 4, "1", "sha-a")) is False
     assert store.info()["embeddings"] == {"m": 3}
     assert store.prepare_space(Provenance("m", "m", 4, "2", "sha-a")) is True
+    # the old vectors stay in use until the re-extraction is swapped in, in one transaction
+    assert store.info()["embeddings"] == {"m": 3} and store.space("m")["adapter_version"] == "1"
+    store.commit_staged(["m"])
     assert store.info()["embeddings"] == {"m": 0}
     assert store.space("m")["adapter_version"] == "2"
 
@@ -180,3 +184,127 @@ def test_an_import_is_checked_before_anything_stored_is_replaced(store, tmp_path
         with pytest.raises(BadInput, match=reason):
             import_parquet(store, tmp_path / name, "m")
     assert store.info()["embeddings"] == {"m": 3}
+
+
+def test_replacing_a_space_recomputes_every_cached_result(tmp_path):
+    """Versions come from one growing sequence: a replaced space never meets a result of its predecessor."""
+    from core.cluster import cached_clusters
+    from core.analyses import store_disagreement, store_metrics
+    from core.reduce import cached_projection
+
+    s = Store(tmp_path / "c.duckdb")
+    s.ensure_grid(3.0, 3.0)
+    for space in ("m", "n"):
+        s.prepare_space(Provenance(space, space, 4, "1", "sha"))
+    records = [record(f"/{i}.wav", n=4, seed=i, space="m") for i in range(6)]
+    for i, rec in enumerate(records):
+        rec.vectors["n"] = record("", n=4, seed=10 + i).vectors["m"]
+    s.write_tracks(records)
+
+    def compute():  # the projection first: the metrics' trustworthiness computes and caches it too
+        return {"projection": cached_projection(s, "m", "pca"),
+                "metrics": store_metrics(s, ["m", "n"], k=3, method="pca"),
+                "clusters": cached_clusters(s, "m", k=3),
+                "disagreement": store_disagreement(s, "m", "n", k=3)}
+
+    first = compute()
+    again = compute()
+    assert again["metrics"]["info"]["cached"] and again["disagreement"]["cached"] and again["projection"]["cached"]
+    version = s.data_version("m")
+    # a new adapter version replaces m with other vectors, written in as many batches as before
+    assert s.prepare_space(Provenance("m", "m", 4, "2", "sha"))
+    track_ids = s.track_states()
+    for i in range(6):
+        rec = record(f"/{i}.wav", n=4, seed=100 + i, space="m")
+        rec.track_id = track_ids[f"/{i}.wav"][0]
+        s.write_tracks([rec])
+    s.commit_staged(["m"])
+    assert s.data_version("m") > version
+    fresh = compute()
+    assert not fresh["metrics"]["info"]["cached"] and not fresh["disagreement"]["cached"]
+    assert not fresh["projection"]["cached"]
+    ids, x = s.vectors("m")
+    assert not np.allclose(np.abs(fresh["projection"]["xy"]), np.abs(first["projection"]["xy"]))
+    assert fresh["metrics"]["m"]["hubness"] != first["metrics"]["m"]["hubness"] or \
+        fresh["metrics"]["pairs"] != first["metrics"]["pairs"]
+    assert fresh["disagreement"]["disagreement"] != first["disagreement"]["disagreement"]
+    # clusters are recomputed on the new vectors: the same as clustering them afresh
+    from core.cluster import cluster
+
+    expected, _ = cluster(x, "kmeans", k=3)
+    assert fresh["clusters"]["labels"].tolist() == expected.tolist()
+
+
+def _parquet(path, vectors, paths=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(vectors)
+    pq.write_table(pa.table({
+        "path": paths or [f"/{i % 3}.wav" for i in range(n)], "start_s": [3.0 * (i // 3) for i in range(n)],
+        "end_s": [3.0 * (i // 3) + 3.0 for i in range(n)],
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).reshape(-1)), 4)}), path)
+
+
+def test_import_validates_everything_before_it_writes_and_replaces_only_when_asked(store, tmp_path):
+    from core.errors import BadInput
+
+    store.write_tracks([record(f"/{i}.wav", n=3, seed=i) for i in range(3)])
+    ids, before = store.vectors("m")
+    version = store.data_version("m")
+    bad = np.ones((9, 4))
+    bad[7, 2] = np.nan
+    _parquet(tmp_path / "nan.parquet", bad)
+    with pytest.raises(BadInput, match="NaN"):
+        import_parquet(store, tmp_path / "nan.parquet", "m", replace=True)
+    _parquet(tmp_path / "few.parquet", np.ones((2, 4)))
+    with pytest.raises(StoreError, match="--replace"):  # 2 rows never silently replace 9 extracted vectors
+        import_parquet(store, tmp_path / "few.parquet", "m")
+    after_ids, after = store.vectors("m")
+    assert after_ids.tolist() == ids.tolist() and np.array_equal(after, before)
+    assert store.data_version("m") == version and store.space("m")["source"] == "extracted"
+    assert import_parquet(store, tmp_path / "few.parquet", "m", replace=True) == 2
+    assert store.info()["embeddings"] == {"m": 2} and store.space("m")["source"] == "imported"
+    assert store.data_version("m") > version
+
+
+def test_a_store_of_schema_1_is_migrated_keeping_its_rows_and_versions(store):
+    """Older stores gain the path flag, the staging table and a version sequence that starts past every old version."""
+    store.write_tracks([record("/a.wav"), record("/b.wav", seed=1)])
+    version = store.data_version("m")
+    with store.connect() as con:  # make it what the previous version wrote
+        con.execute("ALTER TABLE tracks RENAME TO t2")
+        con.execute("CREATE TABLE tracks (track_id BIGINT PRIMARY KEY, path VARCHAR UNIQUE NOT NULL, "
+                    "content_hash VARCHAR, duration_s DOUBLE, sample_rate INTEGER, channels INTEGER, format VARCHAR, "
+                    "metadata JSON, added_at TIMESTAMP)")
+        con.execute("INSERT INTO tracks SELECT * EXCLUDE (path_escaped) FROM t2")
+        con.execute("DROP TABLE t2")
+        con.execute("ALTER TABLE failures DROP COLUMN path_escaped")
+        con.execute("DROP TABLE staged_spaces")
+        con.execute("DROP SEQUENCE data_versions")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    migrated = Store(store.path)
+    assert migrated.info()["tracks"] == 2 and migrated.track_states()["/a.wav"][1] == "h1"
+    migrated.write_tracks([record("/c.wav", seed=2)])
+    assert migrated.data_version("m") > version
+    assert migrated.tracks_frame()["path_escaped"].tolist() == [False] * 3
+
+
+def test_opening_an_up_to_date_store_writes_nothing(store):
+    before = store.path.stat().st_mtime_ns, store.path.stat().st_size
+    time.sleep(0.01)
+    Store(store.path).info()
+    assert (store.path.stat().st_mtime_ns, store.path.stat().st_size) == before
+
+
+def test_readers_wait_while_a_writer_has_announced_itself(store):
+    """A writer locks ``NAME.duckdb.writer``; a reader in another process waits for it instead of starving it."""
+    script = ("import sys, time; from core.store import Store; t = time.perf_counter(); "
+              "Store(sys.argv[1]).info(); print(time.perf_counter() - t)")
+    with store._writer_intent(time.monotonic() + 10):
+        reader = subprocess.Popen([sys.executable, "-c", script, str(store.path)], stdout=subprocess.PIPE, text=True,
+                                  cwd=Path(__file__).resolve().parents[1])
+        time.sleep(2.0)
+        assert reader.poll() is None  # still waiting for the writer
+    waited = float(reader.communicate(timeout=60)[0])
+    assert waited > 1.0
