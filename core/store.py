@@ -199,8 +199,9 @@ def check_grid(window_s: float, hop_s: float) -> None:
 
 def _is_lock_error(exc: Exception) -> bool:
     """Another process holds the file, or another thread of this one holds it with other settings."""
-    text = str(exc).lower()
-    return any(s in text for s in ("lock", "conflicting", "being used by another process", "different configuration"))
+    text = str(exc).lower()  # not "lock" alone: "block" is in DuckDB's checksum errors
+    return any(s in text for s in ("could not set lock", "conflicting lock", "being used by another process",
+                                   "different configuration"))
 
 
 def _is_damage(exc: Exception) -> bool:

@@ -93,8 +93,8 @@ def kill_when_writing(args: list[str], db, delay_s: float | None) -> float:
 def test_an_import_killed_mid_way_leaves_the_extracted_vectors_intact(extracted, tmp_path):
     folder, db = extracted
     ids, before = Store(db).vectors("dsp")
-    # 100,000 segments of the stored tracks: a transaction long enough to be killed inside
-    n = 100_000
+    # 20,000 segments of the stored tracks: a transaction of seconds, long enough to be killed inside
+    n = 20_000
     paths = [str(folder / f"{i % 8}.wav") for i in range(n)]
     starts = np.repeat(np.arange(n // 8 + 1) * 0.05, 8)[:n]
     vectors = np.random.default_rng(0).normal(size=(n, 128)).astype(np.float32)
@@ -106,7 +106,7 @@ def test_an_import_killed_mid_way_leaves_the_extracted_vectors_intact(extracted,
     shutil.copy(db, clean)
     writing_s = kill_when_writing([*args, "--db", str(clean)], clean, None)
     assert Store(clean).info()["embeddings"] == {"dsp": n}  # the import itself works
-    for fraction in (0.05, 0.4, 0.75):
+    for fraction in (0.05, 0.25, 0.5):  # of a clean run's transaction: a margin for the machine's load
         copy = tmp_path / f"killed-{fraction}.duckdb"
         shutil.copy(db, copy)
         kill_when_writing([*args, "--db", str(copy)], copy, fraction * writing_s)

@@ -299,12 +299,15 @@ def test_opening_an_up_to_date_store_writes_nothing(store):
 
 def test_readers_wait_while_a_writer_has_announced_itself(store):
     """A writer locks ``NAME.duckdb.writer``; a reader in another process waits for it instead of starving it."""
-    script = ("import sys, time; from core.store import Store; t = time.perf_counter(); "
-              "Store(sys.argv[1]).info(); print(time.perf_counter() - t)")
+    script = ("import sys, time; from core.store import Store; print('ready', flush=True); sys.stdin.readline(); "
+              "t = time.perf_counter(); Store(sys.argv[1]).info(); print(time.perf_counter() - t, flush=True)")
+    reader = subprocess.Popen([sys.executable, "-c", script, str(store.path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert reader.stdout.readline().strip() == "ready"  # imports done
     with store._writer_intent(time.monotonic() + 10):
-        reader = subprocess.Popen([sys.executable, "-c", script, str(store.path)], stdout=subprocess.PIPE, text=True,
-                                  cwd=Path(__file__).resolve().parents[1])
-        time.sleep(2.0)
+        reader.stdin.write("read now\n")
+        reader.stdin.flush()
+        time.sleep(1.5)
         assert reader.poll() is None  # still waiting for the writer
     waited = float(reader.communicate(timeout=60)[0])
     assert waited > 1.0
