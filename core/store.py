@@ -805,14 +805,39 @@ class Store:
         info = self.require_space(space)
         with self.connect(read_only=True) as con:
             table = con.sql(f"SELECT segment_id, vector FROM {info['table_name']}").to_arrow_table()
-        ids = table.column("segment_id").to_numpy()
-        vec = table.column("vector").combine_chunks()
-        flat = vec.values.to_numpy(zero_copy_only=False) if len(vec) else np.zeros(0, np.float32)
-        matrix = flat.reshape(len(ids), int(info["dim"])).astype(np.float32, copy=False)
-        if len(ids) > 1 and (np.diff(ids) < 0).any():  # sorting in numpy is cheaper than ORDER BY on wide rows
-            order = np.argsort(ids, kind="stable")
-            ids, matrix = ids[order], matrix[order]
-        return ids, matrix
+        return _sorted_vectors(table, int(info["dim"]))
+
+    def segment_ids(self, space: str) -> np.ndarray:
+        """The sorted segment ids of a space, without its vectors (8 bytes a row)."""
+        info = self.require_space(space)
+        with self.connect(read_only=True) as con:
+            ids = con.sql(f"SELECT segment_id FROM {info['table_name']}").fetchnumpy()["segment_id"]
+        return np.sort(np.asarray(ids, dtype=np.int64))
+
+    def vectors_between(self, space: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The segment vectors of a space with ``lo <= segment_id < hi``, and each segment's track.
+
+        Work over a space too large to hold twice (building its search
+        index) reads it range by range, each with its own short connection,
+        so that no connection stays open (and locks the file against other
+        processes) for the minutes the whole pass takes.  Cut the ranges
+        from :meth:`segment_ids`.
+
+        Returns
+        -------
+        segment_ids, track_ids : np.ndarray [shape=(n,), dtype=int64]
+            Sorted by segment id.
+        vectors : np.ndarray [shape=(n, dim), dtype=float32]
+            As stored (not normalised); possibly a read-only view of DuckDB's result.
+        """
+        info = self.require_space(space)
+        with self.connect(read_only=True) as con:
+            table = con.sql(
+                f"""SELECT e.segment_id, s.track_id, e.vector FROM {info['table_name']} e JOIN segments s USING (segment_id)
+                    WHERE e.segment_id >= $lo AND e.segment_id < $hi""", params={"lo": int(lo), "hi": int(hi)}
+            ).to_arrow_table()
+        ids, matrix, tracks = _sorted_vectors(table, int(info["dim"]), "track_id")
+        return ids, tracks, matrix
 
     def data_version(self, space: str) -> int:
         info = self.space(space)
@@ -1005,6 +1030,19 @@ def _check_found(wanted: np.ndarray, found: int, level: str) -> None:
     if found != len(wanted):
         raise StoreError(f"{len(wanted) - found} of the {len(wanted)} {level} ids asked for are not in this store; "
                          "it changed since they were read: reload the view.")
+
+
+def _sorted_vectors(table: pa.Table, dim: int, *columns: str) -> tuple[np.ndarray, ...]:
+    """Segment ids, vectors and any other ``columns`` of an Arrow result, sorted by id, without a loop over rows."""
+    ids = table.column("segment_id").to_numpy()
+    vec = table.column("vector").combine_chunks()
+    flat = vec.values.to_numpy(zero_copy_only=False) if len(vec) else np.zeros(0, np.float32)
+    out = [ids, flat.reshape(len(ids), dim).astype(np.float32, copy=False)]
+    out += [table.column(c).to_numpy() for c in columns]
+    if len(ids) > 1 and (np.diff(ids) < 0).any():  # sorting in numpy is cheaper than ORDER BY on wide rows
+        order = np.argsort(ids, kind="stable")
+        out = [a[order] for a in out]
+    return tuple(out)
 
 
 def _insert_vectors(con, table: str, segment_ids: np.ndarray, vectors: np.ndarray) -> None:
