@@ -8,6 +8,7 @@ rerun after a click re-reads nothing.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -126,10 +127,45 @@ def space(db: str, key: str, level: str, version: tuple):
 
 @st.cache_resource(max_entries=2, show_spinner="Indexing vectors for fast search…")
 def sketch(db: str, key: str, version: tuple):
-    """The int8 search sketch of a segment-level space (``None`` for small spaces), built once per data version."""
+    """The int8 search sketch of a segment-level space (``None`` for small spaces, and for those
+    :func:`vector_index` serves), built once per data version."""
     from core.search import build_sketch
 
+    if vector_index(db, key, version) is not None:
+        return None
     return build_sketch(space(db, key, "segment", version).vectors)
+
+
+@st.cache_resource(max_entries=1, show_spinner="Opening the search index (built once per data version: "
+                                                 "minutes for millions of vectors)…")
+def vector_index(db: str, key: str, version: tuple):
+    """The approximate index of a space too large for exact search (``None`` otherwise)."""
+    from core.search import index_for
+
+    return index_for(Store(db), space(db, key, "segment", version))
+
+
+def step_progress(container):
+    """A :mod:`core.progress` callback drawing one ``st.progress`` bar with each step's time left.
+
+    The time left is the step's remaining items at the step's own rate so
+    far (a fit and the placing after it run at very different rates).
+    """
+    bar = container.progress(0.0)
+    current = {"step": None, "t0": 0.0}
+
+    def progress(done: int, total: int, step: str) -> None:
+        now = time.monotonic()
+        if step != current["step"]:
+            current.update(step=step, t0=now)
+        elapsed = now - current["t0"]
+        text = f"{step}: {done:,} of {total:,}"
+        if 0 < done < total and elapsed > 1:
+            left = elapsed * (total - done) / done
+            text += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+        bar.progress(min(1.0, done / max(1, total)), text=text)
+
+    return progress
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)

@@ -11,6 +11,7 @@ one-line reason on stderr.  Every refusal is a ``core.errors.AEBError`` (or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -33,6 +34,29 @@ UsageError = BadInput
 
 def _print_json(obj) -> None:
     print(json.dumps(jsonable(obj), indent=2, allow_nan=False))
+
+
+@contextlib.contextmanager
+def _step_bar(unit: str):
+    """A tqdm bar on stderr driven by the :mod:`core.progress` protocol: one count and time left per step.
+
+    It appears only once a computation has run for a second, so cached
+    results and quick steps print nothing.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit=unit, unit_scale=True, dynamic_ncols=True, file=sys.stderr, delay=1.0)
+
+    def progress(done: int, total: int, step: str) -> None:
+        if step != bar.desc:
+            bar.reset(total=total)
+            bar.set_description_str(step, refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def _existing_store(db: str) -> Store:
@@ -125,7 +149,8 @@ def cmd_project(args) -> int:
 
     store = _existing_store(args.db)
     space = _stored_space(store, args.model)
-    result = cached_projection(store, space, args.method, level=args.level)
+    with _step_bar("point") as progress:
+        result = cached_projection(store, space, args.method, level=args.level, progress=progress)
     out = {"model": space, "method": args.method, "level": args.level, "n": int(len(result["ids"])),
            "seconds": result["seconds"], "cached": result["cached"],
            "trustworthiness": result["info"].get("trustworthiness"), **{
@@ -133,8 +158,10 @@ def cmd_project(args) -> int:
     if args.json:
         _print_json(out)
     else:
+        sampled = (f", fit on a sample of {out['fit_sample']:,} and the other {out['placed']:,} placed into it"
+                   if "fit_sample" in out else "")
         print(f"{space} {args.method} ({args.level}): {out['n']} points in {out['seconds']:.2f} s"
-              f"{' (cached)' if out['cached'] else ''}, trustworthiness@10 = {out['trustworthiness']:.3f}")
+              f"{' (cached)' if out['cached'] else ''}{sampled}, trustworthiness@10 = {out['trustworthiness']:.3f}")
     return OK
 
 
@@ -148,7 +175,7 @@ def cmd_search(args) -> int:
     from core import spaces
     from core.config import settings
     from core.models.base import get_entry, load_model, split_key
-    from core.search import embed_clip, search_store
+    from core.search import embed_clip, index_for, search_store
 
     store = _existing_store(args.db)
     key = _stored_space(store, args.model)
@@ -170,7 +197,9 @@ def cmd_search(args) -> int:
                                max_samples=settings().max_samples)
         except audio.AudioError as exc:
             raise UsageError(f"{args.audio}: {exc}") from None
-    found = search_store(store, space, query, k=args.k, level=args.level)
+    with _step_bar("vector") as progress:
+        index = index_for(store, space, progress=progress)  # built once per data version, minutes at millions
+    found = search_store(store, space, query, k=args.k, level=args.level, index=index)
     if args.json:
         _print_json([{k: r[k] for k in ("path", "path_escaped", "start_s", "end_s", "score", "metadata")} for r in found])
     else:

@@ -29,8 +29,9 @@ from core.vectors import normalize
 
 #: Stored values (rows × dimensions) above which even the int8 sketch scan
 #: takes longer than about 100 ms on a two-core machine (it streams one byte
-#: per value at roughly 10 GB/s); beyond it interactive search needs an
-#: approximate index (HNSW or IVF-PQ, e.g. faiss) or a GPU.
+#: per value at roughly 10 GB/s); beyond it :func:`search_store` answers from
+#: an approximate index (:mod:`core.index`).  Set it (or pass ``exact_max_values``)
+#: to move the line.
 EXACT_SEARCH_MAX_VALUES = 2_000_000 * 512
 
 #: Below this many stored values a float32 scan takes under about 10 ms, and
@@ -88,6 +89,16 @@ def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     return (q2 / norms[:, None]).reshape(q.shape)
 
 
+def _check_request(query: np.ndarray, dim: int, k: int, level: str) -> np.ndarray:
+    """The unit query of a one-query search, once its ``k`` and ``level`` are known to be usable."""
+    q = _check_queries(query, dim)
+    if q.ndim != 1:
+        raise SearchError("search takes one query vector; use top_k for several.")
+    check_k(k)
+    check_level(level)
+    return q
+
+
 def cosine_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Score every stored vector against the queries with one matrix product.
 
@@ -114,6 +125,10 @@ def cosine_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return m @ q if q.ndim == 1 else q @ m.T
 
 
+_NOTHING_LEFT = ("Nothing is left to search once the excluded rows are left out (the query's own track, "
+                 "a tag filter); include the own track or relax the filter.")
+
+
 def _mask(exclude: np.ndarray, n: int) -> np.ndarray:
     """An exclusion mask as booleans, refused unless it has one value per stored vector."""
     mask = np.asarray(exclude, dtype=bool)
@@ -130,8 +145,7 @@ def _masked(scores: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.
         return s, len(s)
     mask = _mask(exclude, len(s))
     if mask.all():
-        raise SearchError("Nothing is left to search once the excluded rows are left out (the query's own track, "
-                          "a tag filter); include the own track or relax the filter.")
+        raise SearchError(_NOTHING_LEFT)
     return np.where(mask, np.float32(-np.inf), s), int(len(s) - mask.sum())
 
 
@@ -433,10 +447,7 @@ def search(
     scores : np.ndarray [shape=(k',), dtype=float32]
     """
     m = _check_matrix(matrix)
-    q = _check_queries(query, m.shape[1])
-    if q.ndim != 1:
-        raise SearchError("search takes one query vector; use top_k for several.")
-    check_level(level)
+    q = _check_request(query, m.shape[1], k, level)
     if level == "track" and track_ids is None:
         raise SearchError("Ranking tracks needs the track of every stored segment.")
     rows = None
@@ -562,10 +573,40 @@ def _metadata_of(row, columns: list[str]) -> dict:
                      if not (row[c] is None or row[c] is pd.NA or (isinstance(row[c], float) and row[c] != row[c]))})
 
 
+def index_for(store, space, *, exact_max_values: int | None = None, progress=None):
+    """The approximate index of a space too large for exact search, or ``None`` for one exact search can serve.
+
+    Above ``exact_max_values`` (default :data:`EXACT_SEARCH_MAX_VALUES`)
+    stored values, :func:`core.index.refresh` reads the space's index from
+    beside the store, building it first (minutes at millions of rows) if
+    the space changed since.  Long-lived callers (the app) keep the result.
+
+    Parameters
+    ----------
+    store : core.store.Store
+    space : core.spaces.Space
+    progress : callable, optional
+        ``progress(rows_added, total, step)`` while an index is built.
+
+    Returns
+    -------
+    core.index.VectorIndex or None
+    """
+    from core import index
+
+    limit = EXACT_SEARCH_MAX_VALUES if exact_max_values is None else exact_max_values
+    if space.vectors.size <= limit:
+        return None
+    return index.refresh(store, space.key, progress=progress)
+
+
 def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "segment",
                  exclude_track: int | None = None, exclude: np.ndarray | None = None,
-                 sketch: Sketch | None = None) -> list[dict]:
+                 sketch: Sketch | None = None, index=None) -> list[dict]:
     """Top-k segments, or top-k tracks ranked by their best segment, for one query vector, in the ``search`` JSON shape.
+
+    Exact (:func:`search`) unless the space is large enough for
+    :func:`index_for` to give an approximate index, or ``index`` is given.
 
     Parameters
     ----------
@@ -584,6 +625,8 @@ def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "
     sketch : Sketch, optional
         :func:`build_sketch` of ``space.vectors``, kept by a long-lived
         caller (the app) that runs many queries on one space.
+    index : core.index.VectorIndex, optional
+        :func:`index_for` of the space, kept by a long-lived caller.
 
     Returns
     -------
@@ -599,8 +642,12 @@ def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "
     if exclude_track is not None:
         own = space.track_ids == exclude_track
         exclude = own if exclude is None else own | _mask(exclude, len(own))
-    indices, top = search(space.vectors, query, k=k, level=level, track_ids=space.track_ids,
-                          exclude=exclude, sketch=sketch)
+    index = index if index is not None else index_for(store, space)
+    if index is None:
+        indices, top = search(space.vectors, query, k=k, level=level, track_ids=space.track_ids,
+                              exclude=exclude, sketch=sketch)
+    else:
+        indices, top = _search_index(index, space, query, k, level, exclude)
     frame = store.rows(space.ids[indices])
     columns = metadata_columns(frame)
     return [{"path": row["path"], "path_escaped": bool(row["path_escaped"]),
@@ -608,6 +655,23 @@ def search_store(store, space, query: np.ndarray, *, k: int = 10, level: str = "
              "score": float(score), "metadata": _metadata_of(row, columns),
              "segment_id": int(row["segment_id"]), "track_id": int(row["track_id"])}
             for (_, row), score in zip(frame.iterrows(), top)]
+
+
+def _search_index(index, space, query: np.ndarray, k: int, level: str,
+                  exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``space`` and scores of an approximate search, with the exact path's checks."""
+    q = _check_request(query, space.vectors.shape[1], k, level)
+    excluded = None
+    if exclude is not None:
+        mask = _mask(exclude, len(space.ids))
+        if mask.all():
+            raise SearchError(_NOTHING_LEFT)
+        excluded = space.ids[mask]
+    segment_ids, top = index.search(q, k=k, level=level, exclude=excluded)
+    rows = np.minimum(np.searchsorted(space.ids, segment_ids), len(space.ids) - 1)
+    if not np.array_equal(space.ids[rows], segment_ids):
+        raise SearchError("The search index and the loaded vectors are of different versions; reload the space.")
+    return rows, top
 
 
 def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None = None, *,

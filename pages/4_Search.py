@@ -55,7 +55,8 @@ def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
     try:
         below = None if tag is None else exclude_below(space.ids, tag_scores.index.to_numpy(), tag_scores.to_numpy(), min_score)
         found = search_store(store, space, query, k=int(k), level=level, exclude_track=exclude_track, exclude=below,
-                             sketch=ui.sketch(str(store.path), key, version))
+                             sketch=ui.sketch(str(store.path), key, version),
+                             index=ui.vector_index(str(store.path), key, version))
     except SearchError as exc:
         st.error(str(exc))
         return

@@ -31,8 +31,13 @@ def collection(tmp_path_factory):
     return d, db
 
 
-def test_cli_audio_query_json_shape(collection, capsys):
+@pytest.mark.parametrize("approximate", [False, True], ids=["exact", "approximate index"])
+def test_cli_audio_query_json_shape(collection, capsys, monkeypatch, approximate):
     d, db = collection
+    if approximate:  # the path spaces above 2,000,000 × 512 values take, forced on this small one
+        from core import search
+
+        monkeypatch.setattr(search, "EXACT_SEARCH_MAX_VALUES", 0)
     capsys.readouterr()
     code = cli.main(["search", "--model", "dsp", "--audio", str(d / "audio" / "tone_440.wav"), "-k", "3",
                      "--db", str(db), "--json"])
@@ -47,6 +52,7 @@ def test_cli_audio_query_json_shape(collection, capsys):
     assert code == 0 and len({r["path"] for r in tracks}) == len(tracks) == 6
     assert tracks[1]["path"].endswith("tone_450.wav")
     assert tracks[0]["end_s"] - tracks[0]["start_s"] == pytest.approx(3.0)  # the best segment, not the track
+    assert any(db.parent.glob(f"{db.name}.index/dsp-*.faiss")) == approximate
 
 
 def test_own_track_exclusion_and_visible_errors(collection):
@@ -133,20 +139,23 @@ def test_clap_text_search_through_a_tiny_checkpoint(tmp_path, capsys):
     assert len(out) == 2 and -1.0 <= out[1]["score"] <= out[0]["score"] <= 1.0
 
 
-@pytest.mark.parametrize("sketched", [False, True], ids=["scan", "int8 sketch"])
-def test_search_page_more_like_this(collection, monkeypatch, sketched):
+@pytest.mark.parametrize("path", ["scan", "sketch", "index"], ids=["scan", "int8 sketch", "approximate index"])
+def test_search_page_more_like_this(collection, monkeypatch, path):
+    import streamlit as st
+
+    from core import search
+
     _, db = collection
     monkeypatch.setenv("AEB_DB", str(db))
     built = []
-    if sketched:  # the path large spaces take, forced on this small one
-        import streamlit as st
-
-        from core import search
-
+    st.cache_resource.clear()
+    if path == "sketch":  # the path large spaces take, forced on this small one
         real = search.build_sketch
         monkeypatch.setattr(search, "SKETCH_MIN_VALUES", 0)
         monkeypatch.setattr(search, "build_sketch", lambda m: built.append(real(m)) or built[-1])
-        st.cache_resource.clear()
+    if path == "index":  # the path the largest spaces take
+        real_index = search.index_for
+        monkeypatch.setattr(search, "index_for", lambda *a, **kw: built.append(real_index(*a, exact_max_values=0)) or built[-1])
     at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
     at.run()
     assert not at.exception
@@ -155,7 +164,7 @@ def test_search_page_more_like_this(collection, monkeypatch, sketched):
     more.click().run()
     assert not at.exception
     assert len(at.get("audio")) >= 1
-    assert [type(b).__name__ for b in built] == (["Sketch"] if sketched else [])
+    assert [type(b).__name__ for b in built] == {"scan": [], "sketch": ["Sketch"], "index": ["VectorIndex"]}[path]
     # the query's scores become a colour Explore offers
     (name, source), = at.session_state["explore_extra_colours"].items()
     scores = source()  # scored only when Explore colours by it
