@@ -104,6 +104,8 @@ def projection_note(projection: dict) -> str:
     notes = []
     if info.get("explained_variance"):
         notes.append("explained variance " + " + ".join(f"{v:.1%}" for v in info["explained_variance"]))
+    if info.get("fit_sample"):
+        notes.append(f"fit on a random sample of {info['fit_sample']:,} points, the other {info['placed']:,} placed into it")
     if info.get("trustworthiness") is not None:
         sample = info.get("trust_sample", len(projection["ids"]))
         notes.append(f"trustworthiness@10 {info['trustworthiness']:.3f} on {sample:,} points")

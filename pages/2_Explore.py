@@ -67,10 +67,11 @@ def projection(view: dict, column) -> dict:
 
         def announce(n: int) -> None:
             started["status"] = box.status(f"Computing {label} for {n:,} points, once: it is stored for next time…")
+            started["progress"] = ui.step_progress(started["status"])
 
         try:
             memo[key] = cached_projection(store, view["space"], view["method"], level=level, params=view["params"],
-                                          on_compute=announce)
+                                          on_compute=announce, progress=lambda *step: started["progress"](*step))
         except ReduceError as exc:
             box.error(str(exc))
             st.stop()

@@ -154,6 +154,10 @@ def test_tagged_spaces_projection_note_and_spec_buckets():
                   "info": {"explained_variance": [0.5, 0.25], "trustworthiness": 0.9}}
     assert ex.projection_note(projection) == ("explained variance 50.0% + 25.0% · trustworthiness@10 0.900 on 7 points"
                                               " · computed in 1.3 s (stored)")
+    sampled = {"ids": np.arange(150_000), "seconds": 90.0,
+               "info": {"fit_sample": 50_000, "placed": 100_000, "trustworthiness": 0.95, "trust_sample": 5_000}}
+    assert ex.projection_note(sampled) == ("fit on a random sample of 50,000 points, the other 100,000 placed into it"
+                                           " · trustworthiness@10 0.950 on 5,000 points · computed in 90.0 s")
     assert [ex.mark_bucket(n) for n in (0, 1_999, 2_000, 19_999, 20_000, 10**6)] == [0, 0, 2_000, 2_000, 20_000, 20_000]
     assert ex.selections(2) == ["pick", "brush0", "brush1"] and ex.selections(2, "zoom") == ["pick"]
 

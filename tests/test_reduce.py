@@ -72,3 +72,47 @@ def test_umap_keeps_neighbours():
     xy, info = project(x, "umap", {"n_neighbors": 10})
     assert xy.shape == (120, 2) and info["params"]["n_neighbors"] == 10
     assert trustworthiness(x, xy) > 0.8
+
+
+@pytest.mark.slow
+def test_large_sets_are_fit_on_a_sample_and_the_rest_placed():
+    x = blobs(n_per=200)  # 600 points in 3 blobs
+    blob = np.repeat(np.arange(3), 200)
+    steps = []
+    xy, info = project(x, "tsne", sample_above=400, fit_sample=200, progress=lambda *a: steps.append(a))
+    assert xy.shape == (600, 2) and np.isfinite(xy).all()
+    assert info["fit_sample"] == 200 and info["placed"] == 400
+    fitted = np.sort(np.random.default_rng(42).choice(600, 200, replace=False))  # the seed's sample
+    placed = np.setdiff1d(np.arange(600), fitted)
+    nearest_fitted = fitted[np.argmin(((xy[placed, None] - xy[None, fitted]) ** 2).sum(-1), axis=1)]
+    assert np.mean(blob[nearest_fitted] == blob[placed]) > 0.98  # each point lands among its own kind
+    assert trustworthiness(x, xy) > 0.85
+    fit_steps = [s for s in steps if s[2].startswith("fitting")]
+    place_steps = [s for s in steps if s[2].startswith("placing")]
+    assert fit_steps[0][:2] == (0, 200) and fit_steps[-1][:2] == (200, 200) and len(fit_steps) > 3  # per iterations
+    assert [d for d, _, _ in fit_steps] == sorted(d for d, _, _ in fit_steps)
+    assert place_steps[-1][:2] == (400, 400)
+
+
+def test_cli_project_says_the_map_was_fit_on_a_sample(store, monkeypatch, capsys):
+    import json
+
+    from core import cli, reduce
+
+    monkeypatch.setattr(reduce, "SAMPLE_ABOVE", 100)
+    monkeypatch.setattr(reduce, "FIT_SAMPLE", 60)
+    assert cli.main(["project", "--model", "m", "--method", "tsne", "--db", str(store.path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 120 and out["fit_sample"] == 60 and out["placed"] == 60 and out["trustworthiness"] > 0.8
+    again = cached_projection(store, "m", "tsne")
+    assert again["cached"] and again["info"]["fit_sample"] == 60  # stored with the map, for the screen to say
+    assert cli.main(["project", "--model", "m", "--method", "tsne", "--db", str(store.path)]) == 0
+    assert "fit on a sample of 60 and the other 60 placed" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_umap_places_the_points_it_was_not_fit_on():
+    x = blobs(n_per=100)
+    xy, info = project(x, "umap", {"n_neighbors": 10}, sample_above=200, fit_sample=150)
+    assert info["fit_sample"] == 150 and info["placed"] == 150
+    assert trustworthiness(x, xy) > 0.8
