@@ -146,11 +146,9 @@ def vector_index(db: str, key: str, version: tuple):
 
 
 def step_progress(container):
-    """A :mod:`core.progress` callback drawing one ``st.progress`` bar with each step's time left.
+    """A :mod:`core.progress` callback drawing one ``st.progress`` bar, with each step's time left."""
+    from core.progress import describe
 
-    The time left is the step's remaining items at the step's own rate so
-    far (a fit and the placing after it run at very different rates).
-    """
     bar = container.progress(0.0)
     current = {"step": None, "t0": 0.0}
 
@@ -158,12 +156,7 @@ def step_progress(container):
         now = time.monotonic()
         if step != current["step"]:
             current.update(step=step, t0=now)
-        elapsed = now - current["t0"]
-        text = f"{step}: {done:,} of {total:,}"
-        if 0 < done < total and elapsed > 1:
-            left = elapsed * (total - done) / done
-            text += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
-        bar.progress(min(1.0, done / max(1, total)), text=text)
+        bar.progress(min(1.0, done / max(1, total)), text=describe(done, total, step, now - current["t0"]))
 
     return progress
 

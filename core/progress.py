@@ -13,3 +13,17 @@ from __future__ import annotations
 from typing import Callable
 
 ProgressFn = Callable[[int, int, str], None]
+
+
+def describe(done: int, total: int, step: str, elapsed_s: float) -> str:
+    """One line for a progress bar: the step, its count, and the step's time left at its own rate so far.
+
+    The time left appears once the step has run a second and done
+    something, since a rate from less is noise; a fit and the placing after
+    it run at very different rates, hence one rate per step.
+    """
+    text = f"{step}: {done:,} of {total:,}"
+    if 0 < done < total and elapsed_s >= 1:
+        left = elapsed_s * (total - done) / done
+        text += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+    return text

@@ -116,3 +116,13 @@ def test_umap_places_the_points_it_was_not_fit_on():
     xy, info = project(x, "umap", {"n_neighbors": 10}, sample_above=200, fit_sample=150)
     assert info["fit_sample"] == 150 and info["placed"] == 150
     assert trustworthiness(x, xy) > 0.8
+
+
+def test_progress_lines_give_each_steps_time_left():
+    from core.progress import describe
+
+    assert describe(0, 50_000, "fitting UMAP on 50,000 points", 0.0) == "fitting UMAP on 50,000 points: 0 of 50,000"
+    assert describe(100, 1_000, "placing", 0.5) == "placing: 100 of 1,000"  # under a second: no rate yet
+    assert describe(100, 1_000, "placing", 10.0) == "placing: 100 of 1,000, about 2 min left"  # 90 s
+    assert describe(500, 1_000, "placing", 20.0) == "placing: 500 of 1,000, about 20 s left"
+    assert describe(1_000, 1_000, "placing", 20.0) == "placing: 1,000 of 1,000"
