@@ -17,12 +17,14 @@ share is scored against them: recall@10 (share of the exact ten found) and
 the time per query, median and fastest, at segment level, at track level,
 and at segment level with the query's own track excluded.
 
-``--others`` first measures the indexes that were not chosen at segment
+``--truth`` and ``--keep`` keep the exact answers and the built index on
+disk, so that a later run (on an idle machine, say) times the queries
+without recomputing either.  ``--others`` first measures the indexes that were not chosen at segment
 level (faiss IVF with int8 codes, usearch HNSW with float16 and int8 codes),
 on the same space and queries.
 
     python bench/bench_ann.py [--rows 5000000] [--dim 512] [--queries 100] [--shares 0.0625 0.125 0.25]
-                              [--truth FILE.npz] [--others]
+                              [--truth FILE.npz] [--keep FOLDER] [--others]
 """
 
 from __future__ import annotations
@@ -123,7 +125,6 @@ def other_indexes(space: Synthetic, sweep: list[int]):
     for i in range(len(space)):
         ids, _, x = space.generate(i)
         ivf.add_with_ids(x, ids)
-    ivf.parallel_mode = 1
     yield ("faiss IVF, int8 codes", time.perf_counter() - t0, "probe share",
            [(share, lambda q, k, share=share: ivf.search(q[None], k, params=faiss.SearchParametersIVF(
                nprobe=max(1, round(share * cells))))[1][0]) for share in (1 / 16, 1 / 8, 1 / 4)])
@@ -159,6 +160,9 @@ def main() -> None:
     parser.add_argument("--shares", type=float, nargs="+", default=[1 / 16, 1 / 8, 1 / 4])
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--truth", help="an .npz file that keeps the exact answers between runs of one configuration")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="cores one query's scan is split over (the index uses 1); each count is timed in turn")
+    parser.add_argument("--keep", help="a folder that keeps the built index between runs (searched, not rebuilt, when there)")
     parser.add_argument("--others", action="store_true",
                         help="also measure the indexes not chosen (faiss int8 codes, usearch HNSW; needs usearch)")
     args = parser.parse_args()
@@ -195,27 +199,39 @@ def main() -> None:
                 print(f"{name:<32} {built:>8.0f} {setting + ' ' + format(value, 'g'):>12} {np.mean(recall):>9.3f} "
                       f"{1000 * np.median(times):>10.1f}", flush=True)
 
-    space.seconds = 0.0
-    t0 = time.perf_counter()
-    index = ann.build(space, args.rows, args.dim)
-    total = time.perf_counter() - t0
-    now, peak = rss_gb()
-    print(f"build: {total - space.seconds:.0f} s ({total:.0f} s with {space.seconds:.0f} s of generating the batches); "
-          f"{index.ivf.nlist} cells; index {index.nbytes / 1e9:.2f} GB; process RSS {now:.2f} GB, peak {peak:.2f} GB",
-          flush=True)
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as folder:
-        path = Path(folder) / "bench-v0-0"
+    keep = Path(args.keep or tempfile.mkdtemp(dir=os.environ.get("BENCH_TMP"))) / f"bench-{args.rows}x{args.dim}"
+    if Path(f"{keep}.faiss").is_file():
         t0 = time.perf_counter()
-        ann.save(index, path)
+        index = ann.load(keep)
+        print(f"index loaded from {keep.parent} in {time.perf_counter() - t0:.1f} s (built by an earlier run)", flush=True)
+    else:
+        space.seconds = 0.0
+        t0 = time.perf_counter()
+        index = ann.build(space, args.rows, args.dim)
+        total = time.perf_counter() - t0
+        now, peak = rss_gb()
+        print(f"build: {total - space.seconds:.0f} s ({total:.0f} s with {space.seconds:.0f} s of generating the batches); "
+              f"{index.ivf.nlist} cells; index {index.nbytes / 1e9:.2f} GB; process RSS {now:.2f} GB, peak {peak:.2f} GB",
+              flush=True)
+        t0 = time.perf_counter()
+        ann.save(index, keep)
         saved = time.perf_counter() - t0
-        size = sum(f.stat().st_size for f in Path(folder).iterdir())
+        size = sum(Path(f"{keep}{end}").stat().st_size for end in (".faiss", ".rows.npy"))
         del index
         t0 = time.perf_counter()
-        index = ann.load(path)
+        index = ann.load(keep)
         print(f"files: {size / 1e9:.2f} GB, saved in {saved:.1f} s, loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+        if not args.keep:
+            for end in (".faiss", ".rows.npy"):
+                Path(f"{keep}{end}").unlink()
+            keep.parent.rmdir()
 
-    print(f"{'probe share':>11} {'level':<22} {'recall@10':>9} {'median ms':>10} {'min ms':>7}")
-    for share in args.shares:
+    import faiss
+
+    print(f"{'cores':>7} {'probe share':>11} {'level':<22} {'recall@10':>9} {'median ms':>10} {'min ms':>7}")
+    for threads, share in [(t, s) for t in args.threads for s in args.shares]:
+        faiss.omp_set_num_threads(threads)
+        index.ivf.parallel_mode = int(threads > 1)  # 1: split one query's probes over the threads
         for level, exclude in (("segment", False), ("track", False), ("segment", True)):
             times, recall = [], []
             for q, query in enumerate(queries):
@@ -231,7 +247,7 @@ def main() -> None:
                     assert not np.isin(index.tracks_of(ids), own_tracks[q]).any(), "own track returned"
             name = level + (", own track excluded" if exclude else "")
             shown = f"{np.mean(recall):.3f}" if recall else "–"
-            print(f"{share:>11.4f} {name:<22} {shown:>9} {1000 * np.median(times):>10.1f} {1000 * np.min(times):>7.1f}",
+            print(f"{threads:>7} {share:>11.4f} {name:<22} {shown:>9} {1000 * np.median(times):>10.1f} {1000 * np.min(times):>7.1f}",
                   flush=True)
     now, peak = rss_gb()
     print(f"process RSS while searching {now:.2f} GB, peak {peak:.2f} GB; load average now {os.getloadavg()[0]:.1f}")
