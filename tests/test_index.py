@@ -149,12 +149,13 @@ def test_stale_index_of_other_weights_is_never_read(store, monkeypatch):
     monkeypatch.setattr(search, "EXACT_SEARCH_MAX_VALUES", 0)
     search.index_for(store, spaces.load(store, "m"))
     old = index_files(store)
-    # New weights: the space is emptied and refilled, and its data version starts again at the same number.
-    store.prepare_space(Provenance("m", "m", DIM, "1", "other-sha"))
+    # New weights: the space is re-extracted into staging and swapped in under a new data version.
+    assert store.prepare_space(Provenance("m", "m", DIM, "1", "other-sha"))
     x, tracks = clustered(30, seed=5)
     write(store, x, tracks, name="u")
+    store.commit_staged(["m"])
     space = spaces.load(store, "m")
-    assert f"-v{store.data_version('m')}-" in old[0]  # same data version as the stale files
+    assert f"-v{store.data_version('m')}-" not in old[0]
     index = search.index_for(store, space)
     assert len(index.segment_ids) == len(space.ids) and index_files(store) != old
     found = search_store(store, space, space.vectors[0], k=1)
