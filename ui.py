@@ -145,6 +145,15 @@ def vector_index(db: str, key: str, version: tuple):
     return index_for(Store(db), space(db, key, "segment", version))
 
 
+@st.cache_resource(max_entries=1, show_spinner="Reading segment labels…")
+def row_labels(db: str, version: tuple):
+    """Every segment's labels (:class:`core.labels.RowLabels`) of one data version, so that a search
+    result or a clicked point is labelled without opening the store."""
+    from core.labels import RowLabels
+
+    return RowLabels.read(Store(db))
+
+
 def step_progress(container):
     """A :mod:`core.progress` callback drawing one ``st.progress`` bar, with each step's time left."""
     from core.progress import describe

@@ -740,6 +740,19 @@ class Store:
         _check_found(wanted, len(df), level)
         return df.merge(meta, on="track_id", how="left")
 
+    def segment_table(self) -> dict[str, np.ndarray]:
+        """Every segment's id, track, index and times as numpy columns, sorted by id: no string per segment.
+
+        Returns
+        -------
+        dict of np.ndarray [shape=(n,)]
+            ``segment_id``, ``track_id`` (int64), ``idx`` (int32), ``start_s``, ``end_s`` (float64).
+        """
+        with self.connect(read_only=True) as con:
+            columns = con.execute("SELECT segment_id, track_id, idx, start_s, end_s FROM segments ORDER BY segment_id"
+                                  ).fetchnumpy()
+        return {name: np.asarray(values) for name, values in columns.items()}
+
     def segment_tracks(self, segment_ids: np.ndarray) -> np.ndarray:
         """The track of each segment: the one segment → track lookup.
 

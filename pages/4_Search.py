@@ -56,7 +56,8 @@ def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
         below = None if tag is None else exclude_below(space.ids, tag_scores.index.to_numpy(), tag_scores.to_numpy(), min_score)
         found = search_store(store, space, query, k=int(k), level=level, exclude_track=exclude_track, exclude=below,
                              sketch=ui.sketch(str(store.path), key, version),
-                             index=ui.vector_index(str(store.path), key, version))
+                             index=ui.vector_index(str(store.path), key, version),
+                             labels=ui.row_labels(str(store.path), version))
     except SearchError as exc:
         st.error(str(exc))
         return
