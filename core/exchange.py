@@ -99,7 +99,7 @@ def _vectors(column: pa.ChunkedArray, name: str) -> np.ndarray:
     values = pc.list_flatten(col)
     if values.null_count:
         raise BadInput(f"{name}: {values.null_count} vector values are missing.")
-    vectors = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(col), int(lengths[0]))
+    vectors = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(col), int(lengths[0]))
     bad_rows = ~np.isfinite(vectors).all(axis=1)
     if bad_rows.any():
         raise BadInput(f"{name}: {int(bad_rows.sum())} vectors hold NaN or infinity (row {int(np.flatnonzero(bad_rows)[0])} "
@@ -107,10 +107,49 @@ def _vectors(column: pa.ChunkedArray, name: str) -> np.ndarray:
     return vectors
 
 
-def _segments(frame, name: str) -> None:
-    """Refuse missing paths and segment times that are missing, not finite, negative or empty."""
-    if frame["path"].isna().any() or not frame["path"].map(lambda p: isinstance(p, str) and p != "").all():
+def _paths(table: pa.Table, name: str) -> pd.Categorical:
+    """Each row's file as a local path, resolved once per distinct file, never once per row.
+
+    A million rows name a few thousand files: the paths are dictionary-encoded
+    in Arrow, and only the distinct (path, escaped) pairs are decoded (see
+    :mod:`core.paths`) and resolved.  Web addresses stay as they are.
+
+    Returns
+    -------
+    pd.Categorical [shape=(n,)]
+        One category per distinct local path.
+
+    Raises
+    ------
+    BadInput
+        If a row has no path (null, empty, or not text).
+    """
+    column = table.column("path").combine_chunks()
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) or column.null_count:
         raise BadInput(f"{name}: some rows have no path.")
+    encoded = column.dictionary_encode()
+    texts = encoded.dictionary.to_pylist()
+    if "" in texts:
+        raise BadInput(f"{name}: some rows have no path.")
+    codes = encoded.indices.to_numpy().astype(np.int64)
+    if "path_escaped" in table.column_names:
+        escaped = table.column("path_escaped").to_numpy(zero_copy_only=False)
+        codes = 2 * codes + np.asarray(pd.Series(escaped).fillna(False), dtype=bool)
+    else:
+        codes = 2 * codes
+    pairs, inverse = np.unique(codes, return_inverse=True)
+    local = []
+    for pair in pairs:
+        text = texts[pair // 2]
+        local.append(text if text.startswith(("http:", "https:"))
+                     else str(Path(from_text(text, bool(pair % 2))).expanduser().resolve()))
+    # Two spellings of one file (``a/../b`` and ``b``) become one category.
+    merged, files = pd.factorize(pd.Series(local, dtype=object))
+    return pd.Categorical.from_codes(merged[inverse.reshape(-1)], categories=pd.Index(files, dtype=object))
+
+
+def _segments(frame, name: str) -> None:
+    """Refuse segment times that are missing, not finite, negative or empty."""
     for col in ("start_s", "end_s"):
         values = np.asarray(frame[col], dtype=np.float64) if frame[col].dtype.kind in "fiu" else None
         if values is None or not np.isfinite(values).all():
@@ -164,13 +203,12 @@ def import_parquet(store: Store, path: str | Path, space: str, *, replace: bool 
     except ValueError:
         provenance = None
     provenance = provenance if isinstance(provenance, dict) else {}
-    frame = table.drop_columns(["vector"]).to_pandas()
+    paths = _paths(table, name)
+    rest = table.drop_columns([c for c in table.column_names
+                               if c in ("vector", "path", "path_escaped") or c.startswith("track_")])
+    frame = rest.to_pandas(strings_to_categorical=True)  # one Python string per distinct value, not per row
     _segments(frame, name)
-    escaped = frame.pop("path_escaped").fillna(False).astype(bool) if "path_escaped" in frame else [False] * len(frame)
-    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("track_")])
-    local = [p if p.startswith(("http:", "https:")) else str(Path(from_text(p, e)).expanduser().resolve())
-             for p, e in zip(frame["path"], escaped)]
-    frame["path"] = pd.Series(local, index=frame.index, dtype=object)  # object: names may hold surrogates
+    frame.insert(0, "path", paths)
     tags = provenance.get("tag_names")
     prov = Provenance(space, space, dim, str(provenance.get("adapter_version", "imported")),
                       str(provenance.get("weights_sha256", "")), source="imported",
