@@ -802,13 +802,19 @@ class Store:
             return con.execute("SELECT * FROM tracks ORDER BY track_id").df()
 
     def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
-        """A space's segment vectors as stored, straight from DuckDB's Arrow output into numpy.
+        """A space's segment vectors as stored, streamed from DuckDB's Arrow batches into one array.
+
+        The ids are read first (8 bytes a row) and sorted; each batch of
+        vectors is then copied straight to its rows of one preallocated
+        array.  A million 512-D vectors (2 GB) thus never exist twice, where
+        a whole Arrow result, its concatenation and a sorted copy held three.
 
         Returns
         -------
         ids : np.ndarray [shape=(n,), dtype=int64]
             Sorted segment ids.
         vectors : np.ndarray [shape=(n, dim), dtype=float32]
+            Writable and owned by the caller, who may normalise it in place.
 
         Raises
         ------
@@ -816,9 +822,23 @@ class Store:
             If the store holds no such space.
         """
         info = self.require_space(space)
+        dim = int(info["dim"])
         with self.connect(read_only=True) as con:
-            table = con.sql(f"SELECT segment_id, vector FROM {info['table_name']}").to_arrow_table()
-        return _sorted_vectors(table, int(info["dim"]))
+            ids = np.sort(con.sql(f"SELECT segment_id FROM {info['table_name']}").fetchnumpy()["segment_id"]
+                          .astype(np.int64))
+            out = np.empty((len(ids), dim), dtype=np.float32)
+            # A segment stored twice (never by this version) fills its rows in turn.
+            repeated = set(ids[1:][np.diff(ids) == 0].tolist())
+            filled: dict[int, int] = {}
+            reader = con.sql(f"SELECT segment_id, vector FROM {info['table_name']}").to_arrow_reader(_READ_ROWS)
+            for batch in reader:
+                batch_ids = batch.column(0).to_numpy()
+                rows = np.searchsorted(ids, batch_ids)
+                for j in (np.flatnonzero(np.isin(batch_ids, list(repeated))) if repeated else ()):
+                    rows[j] += filled.get(int(batch_ids[j]), 0)
+                    filled[int(batch_ids[j])] = filled.get(int(batch_ids[j]), 0) + 1
+                out[rows] = batch.column(1).flatten().to_numpy().reshape(len(batch_ids), dim)
+        return ids, out
 
     def segment_ids(self, space: str) -> np.ndarray:
         """The sorted segment ids of a space, without its vectors (8 bytes a row)."""
@@ -1058,6 +1078,10 @@ def _check_found(wanted: np.ndarray, found: int, level: str) -> None:
     if found != len(wanted):
         raise StoreError(f"{len(wanted) - found} of the {len(wanted)} {level} ids asked for are not in this store; "
                          "it changed since they were read: reload the view.")
+
+
+#: Rows per Arrow batch when a space is streamed out of DuckDB (32 MB of 512-D float32 vectors).
+_READ_ROWS = 1 << 14
 
 
 def _sorted_vectors(table: pa.Table, dim: int, *columns: str) -> tuple[np.ndarray, ...]:

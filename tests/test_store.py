@@ -43,6 +43,31 @@ def test_vectors_round_trip_and_track_level_is_normalised_mean(store):
     assert np.allclose(t[0], mean / np.linalg.norm(mean), atol=1e-6)
 
 
+def test_vectors_stream_in_batches_into_one_sorted_array(store, tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core import store as store_module
+
+    monkeypatch.setattr(store_module, "_READ_ROWS", 2)  # many batches, one cut inside a repeated id
+    store.write_tracks([record(f"/{i}.wav", n=3, seed=i) for i in range(4)])
+    store.write_tracks([record("/0.wav", n=3, seed=9)])  # rewritten: its new segment ids come last
+    ids, x = store.vectors("m")
+    assert x.flags.writeable and ids.tolist() == sorted(ids.tolist())  # the caller may normalise it in place
+    rows = store.rows(ids)
+    expected = {p: record(p, n=3, seed=9 if p == "/0.wav" else int(p[1])).vectors["m"] for p in rows["path"].unique()}
+    for path, group in rows.groupby("path"):
+        assert np.array_equal(x[group.index.to_numpy()], expected[path])
+    # A file naming one segment twice stores two vectors for it: both come back, in the order stored.
+    twice = np.arange(12, dtype=np.float32).reshape(3, 4)
+    pq.write_table(pa.table({"path": ["/t.wav"] * 3, "start_s": [0.0, 0.0, 3.0], "end_s": [3.0, 3.0, 6.0],
+                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(twice.reshape(-1)), 4)}),
+                   tmp_path / "twice.parquet")
+    import_parquet(store, tmp_path / "twice.parquet", "twice")
+    ids, x = store.vectors("twice")
+    assert ids[0] == ids[1] and np.array_equal(x, twice)
+
+
 def test_rows_are_read_by_id_in_the_order_asked_at_either_level(store):
     store.write_tracks([record("/a.wav"), record("/b.wav", seed=1, n=2)])  # segments 1-3 and 4-5
     rows = store.rows(np.array([5, 1, 5]))
