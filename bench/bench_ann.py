@@ -42,44 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.synthetic import SEGMENTS_PER_TRACK, Synthetic  # noqa: E402
 from core import index as ann  # noqa: E402
 from core.vectors import normalize  # noqa: E402
-
-SEGMENTS_PER_TRACK = 200
-
-
-class Synthetic:
-    """A clustered space of ``rows`` unit vectors, generated batch by batch (a sequence of loaders for ``build``)."""
-
-    def __init__(self, rows: int, dim: int, batch: int = ann.BATCH_ROWS, seed: int = 0):
-        if rows % SEGMENTS_PER_TRACK:
-            raise SystemExit(f"--rows must be a multiple of {SEGMENTS_PER_TRACK} (whole tracks).")
-        self.rows, self.dim, self.batch, self.seed = rows, dim, batch - batch % SEGMENTS_PER_TRACK, seed
-        self.centres = np.random.default_rng(seed).standard_normal((max(1, rows // 1000), dim), dtype=np.float32)
-        self.seconds = 0.0  # spent generating, to take out of the build time
-
-    def __len__(self) -> int:
-        return -(-self.rows // self.batch)
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return lambda: self.generate(i)
-
-    def generate(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        t0 = time.perf_counter()
-        ids = np.arange(i * self.batch, min(self.rows, (i + 1) * self.batch), dtype=np.int64)
-        tracks = ids // SEGMENTS_PER_TRACK
-        first, last = int(tracks[0]), int(tracks[-1])
-        per_track = [np.random.default_rng((self.seed, 1, t)) for t in range(first, last + 1)]
-        cluster = np.array([r.integers(len(self.centres)) for r in per_track])
-        drift = np.stack([r.standard_normal(self.dim, dtype=np.float32) for r in per_track])
-        x = np.random.default_rng((self.seed, 2, i)).standard_normal((len(ids), self.dim), dtype=np.float32)
-        x += 2 * self.centres[cluster[tracks - first]]
-        x += 0.7 * drift[tracks - first]
-        normalize(x, copy=False)
-        self.seconds += time.perf_counter() - t0
-        return ids, tracks, x
 
 
 def exact_answers(space: Synthetic, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

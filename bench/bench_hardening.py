@@ -26,20 +26,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import peak_rss  # noqa: E402
 from core.extract import extract  # noqa: E402
 from core.store import Store  # noqa: E402
 from tests.conftest import tone_files  # noqa: E402
 from tests.test_hostile import make_corpus, write_bomb  # noqa: E402
 from tests.test_interruptions import READER  # noqa: E402
-
-
-def peak_rss(args: list[str]) -> tuple[float, int, float]:
-    """Peak RSS (MB), exit code and seconds of ``python -m core ARGS``."""
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    return usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), time.perf_counter() - t
 
 
 def bench_rss(tmp: Path) -> None:
@@ -53,7 +45,7 @@ def bench_rss(tmp: Path) -> None:
     print("| input | peak RSS | exit | seconds |\n|---|---|---|---|")
     for name, folder in (("one 10 s WAV (baseline)", small), ("the 1 MB FLAC bomb", bomb_dir),
                          (f"hostile corpus ({len(expect)} entries, bomb included)", corpus)):
-        mb, code, seconds = peak_rss(["extract", str(folder), "--model", "dsp", "--db", str(tmp / f"{folder.name}.duckdb")])
+        mb, code, seconds = peak_rss(["-m", "core", "extract", str(folder), "--model", "dsp", "--db", str(tmp / f"{folder.name}.duckdb")])
         print(f"| {name} | {mb:,.0f} MB | {code} | {seconds:.1f} |")
     print(f"load after: {os.getloadavg()[0]:.1f}")
 
