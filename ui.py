@@ -63,9 +63,11 @@ def catalogue_status() -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def segments_frame(db: str, version: tuple) -> pd.DataFrame:
-    """All segments with metadata; ``version`` (data + metadata versions) invalidates it."""
-    return Store(db).segments_frame()
+def metadata_names(db: str, version: tuple) -> list[str]:
+    """The collection's metadata columns, read from one row per track (never one per segment)."""
+    from core.store import metadata_columns
+
+    return metadata_columns(Store(db).track_metadata())
 
 
 def store_version(st_: Store, spaces: pd.DataFrame | None = None) -> tuple:

@@ -28,7 +28,7 @@ from core.cluster import cached_clusters
 from core.errors import BadInput
 from core.paths import playlist_entry
 from core.spaces import read_vectors
-from core.store import Store, metadata_columns  # noqa: F401  (the pages' metadata columns are the store's)
+from core.store import Store
 
 #: A categorical colour keeps this many categories; the long tail becomes "other".
 MAX_CATEGORIES = 20

@@ -14,7 +14,7 @@ store, spaces, VERSION = ui.collection_or_stop("Nothing to explore yet: extract 
 
 DB = str(store.path)
 DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
-segments = ui.segments_frame(DB, VERSION)
+METADATA = ui.metadata_names(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 N_PLAYERS = 10
 
@@ -107,7 +107,7 @@ frame = linked(DB, VERSION, level, keys)
 
 # ---------------------------------------------------------------------------- colour and filter
 extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
-colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in ex.tagged_spaces(spaces)],
+colour_options = ["(none)", *METADATA, *[f"top tag · {s}" for s in ex.tagged_spaces(spaces)],
                   "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
 c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
 colour_choice = c1.selectbox("Colour by", colour_options,
@@ -120,7 +120,7 @@ name_filter = c4.text_input("File name contains", "")
 
 with st.expander("Filter by metadata", expanded=False):
     f1, f2 = st.columns([1, 3])
-    filter_column = f1.selectbox("Column", ["(none)", *ex.metadata_columns(segments)])
+    filter_column = f1.selectbox("Column", ["(none)", *METADATA])
     filter_values, filter_range = None, None
     if filter_column != "(none)":
         values = frame[filter_column]
@@ -142,7 +142,7 @@ def derived_colour(db: str, version: tuple, level: str, keys: tuple, kind: str, 
 
 
 colour_title, colour_values, colour_key = None, None, (colour_choice,)
-if colour_choice in ex.metadata_columns(segments):
+if colour_choice in METADATA:
     colour_title, colour_values = colour_choice, frame[colour_choice]
 elif colour_choice.startswith("top tag · "):
     space = colour_choice.removeprefix("top tag · ")
@@ -211,7 +211,7 @@ else:
     if level == "segment":
         st.session_state[ui.PICKED_KEY] = int(first["id"])
         p2.markdown('<a href="Search" target="_self">🔎 More like this</a>', unsafe_allow_html=True)
-    meta = {c: first[c] for c in ex.metadata_columns(segments) if c in first.index and pd.notna(first[c])}
+    meta = {c: first[c] for c in METADATA if c in first.index and pd.notna(first[c])}
     if meta:
         st.dataframe(pd.DataFrame([meta]), hide_index=True)
 

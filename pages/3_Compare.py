@@ -18,7 +18,7 @@ st.title("⚖️ Compare")
 store, spaces, VERSION = ui.collection_or_stop("Nothing to compare yet: extract a collection with two or more models first")
 
 DB = str(store.path)
-segments = ui.segments_frame(DB, VERSION)
+METADATA = ui.metadata_names(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 N_NEIGHBOURS_SHOWN = 10
 
@@ -120,12 +120,11 @@ def metrics(db: str, version: tuple, models: tuple, label, group, k: int, level:
 
 
 st.header("Metrics")
-columns = ex.metadata_columns(segments)
 m1, m2, m3, m4 = st.columns([3, 2, 2, 2])
 table_models = m1.multiselect("Models in the table", SPACE_NAMES, default=SPACE_NAMES,
                               help=f"{an.BASELINE} is always included when stored: it is the baseline every model must beat.")
-label = m2.selectbox("Label column", ["(none)", *columns], help="Adds k-NN accuracy, macro-F1, silhouette, NMI and ARI.")
-group = m3.selectbox("Group column", ["(none)", *columns],
+label = m2.selectbox("Label column", ["(none)", *METADATA], help="Adds k-NN accuracy, macro-F1, silhouette, NMI and ARI.")
+group = m3.selectbox("Group column", ["(none)", *METADATA],
                      help="Source recording, speaker, …: neighbours from the query's own group are excluded.")
 trust_method = m4.selectbox("Trustworthiness of the map", METHODS, format_func=ui.METHOD_LABELS.get)
 st.caption(("At segment level neighbours from the query's own track are always excluded. " if level == "segment" else "")
