@@ -830,14 +830,20 @@ class Store:
             # A segment stored twice (never by this version) fills its rows in turn.
             repeated = set(ids[1:][np.diff(ids) == 0].tolist())
             filled: dict[int, int] = {}
-            reader = con.sql(f"SELECT segment_id, vector FROM {info['table_name']}").to_arrow_reader(_READ_ROWS)
-            for batch in reader:
-                batch_ids = batch.column(0).to_numpy()
-                rows = np.searchsorted(ids, batch_ids)
-                for j in (np.flatnonzero(np.isin(batch_ids, list(repeated))) if repeated else ()):
-                    rows[j] += filled.get(int(batch_ids[j]), 0)
-                    filled[int(batch_ids[j])] = filled.get(int(batch_ids[j]), 0) + 1
-                out[rows] = batch.column(1).flatten().to_numpy().reshape(len(batch_ids), dim)
+            # DuckDB keeps every block it reads cached up to its memory limit (80 % of RAM): 2 GB more at
+            # 1,000,000 × 512, for blocks read once.  A small limit while streaming lets it drop them.
+            con.execute(f"SET memory_limit = '{_READ_BUFFER}'")
+            try:
+                reader = con.sql(f"SELECT segment_id, vector FROM {info['table_name']}").to_arrow_reader(_READ_ROWS)
+                for batch in reader:
+                    batch_ids = batch.column(0).to_numpy()
+                    rows = np.searchsorted(ids, batch_ids)
+                    for j in (np.flatnonzero(np.isin(batch_ids, list(repeated))) if repeated else ()):
+                        rows[j] += filled.get(int(batch_ids[j]), 0)
+                        filled[int(batch_ids[j])] = filled.get(int(batch_ids[j]), 0) + 1
+                    out[rows] = batch.column(1).flatten().to_numpy().reshape(len(batch_ids), dim)
+            finally:  # the setting is the database instance's, which other connections of this process may share
+                con.execute("RESET memory_limit")
         return ids, out
 
     def segment_ids(self, space: str) -> np.ndarray:
@@ -1082,6 +1088,9 @@ def _check_found(wanted: np.ndarray, found: int, level: str) -> None:
 
 #: Rows per Arrow batch when a space is streamed out of DuckDB (32 MB of 512-D float32 vectors).
 _READ_ROWS = 1 << 14
+
+#: DuckDB's memory limit while a space is streamed out: enough for a few batches, not a cache of the table.
+_READ_BUFFER = "256MB"
 
 
 def _sorted_vectors(table: pa.Table, dim: int, *columns: str) -> tuple[np.ndarray, ...]:
