@@ -45,7 +45,7 @@ def bench_rss(tmp: Path) -> None:
     print("| input | peak RSS | exit | seconds |\n|---|---|---|---|")
     for name, folder in (("one 10 s WAV (baseline)", small), ("the 1 MB FLAC bomb", bomb_dir),
                          (f"hostile corpus ({len(expect)} entries, bomb included)", corpus)):
-        mb, code, seconds = peak_rss(["-m", "core", "extract", str(folder), "--model", "dsp", "--db", str(tmp / f"{folder.name}.duckdb")])
+        mb, code, seconds, _ = peak_rss(["-m", "core", "extract", str(folder), "--model", "dsp", "--db", str(tmp / f"{folder.name}.duckdb")])
         print(f"| {name} | {mb:,.0f} MB | {code} | {seconds:.1f} |")
     print(f"load after: {os.getloadavg()[0]:.1f}")
 

@@ -74,11 +74,11 @@ def main() -> None:
         print(f"cores available: {len(os.sched_getaffinity(0))}, load average: {os.getloadavg()[0]:.1f}", flush=True)
         db, imported = imported_store(args.rows, args.dim, folder)
         if imported:
-            print(f"import {args.rows:,} x {args.dim}: {imported['seconds']:.1f} s, peak RSS {imported['peak_mb']:,.0f} MB "
+            print(f"import {args.rows:,} x {args.dim}: {imported['seconds']:.1f} s ({imported['cpu_seconds']:.1f} CPU-s), peak RSS {imported['peak_mb']:,.0f} MB "
                   f"(load average {os.getloadavg()[0]:.1f})", flush=True)
         print(f"load + sketch + labels + search, {args.rows:,} x {args.dim}:", flush=True)
-        mb, code, seconds = peak_rss([__file__, "--child", str(db), "bench", "--queries", str(args.queries)], quiet=False)
-        print(f"  peak RSS {mb:,.0f} MB, exit {code}, {seconds:.1f} s in all (load average {os.getloadavg()[0]:.1f})")
+        mb, code, seconds, cpu = peak_rss([__file__, "--child", str(db), "bench", "--queries", str(args.queries)], quiet=False)
+        print(f"  peak RSS {mb:,.0f} MB, exit {code}, {seconds:.1f} s ({cpu:.1f} CPU-s) in all (load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -92,15 +92,15 @@ def imported_store(rows: int, dim: int, folder: Path, space: str = "bench") -> t
     -------
     db : Path
     figures : dict
-        ``seconds`` and ``peak_mb`` of ``python -m core import`` (empty when the store was already there).
+        ``seconds``, ``cpu_seconds`` and ``peak_mb`` of ``python -m core import`` (empty when the store was already there).
     """
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / f"synthetic-{rows}x{dim}.duckdb"
     if db.exists():
         return db, {}
     parquet = write_parquet(Synthetic(rows, dim), folder / f"synthetic-{rows}x{dim}.parquet")
-    mb, code, seconds = peak_rss(["-m", "core", "import", str(parquet), "--model", space, "--db", str(db)], quiet=False)
+    mb, code, seconds, cpu = peak_rss(["-m", "core", "import", str(parquet), "--model", space, "--db", str(db)], quiet=False)
     parquet.unlink()
     if code != 0:
         raise SystemExit(f"import failed with exit {code}")
-    return db, {"seconds": seconds, "peak_mb": mb}
+    return db, {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": mb}
