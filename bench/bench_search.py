@@ -14,6 +14,7 @@ audio it describes.  Reported per query, at segment and at track level:
   (``core.labels.RowLabels``, the app; targets ≤ 30 ms at 200k and ≤ 100 ms
   at 1M, warm).
 
+The labelling step is also timed alone, on 10 random ids per repeat.
 Also timed: the once-per-load steps (load and normalise, the sketch, the
 labels) and, with ``--text``, embedding a short text with the
 clap-htsat-unfused architecture (random weights, same cost), which a search
@@ -125,6 +126,15 @@ def measure(store: Store, n: int, repeats: int) -> None:
         by_store, in_memory = list(found.values())[2:]
         assert by_store == in_memory, "labels differ"
         assert [r["segment_id"] for r in in_memory[0]] == space.ids[kernels[1][0][0]].tolist(), "end to end differs"
+    # The labelling step alone (what search_store adds to the kernel), steadier than the difference of two totals.
+    picked = [space.ids[rng.integers(0, n, 10)] for _ in range(repeats)]
+    for name, lookup in (("label 10 results: Store.rows", store.rows), ("label 10 results: in memory", labels.rows)):
+        seconds = []
+        for ids in picked:
+            t0 = time.perf_counter()
+            lookup(ids)
+            seconds.append(time.perf_counter() - t0)
+        row(n, name, seconds)
     print(f"{n:>9} {'needs an approximate index':<52} {str(n * dim > EXACT_SEARCH_MAX_VALUES):>10}")
 
 
