@@ -330,3 +330,20 @@ def test_esc10_nearest_neighbour_beats_chance(adapters, shared_data):
     accuracy = float((labels[similarity.argmax(axis=1)] == labels).mean())
     print(f"musicnn-msd ESC-10 1-NN accuracy {accuracy:.3f} over {len(meta)} clips (chance 0.1)")
     assert accuracy >= 0.5
+
+
+def test_patch_items_give_the_blocks_log_mel_frames(adapters):
+    """Each item's log-mel, computed from the samples its patch spans, is the whole block's, tiling included."""
+    adapter = adapters("musicnn-msd")
+    sr = 22_050
+    t = np.arange(int(7.3 * sr)) / sr
+    y = (0.3 * np.sin(2 * np.pi * (220 + 80 * t) * t)).astype(np.float32)
+    segments = np.vstack([segment_grid(len(y) / sr), [[0.0, 7.3], [5.0, 5.005], [7.2, 7.3]]])
+    prepared = adapter.preparer(y, sr, segments)
+    (inputs, lengths), = prepared.parts
+    assert inputs.shape == (prepared.n_items, musicnn.PATCH_SAMPLES) and lengths.min() < musicnn.PATCH_FRAMES
+    with torch.inference_mode():
+        ours = adapter.frontend(torch.from_numpy(inputs), torch.from_numpy(lengths)).numpy()
+    spec = musicnn.log_mel(y, sr)
+    frames = np.concatenate(musicnn.segment_patches(segments, len(spec), len(y) / sr))
+    np.testing.assert_allclose(ours, spec[frames], rtol=0, atol=1e-6 * spec.max())
