@@ -349,16 +349,30 @@ def model_table() -> list[dict]:
         Per entry: ``key``, ``dim``, ``available``, ``reason`` (see
         :func:`availability`), ``family``, ``sample_rate``, ``licence``,
         ``weights``, ``outputs`` (full space key -> dim of each extra
-        space), ``suited_for`` and ``description``.
+        space), ``suited_for``, ``description``, ``bf16_cosine`` (the
+        measured lowest cosine, or None) and ``bf16`` (whether it may run in
+        bfloat16, :mod:`core.models.precision`).
     """
+    from core.models.precision import allows_bf16
+
     rows = []
     for entry in catalogue():
         ok, reason = availability(entry)
         rows.append({"key": entry.key, "dim": entry.dim, "available": ok, "reason": reason, "family": entry.family,
                      "sample_rate": entry.sample_rate, "licence": entry.licence, "weights": entry.weights,
                      "outputs": {space: dim for space, dim in entry.spaces.items() if space != entry.key},
-                     "suited_for": list(entry.suited_for), "description": entry.description})
+                     "suited_for": list(entry.suited_for), "description": entry.description,
+                     "bf16_cosine": entry.bf16_cosine, "bf16": allows_bf16(entry)})
     return rows
+
+
+def devices() -> list[str]:
+    """Where models can run here: ``"cpu"``, then each CUDA GPU (``"cuda:0"``, ``"cuda:1"``, ...)."""
+    try:
+        import torch
+    except ImportError:
+        return ["cpu"]
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
 def default_device() -> str:

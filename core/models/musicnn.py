@@ -88,19 +88,20 @@ N_TAGS = 50
 
 CATALOGUE: tuple[ModelEntry, ...] = from_table(
     "musicnn",
-    # checkpoint: folder in the wheel; labels: musicnn's list of tag names
-    ("key", "arch", "checkpoint", "labels", "dim", "description"),
+    # checkpoint: folder in the wheel; labels: musicnn's list of tag names;
+    # bf16_cosine: bench/verify_bf16.py on 61 segments of the shared data (CPU)
+    ("key", "arch", "checkpoint", "labels", "dim", "bf16_cosine", "description"),
     (
-        ("musicnn-msd", "musicnn", "MSD_musicnn", "MSD_LABELS", 200,
+        ("musicnn-msd", "musicnn", "MSD_musicnn", "MSD_LABELS", 200, 0.99952,
          "MusiCNN auto-tagger trained on the Million Song Dataset (50 Last.fm tags); 200-D penultimate layer "
          "on 3 s patches. Suggested for music collections."),
-        ("musicnn-mtt", "musicnn", "MTT_musicnn", "MTT_LABELS", 200,
+        ("musicnn-mtt", "musicnn", "MTT_musicnn", "MTT_LABELS", 200, 0.99990,
          "MusiCNN auto-tagger trained on MagnaTagATune (50 tags: instruments, moods, genres); 200-D penultimate "
          "layer on 3 s patches."),
-        ("vgg-msd", "vgg", "MSD_vgg", "MSD_LABELS", 256,
+        ("vgg-msd", "vgg", "MSD_vgg", "MSD_LABELS", 256, 0.99924,
          "VGG-like auto-tagger trained on the Million Song Dataset (50 Last.fm tags); 256-D flattened pool5 "
          "on 3 s patches."),
-        ("vgg-mtt", "vgg", "MTT_vgg", "MTT_LABELS", 256,
+        ("vgg-mtt", "vgg", "MTT_vgg", "MTT_LABELS", 256, 0.98310,
          "VGG-like auto-tagger trained on MagnaTagATune (50 tags); 256-D flattened pool5 on 3 s patches."),
     ),
     sample_rate=SAMPLE_RATE,
