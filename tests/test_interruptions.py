@@ -16,20 +16,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.extract import extract
-from core.models.base import load_model
 from core.store import Store
-from tests.conftest import PROJECT_ROOT, tone_files
+from tests.conftest import PROJECT_ROOT, WatchedDsp, tone_files
 
 
-class NewVersion:
+class NewVersion(WatchedDsp):
     """The real dsp adapter under a new adapter version, with its vectors negated so that old and new differ."""
 
     def __init__(self, pause_s: float = 0.0):
-        self.inner, self.pause_s = load_model("dsp"), pause_s
-        self.entry, self.version = self.inner.entry, "2"
-        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
+        super().__init__()
+        self.pause_s, self.version = pause_s, "2"
 
-    def embed(self, audio, sr, segments, offset_s=0.0):
+    def prepare(self, audio, sr, segments, offset_s=0.0):
         out = {space: -rows for space, rows in self.inner.embed(audio, sr, segments, offset_s).items()}
         print("embedded", flush=True)
         time.sleep(self.pause_s)
