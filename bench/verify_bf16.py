@@ -8,7 +8,7 @@ lowest cosine is at least 0.999.  musicnn, VGG and aisfx use their real
 weights where installed; CLAP, MERT and OpenL3 cannot be fetched here and
 use their real architectures with random weights (``bench/random_models.py``).
 
-    python bench/verify_bf16.py [--device cpu] [--clips 6] [--model KEY ...]
+    python bench/verify_bf16.py [--device cpu] [--clips 6] [--model KEY ...] [--weights random] [--data DIR]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from bench.random_models import BUILDERS  # noqa: E402
+from bench.random_models import build  # noqa: E402
 from core.audio import load, segment_grid  # noqa: E402
 from core.models import precision  # noqa: E402
 from core.models.base import ModelUnavailable, load_model  # noqa: E402
@@ -35,12 +35,15 @@ MODELS = ("aisfx", "musicnn-msd", "musicnn-mtt", "vgg-msd", "vgg-mtt", "clap-hts
           "openl3-mel128-music-512")
 
 
-def adapter_for(key: str, device: str):
-    """The real weights where they can be loaded here, else the architecture with random weights."""
-    try:
-        return load_model(key, device), "real"
-    except ModelUnavailable:
-        return BUILDERS[key](device), "random"
+def adapter_for(key: str, device: str, weights: str):
+    """The real weights where they can be loaded here (unless ``weights`` is "random"), else the architecture
+    with random weights."""
+    if weights != "random":
+        try:
+            return load_model(key, device), "real"
+        except ModelUnavailable:
+            pass
+    return build(key, device), "random"
 
 
 def main() -> None:
@@ -50,15 +53,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="longest excerpt per clip")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", action="append", help="catalogue key (repeatable)")
+    parser.add_argument("--weights", choices=("auto", "random"), default="auto",
+                        help="random: never try to load or fetch real weights (a machine without network)")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding the data sets (default ../shared/data)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not DATA.is_dir():
-        sys.exit("../shared/data is not present beside the project")
-    paths = [DATA / name / rel for name in SETS
-             for rel in pd.read_csv(DATA / name / "metadata.csv").head(args.clips)["path"]]
+    if not args.data.is_dir():
+        sys.exit(f"{args.data} is not present")
+    paths = [args.data / name / rel for name in SETS
+             for rel in pd.read_csv(args.data / name / "metadata.csv").head(args.clips)["path"]]
     rows = []
     for key in args.model or MODELS:
-        adapter, weights = adapter_for(key, args.device)
+        adapter, weights = adapter_for(key, args.device, args.weights)
         clips = [load(p, duration_s=args.seconds, dtype=adapter.entry.input_dtype) for p in paths]
         t0 = time.perf_counter()
         result = precision.verify(adapter, clips, segment_grid)

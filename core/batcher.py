@@ -91,7 +91,7 @@ class Batcher:
         if self.adapter.equal_lengths and lengths is not None:
             for length in np.unique(lengths.numpy()):
                 rows = np.flatnonzero(lengths.numpy() == length)
-                picked = torch.from_numpy(rows).to(self.device)
+                picked = torch.from_numpy(rows).to(self.device, non_blocking=True)
                 self._queue(int(length), _Waiting(ticket, positions[rows], x[picked, :length], lengths[rows]))
         else:
             self._queue(None, _Waiting(ticket, positions, x, lengths))

@@ -86,6 +86,10 @@ class Part:
     inputs: object
     lengths: object
 
+    def pin_memory(self) -> "Part":
+        """The part with its items in page-locked memory (the loader's pinning thread calls this)."""
+        return dataclasses.replace(self, inputs=self.inputs.pin_memory())
+
 
 @dataclasses.dataclass
 class ModelFailed:

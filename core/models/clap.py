@@ -274,7 +274,7 @@ def pad_to_window(waveforms, lengths, window_samples: int, padding: str):
 
     out = torch.zeros((len(waveforms), window_samples), dtype=waveforms.dtype, device=waveforms.device)
     for length in torch.unique(lengths).tolist():
-        rows = torch.nonzero(lengths == length).flatten().to(waveforms.device)
+        rows = torch.nonzero(lengths == length).flatten().to(waveforms.device, non_blocking=True)
         whole = window_samples // length if padding == "repeatpad" else 1
         filled = length * whole if padding != "repeat" else window_samples
         times = -(-filled // length)

@@ -500,7 +500,7 @@ class MusicnnAdapter:
         patches = mel_frames(inputs)
         for n in torch.unique(lengths).tolist() if lengths is not None else ():
             if n < PATCH_FRAMES:
-                rows = torch.nonzero(lengths == n).flatten().to(patches.device)
+                rows = torch.nonzero(lengths == n).flatten().to(patches.device, non_blocking=True)
                 tiled = torch.arange(PATCH_FRAMES, device=patches.device) % n
                 patches[rows] = patches[rows][:, tiled]
         return patches

@@ -83,7 +83,7 @@ _CONV_CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512)
 #: activation stays near 100 MB.
 BATCH_WINDOWS = 8
 
-CATALOGUE: tuple[ModelEntry, ...] = from_table(
+_TABLE: tuple[ModelEntry, ...] = from_table(
     "openl3",
     ("key", "input_repr", "content_type", "embedding_size", "hop_s"),
     (
@@ -126,6 +126,12 @@ CATALOGUE: tuple[ModelEntry, ...] = from_table(
     description="OpenL3 audio embedding trained on {trained_on} videos (AudioSet, look-listen-learn), {input_repr} "
                 "input, {embedding_size}-D ({pooling}); 1 s windows averaged over each segment.{speed}",
 )
+
+#: Lowest per-segment cosine of bfloat16 to float32 vectors, by key: bench/verify_bf16.py on 61 segments of
+#: the shared data (CPU, the architecture with random weights).  The other keys were not measured.
+_BF16_COSINE = {"openl3-mel128-music-512": 0.99998}
+
+CATALOGUE: tuple[ModelEntry, ...] = tuple(dataclasses.replace(e, bf16_cosine=_BF16_COSINE.get(e.key)) for e in _TABLE)
 
 
 # --------------------------------------------------------------------------- weights

@@ -19,6 +19,7 @@ cuDNN uses by default for convolutions, is switched off around the network.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 
@@ -119,8 +120,10 @@ def verify(adapter, clips, segments_of) -> dict:
     worst, n = 1.0, 0
     for audio, sr in clips:
         segments = segments_of(len(audio) / sr)
-        fp32 = stages.embed(adapter, audio, sr, segments, precision="fp32")
-        bf16 = stages.embed(adapter, audio, sr, segments, precision="bf16")
+        prepared = adapter.preparer(audio, sr, segments)
+        same_items = dataclasses.replace(prepared, parts=list(prepared.parts))  # prepared once, run twice
+        fp32, bf16 = (adapter.preparer.finish(prepared.plan, stages.run_items(adapter, same_items, p))
+                      for p in PRECISIONS)
         for space, rows in fp32.items():
             worst = min(worst, float(cosines(rows, bf16[space]).min()))
         n += len(segments)

@@ -90,7 +90,10 @@ def forward(adapter, inputs, lengths, precision: str = "fp32") -> dict:
     adapter
         A staged adapter.
     inputs : torch.Tensor [shape=(b, *item_shape)]
-    lengths : torch.Tensor [shape=(b,), dtype=int64] or None
+    lengths : torch.Tensor [shape=(b,), dtype=int64, on the CPU] or None
+        Read on the host, so they never make the host wait for the device;
+        a front end moves what it needs with ``non_blocking=True`` (a
+        blocking copy would wait for every queued batch).
     precision : {"fp32", "bf16"}
         The network's; the front end always runs in its own arithmetic.
 
@@ -151,7 +154,7 @@ def run_items(adapter, prepared: Prepared, precision: str = "fp32") -> dict[str,
     for part in prepared.parts:
         for rows, inputs, lengths in batches(adapter, part):
             x = torch.from_numpy(np.ascontiguousarray(inputs)).to(adapter.device)
-            n = None if lengths is None else torch.from_numpy(lengths).to(adapter.device)
+            n = None if lengths is None else torch.from_numpy(lengths)
             for name, value in forward(adapter, x, n, precision).items():
                 value = value.cpu().numpy()
                 if name not in outputs:
