@@ -101,10 +101,13 @@ class GpuLoad(threading.Thread):
         self.running = threading.Event()
         self.handle = None
         if torch.device(device).type == "cuda":
-            import pynvml
+            try:
+                import pynvml
 
-            pynvml.nvmlInit()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(torch.device(device).index or 0)
+                pynvml.nvmlInit()
+                self.handle = pynvml.nvmlDeviceGetHandleByIndex(torch.device(device).index or 0)
+            except Exception as exc:  # no NVML: the figure is left out, the run goes on
+                print(f"GPU utilisation not measured: {exc}", flush=True)
 
     def run(self) -> None:
         if self.handle is None:

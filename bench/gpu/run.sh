@@ -28,7 +28,7 @@ if ! $PY -c "import duckdb, soundfile, soxr, samplerate, resampy, librosa" 2>/de
 fi
 
 if [ "$DEVICE" = cpu ]; then
-  TRACKS=2; SECONDS_PER_TRACK=6; TARGET=3; SCALE=1; EXTRA="--workers 2 --max-tracks 6 --batch-size 4 --cpu-tracks 1"
+  TRACKS=2; SECONDS_PER_TRACK=6; TARGET=3; SCALE=2; EXTRA="--workers 2 --max-tracks 6 --batch-size 4 --cpu-tracks 1"
 else
   TRACKS=16; SECONDS_PER_TRACK=30; TARGET=15; SCALE=1; EXTRA=""
 fi
@@ -56,11 +56,11 @@ if [ -d .gpu-data ]; then
   echo "== bf16 against fp32 on shared clips"
   CLIPS=4; [ "$DEVICE" = cpu ] && CLIPS=1
   MODELS=""
-  for key in aisfx musicnn-msd musicnn-mtt vgg-msd vgg-mtt clap-htsat-unfused clap-htsat-fused mert-v1-95m \
-             mert-v1-95m-l0 mert-v1-95m-l4 mert-v1-95m-l8 mert-v1-95m-l12 openl3-mel128-music-512; do
+  for key in clap-htsat-unfused clap-htsat-fused mert-v1-95m mert-v1-95m-l0 mert-v1-95m-l4 mert-v1-95m-l8 \
+             mert-v1-95m-l12 vgg-mtt vgg-msd musicnn-msd musicnn-mtt aisfx openl3-mel128-music-512; do
     MODELS="$MODELS --model $key"
   done
-  timeout --kill-after=5 $((30 * SCALE)) $PY bench/verify_bf16.py --device "$DEVICE" --weights random \
+  timeout --kill-after=5 $((45 * SCALE)) $PY bench/verify_bf16.py --device "$DEVICE" --weights random \
     --data .gpu-data --clips $CLIPS --threads 8 $MODELS > "$OUT/bf16.txt" 2>&1 \
     || echo "stopped (exit $?)" >> "$OUT/bf16.txt"
 fi

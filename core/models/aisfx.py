@@ -384,7 +384,7 @@ class AisfxAdapter:
     equal_lengths: bool = False
 
     def __post_init__(self):
-        self.batch_size = batch_size(self.device, cpu=16, cuda=1024, item_mib=12)
+        self.batch_size = batch_size(self.device, cpu=16, cuda=1024, item_mib=16)
         self.preparer = AisfxPreparer(self.entry.key)
 
     def frontend(self, inputs, lengths=None):

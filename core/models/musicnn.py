@@ -490,7 +490,7 @@ class MusicnnAdapter:
     equal_lengths: bool = False
 
     def __post_init__(self):
-        self.batch_size = batch_size(self.device, cpu=8, cuda=1024, item_mib=8)
+        self.batch_size = batch_size(self.device, cpu=8, cuda=1024, item_mib=24)
         self.preparer = MusicnnPreparer(self.entry.key, self.entry.dim)
 
     def frontend(self, inputs, lengths):
