@@ -46,14 +46,14 @@ _FAMILY = dict(sample_rate=_RATE, capabilities=frozenset({"text"}))
 
 CATALOGUE: tuple[ModelEntry, ...] = from_table(
     "clap",
-    # item_mib: CUDA memory of one 10 s input in MiB, for the batch size; bf16_cosine:
-    # bench/verify_bf16.py on 61 segments of the shared data (CPU, the architecture with random weights)
+    # item_mib: CUDA memory of one 10 s input in MiB, for the batch size; bf16_cosine: bench/verify_bf16.py with
+    # the architecture's random weights on shared clips, on this CPU (61 segments) and an H200 (42); the lower
     ("key", "hub_id", "item_mib", "bf16_cosine", "suited_for", "description"),
     (
         ("clap-htsat-unfused", "laion/clap-htsat-unfused", 200, 0.99995, ("general",),
          "LAION CLAP, HTSAT-tiny audio encoder and RoBERTa text encoder, trained on LAION-Audio-630K: "
          "general sounds; type text to search."),
-        ("clap-htsat-fused", "laion/clap-htsat-fused", 250, None, ("general",),
+        ("clap-htsat-fused", "laion/clap-htsat-fused", 250, 0.99992, ("general",),
          "LAION CLAP with feature fusion for long clips; segments of at most 10 s use its global branch."),
         ("clap-music-speech", "laion/larger_clap_music_and_speech", 400, None, ("music", "speech"),
          "LAION larger CLAP (HTSAT-base) trained on music, speech and general audio."),

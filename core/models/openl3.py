@@ -127,8 +127,9 @@ _TABLE: tuple[ModelEntry, ...] = from_table(
                 "input, {embedding_size}-D ({pooling}); 1 s windows averaged over each segment.{speed}",
 )
 
-#: Lowest per-segment cosine of bfloat16 to float32 vectors, by key: bench/verify_bf16.py on 61 segments of
-#: the shared data (CPU, the architecture with random weights).  The other keys were not measured.
+#: Lowest per-segment cosine of bfloat16 to float32 vectors, by key: bench/verify_bf16.py with the architecture's
+#: random weights on shared clips, on this CPU (61 segments) and on an H200 (42 segments); the lower.  The other
+#: keys were not measured and run in float32.
 _BF16_COSINE = {"openl3-mel128-music-512": 0.99998}
 
 CATALOGUE: tuple[ModelEntry, ...] = tuple(dataclasses.replace(e, bf16_cosine=_BF16_COSINE.get(e.key)) for e in _TABLE)
