@@ -42,14 +42,14 @@ while read -r model precision cap; do
   echo "== $model $precision (at most $cap s)"
   timeout --kill-after=5 "$cap" $PY bench/gpu/gpu_bench.py model "$model" --precision "$precision" \
     --device "$DEVICE" --audio "$AUDIO" --out "$OUT" --target-s $TARGET --cap-s "$cap" $EXTRA \
-    || echo "| $model | $precision | stopped (exit $?) after at most $cap s | | | | | | | |" >> "$OUT/table.md"
+    || echo "| $model | $precision | stopped (exit $?) after at most $cap s | | | | | | | | |" >> "$OUT/table.md"
 done <<'MODELS'
 clap-htsat-unfused bf16 60
-clap-htsat-unfused fp32 40
-mert-v1-95m bf16 40
-aisfx bf16 35
-musicnn-msd bf16 35
-openl3-mel128-music-512 bf16 40
+clap-htsat-unfused fp32 35
+mert-v1-95m bf16 35
+aisfx bf16 30
+musicnn-msd bf16 30
+openl3-mel128-music-512 bf16 60
 MODELS
 
 if [ -d .gpu-data ]; then
@@ -60,7 +60,7 @@ if [ -d .gpu-data ]; then
              mert-v1-95m-l12 vgg-mtt vgg-msd musicnn-msd musicnn-mtt aisfx openl3-mel128-music-512; do
     MODELS="$MODELS --model $key"
   done
-  timeout --kill-after=5 $((45 * SCALE)) $PY bench/verify_bf16.py --device "$DEVICE" --weights random \
+  timeout --kill-after=5 $((40 * SCALE)) $PY bench/verify_bf16.py --device "$DEVICE" --weights random \
     --data .gpu-data --clips $CLIPS --threads 8 $MODELS > "$OUT/bf16.txt" 2>&1 \
     || echo "stopped (exit $?)" >> "$OUT/bf16.txt"
 fi
