@@ -328,14 +328,9 @@ def _warm_up(adapters: list[Adapter]) -> None:
 
 @dataclasses.dataclass
 class _Ticket:
-    """One model's work on one block of one track: its plan, and its items' outputs as they come back."""
+    """One model's work on one block of one track (its ``Block`` message), and its items' outputs as they come back."""
 
-    index: int
-    block: int
-    model: str
-    n_items: int
-    plan: object
-    rows: np.ndarray
+    order: Block
     outputs: dict = dataclasses.field(default_factory=dict)
     returned: int = 0
 
@@ -375,9 +370,9 @@ class _Run:
             entry.vectors = {space: np.zeros((len(message.segments), dim), np.float32)
                              for key in message.todo for space, dim in self.adapters[key].entry.spaces.items()}
         elif isinstance(message, Block):
-            ticket = _Ticket(message.index, message.block, message.model, message.n_items, message.plan, message.rows)
+            ticket = _Ticket(message)
             entry.tickets[message.block, message.model] = ticket
-            if ticket.n_items == 0:
+            if message.n_items == 0:
                 self._finish(entry, ticket)
         elif isinstance(message, Part):
             ticket = entry.tickets.get((message.block, message.model))
@@ -401,37 +396,39 @@ class _Run:
         """Hand the outputs of finished batches to their blocks, and finish the blocks that have all of theirs."""
         for key, batcher in self.batchers.items():
             for ticket, positions, outputs, error in batcher.finished(wait):
-                entry = self.entries.get(ticket.index)
-                if entry is None or entry.tickets.get((ticket.block, key)) is not ticket:
+                order = ticket.order
+                entry = self.entries.get(order.index)
+                if entry is None or entry.tickets.get((order.block, key)) is not ticket:
                     continue  # its track failed meanwhile
                 if error is not None:
                     self._fail_model(entry, key, error)
                 else:
                     for name, values in outputs.items():
                         if name not in ticket.outputs:
-                            ticket.outputs[name] = np.zeros((ticket.n_items, *values.shape[1:]), np.float32)
+                            ticket.outputs[name] = np.zeros((order.n_items, *values.shape[1:]), np.float32)
                         ticket.outputs[name][positions] = values
                     ticket.returned += len(positions)
-                    if ticket.returned == ticket.n_items:
+                    if ticket.returned == order.n_items:
                         self._finish(entry, ticket)
                 self._complete_if_done(entry)
 
     def _finish(self, entry: _Entry, ticket: _Ticket) -> None:
         """Pool a block's outputs into its segments' rows, checked."""
-        del entry.tickets[ticket.block, ticket.model]
-        adapter = self.adapters[ticket.model]
+        order = ticket.order
+        del entry.tickets[order.block, order.model]
+        adapter = self.adapters[order.model]
         t0 = time.perf_counter()
         try:
-            out = adapter.preparer.finish(ticket.plan, ticket.outputs)
+            out = adapter.preparer.finish(order.plan, ticket.outputs)
             for space, dim in adapter.entry.spaces.items():
                 rows = np.asarray(out[space], dtype=np.float32)
-                if rows.shape != (len(ticket.rows), dim):
-                    raise ModelError(f"returned shape {rows.shape}, expected {(len(ticket.rows), dim)}")
+                if rows.shape != (len(order.rows), dim):
+                    raise ModelError(f"returned shape {rows.shape}, expected {(len(order.rows), dim)}")
                 if not np.isfinite(rows).all():
                     raise ModelError("produced non-finite values")
-                entry.vectors[space][ticket.rows] = rows
+                entry.vectors[space][order.rows] = rows
         except Exception as exc:  # one model failing on one file must not stop the batch
-            self._fail_model(entry, ticket.model, reason(exc))
+            self._fail_model(entry, order.model, reason(exc))
         self.report._add_time("finish", time.perf_counter() - t0)
 
     def _fail_model(self, entry: _Entry, model: str, message: str) -> None:

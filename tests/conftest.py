@@ -69,6 +69,18 @@ def session_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="module")
+def aisfx_adapter(session_cache):
+    """The real aisfx adapter (its weights come from the aisfx wheel), or a visible skip without them."""
+    from core.models import aisfx
+    from core.models.base import ModelUnavailable
+
+    try:
+        return aisfx.load(aisfx.CATALOGUE[0], "cpu")
+    except ModelUnavailable as exc:
+        pytest.skip(str(exc))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Converted weights go to one temporary cache per test session, never into ./cache."""

@@ -12,8 +12,6 @@ import soundfile as sf
 
 from core import cli
 from core.extract import extract
-from core.models import aisfx
-from core.models.base import ModelUnavailable
 from core.store import Store
 from tests.conftest import PROJECT_ROOT, tone, tone_files
 from tests.test_clap import _save_tiny_clap
@@ -106,14 +104,6 @@ def test_a_killed_multi_worker_run_resumes_without_loss_or_duplicates(tiny_model
     for space, (keys, x) in expected.items():
         assert resumed[space][0] == keys
         np.testing.assert_allclose(resumed[space][1], x, rtol=0, atol=1e-5 * np.abs(x).max())
-
-
-@pytest.fixture(scope="module")
-def aisfx_adapter(session_cache):
-    try:
-        return aisfx.load(aisfx.CATALOGUE[0], "cpu")
-    except ModelUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 def test_bf16_vectors_replace_fp32_ones_under_their_own_provenance(aisfx_adapter, tmp_path):

@@ -9,8 +9,7 @@ import pytest
 
 from core.audio import segment_grid
 from core.errors import BadInput
-from core.models import aisfx, base, precision, stages
-from core.models.base import ModelUnavailable
+from core.models import base, precision, stages
 from tests.conftest import tone
 
 
@@ -38,14 +37,6 @@ def test_bf16_vectors_have_their_own_provenance():
 def test_every_entry_states_what_bf16_did():
     for entry in base.catalogue():
         assert entry.bf16_cosine is None or 0.0 < entry.bf16_cosine <= 1.0, entry.key
-
-
-@pytest.fixture(scope="module")
-def aisfx_adapter(session_cache):
-    try:
-        return aisfx.load(aisfx.CATALOGUE[0], "cpu")
-    except ModelUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 def test_verify_compares_every_segment_at_both_precisions(aisfx_adapter):

@@ -202,10 +202,8 @@ class ClapPreparer:
         return hf.segment_chunks(self.key, audio, sr, segments, _RATE, self.window, MIN_SAMPLES)
 
     def __call__(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> stages.Prepared:
-        """The chunks as items, right-padded to the longest (each segment is seen alone: ``offset_s`` is unused)."""
-        chunks, owner = self.chunks(audio, sr, segments)
-        inputs, lengths = stages.pad_ragged(chunks)
-        return stages.Prepared(len(chunks), stages.single_part(inputs, lengths), (owner, len(segments)))
+        """The chunks as items (each segment is seen alone: ``offset_s`` is unused)."""
+        return hf.chunk_items(self.key, audio, sr, segments, _RATE, self.window, MIN_SAMPLES)
 
     def finish(self, plan, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each segment's row: the normalised mean of its chunks' unit embeddings.

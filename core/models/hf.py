@@ -442,6 +442,17 @@ def segment_chunks(key: str, audio: np.ndarray, sr: int, segments: np.ndarray, r
     return chunks, np.asarray(owner, dtype=int)
 
 
+def chunk_items(key: str, audio: np.ndarray, sr: int, segments: np.ndarray, rate: int, window: int,
+                min_samples: int) -> stages.Prepared:
+    """A CLAP or MERT block's CPU stage: :func:`segment_chunks` as items, right-padded to the longest.
+
+    The plan is ``(owner, n_segments)``: the segment each item belongs to.
+    """
+    chunks, owner = segment_chunks(key, audio, sr, segments, rate, window, min_samples)
+    inputs, lengths = stages.pad_ragged(chunks)
+    return stages.Prepared(len(chunks), stages.single_part(inputs, lengths), (owner, len(segments)))
+
+
 def _describe(folder: Path) -> str:
     files = weight_files(folder)
     return ", ".join(str(p) for p in files) if files else str(folder)

@@ -234,10 +234,8 @@ class MertPreparer:
 
     def __call__(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> stages.Prepared:
         """Each segment cut into equal passes (each segment is seen alone: ``offset_s`` is unused)."""
-        window = int(round(PASS_SECONDS * self.rate))
-        chunks, owner = hf.segment_chunks(self.key, audio, sr, segments, self.rate, window, self.min_samples)
-        inputs, lengths = stages.pad_ragged(chunks)
-        return stages.Prepared(len(chunks), stages.single_part(inputs, lengths), (owner, len(segments)))
+        return hf.chunk_items(self.key, audio, sr, segments, self.rate, int(round(PASS_SECONDS * self.rate)),
+                              self.min_samples)
 
     def finish(self, plan, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each segment's row: the mean over all frames of its passes.
