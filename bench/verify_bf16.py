@@ -3,7 +3,7 @@
 What the catalogue's ``bf16_cosine`` values come from: each model's vectors on
 the 3 s grid of real clips (ESC-50, whole tracks, instrument notes, speech),
 with the network under bfloat16 autocast and in float32
-(:func:`core.models.precision.verify`); a model runs in bfloat16 only if the
+(:func:`core.models.stages.verify_bf16`); a model runs in bfloat16 only if the
 lowest cosine is at least 0.999.  musicnn, VGG and aisfx use their real
 weights where installed; CLAP, MERT and OpenL3 cannot be fetched here and
 use their real architectures with random weights (``bench/random_models.py``).
@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from bench.random_models import build  # noqa: E402
 from core.audio import load, segment_grid  # noqa: E402
-from core.models import precision  # noqa: E402
+from core.models import stages  # noqa: E402
 from core.models.base import ModelUnavailable, load_model  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -67,7 +67,7 @@ def main() -> None:
         adapter, weights = adapter_for(key, args.device, args.weights)
         clips = [load(p, duration_s=args.seconds, dtype=adapter.entry.input_dtype) for p in paths]
         t0 = time.perf_counter()
-        result = precision.verify(adapter, clips, segment_grid)
+        result = stages.verify_bf16(adapter, clips, segment_grid)
         rows.append({"model": key, "weights": weights, **result, "seconds": round(time.perf_counter() - t0, 1)})
         print(rows[-1], flush=True)
     print(f"{', '.join(SETS)}: {args.clips} clips each, at most {args.seconds:g} s; device {args.device}")

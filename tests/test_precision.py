@@ -43,7 +43,7 @@ def test_verify_compares_every_segment_at_both_precisions(aisfx_adapter):
     rng = np.random.default_rng(0)
     clips = [(tone(330, 4.0, sr=22050) + 0.05 * rng.standard_normal(88200).astype(np.float32), 22050),
              (tone(880, 2.5, sr=44100), 44100)]
-    result = precision.verify(aisfx_adapter, clips, segment_grid)
+    result = stages.verify_bf16(aisfx_adapter, clips, segment_grid)
     cosines = []
     for audio, sr in clips:
         segments = segment_grid(len(audio) / sr)
@@ -54,4 +54,4 @@ def test_verify_compares_every_segment_at_both_precisions(aisfx_adapter):
     assert result["segments"] == sum(len(c) for c in cosines) == 2
     assert result["min_cosine"] == pytest.approx(np.concatenate(cosines).min(), abs=1e-12)
     assert result["passes"] == (result["min_cosine"] >= precision.BF16_MIN_COSINE)
-    assert precision.verify(aisfx_adapter, [], segment_grid)["passes"] is False  # nothing measured, nothing cleared
+    assert stages.verify_bf16(aisfx_adapter, [], segment_grid)["passes"] is False  # nothing measured, nothing cleared

@@ -4,7 +4,7 @@ bfloat16 halves the memory traffic of a network and runs on tensor cores,
 but a model earns it only by measurement: with its network under bfloat16
 autocast, every segment's vector must keep a cosine of at least
 :data:`BF16_MIN_COSINE` with its float32 vector, on the shared data
-(:func:`verify`).  Front ends never run in bfloat16: a log-mel with 8 bits
+(:func:`core.models.stages.verify_bf16`).  Front ends never run in bfloat16: a log-mel with 8 bits
 of mantissa is a different input.  Each catalogue entry records the lowest
 cosine measured (``bf16_cosine``); a model without a measurement, or below
 the bar, runs in float32 whatever is asked (:func:`effective`).
@@ -19,7 +19,6 @@ cuDNN uses by default for convolutions, is switched off around the network.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import numpy as np
 
@@ -95,36 +94,3 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 0.0)
     return np.where(both_zero, 1.0, out)
-
-
-def verify(adapter, clips, segments_of) -> dict:
-    """Compare an adapter's bfloat16 vectors with its float32 ones, segment by segment.
-
-    Parameters
-    ----------
-    adapter
-        A staged adapter (:mod:`core.models.stages`).
-    clips : iterable of (np.ndarray, int)
-        Decoded mono audio at ``adapter.entry.input_dtype`` and its rate.
-    segments_of : callable
-        ``segments_of(duration_s) -> float64[n, 2]``, the grid to cut each clip on.
-
-    Returns
-    -------
-    dict
-        ``min_cosine`` over every segment of every space, ``segments``
-        compared, and ``passes`` (some segments, all at ``BF16_MIN_COSINE`` or above).
-    """
-    from core.models import stages
-
-    worst, n = 1.0, 0
-    for audio, sr in clips:
-        segments = segments_of(len(audio) / sr)
-        prepared = adapter.preparer(audio, sr, segments)
-        same_items = dataclasses.replace(prepared, parts=list(prepared.parts))  # prepared once, run twice
-        fp32, bf16 = (adapter.preparer.finish(prepared.plan, stages.run_items(adapter, same_items, p))
-                      for p in PRECISIONS)
-        for space, rows in fp32.items():
-            worst = min(worst, float(cosines(rows, bf16[space]).min()))
-        n += len(segments)
-    return {"min_cosine": worst, "segments": n, "passes": n > 0 and worst >= BF16_MIN_COSINE}

@@ -169,3 +169,38 @@ def embed(adapter, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: f
     """``adapter.embed``: the three stages on one block, in this process (see :class:`core.models.base.Adapter`)."""
     prepared = adapter.preparer(audio, sr, segments, offset_s)
     return adapter.preparer.finish(prepared.plan, run_items(adapter, prepared, precision))
+
+
+def verify_bf16(adapter, clips, segments_of) -> dict:
+    """Compare an adapter's bfloat16 vectors with its float32 ones, segment by segment.
+
+    The measurement behind each catalogue entry's ``bf16_cosine``
+    (:mod:`core.models.precision`): the same items go through the device
+    stage at both precisions, so only the network's arithmetic differs.
+
+    Parameters
+    ----------
+    adapter
+        A staged adapter.
+    clips : iterable of (np.ndarray, int)
+        Decoded mono audio at ``adapter.entry.input_dtype`` and its rate.
+    segments_of : callable
+        ``segments_of(duration_s) -> float64[n, 2]``, the grid to cut each clip on.
+
+    Returns
+    -------
+    dict
+        ``min_cosine`` over every segment of every space, ``segments``
+        compared, and ``passes`` (some segments, all at ``precisions.BF16_MIN_COSINE`` or above).
+    """
+    worst, n = 1.0, 0
+    for audio, sr in clips:
+        segments = segments_of(len(audio) / sr)
+        prepared = adapter.preparer(audio, sr, segments)
+        same_items = dataclasses.replace(prepared, parts=list(prepared.parts))  # prepared once, run twice
+        fp32, bf16 = (adapter.preparer.finish(prepared.plan, run_items(adapter, same_items, p))
+                      for p in precisions.PRECISIONS)
+        for space, rows in fp32.items():
+            worst = min(worst, float(precisions.cosines(rows, bf16[space]).min()))
+        n += len(segments)
+    return {"min_cosine": worst, "segments": n, "passes": n > 0 and worst >= precisions.BF16_MIN_COSINE}
