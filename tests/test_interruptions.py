@@ -125,8 +125,13 @@ def test_a_re_extraction_killed_mid_way_keeps_the_old_vectors_and_resumes(extrac
         "extract([sys.argv[1]], ['dsp'], db=sys.argv[2], adapters=[NewVersion(pause_s=0.5)], batch_tracks=1)")
     proc = subprocess.Popen([sys.executable, "-c", script, str(folder), str(db)], cwd=PROJECT_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for _ in range(4):  # three files embedded and written, one more being embedded
-        assert proc.stdout.readline().strip() == "embedded"
+    # killed once three files are written: the writer thread stores a file while the next one is embedded
+    deadline = time.monotonic() + 120
+    while True:  # the first file is embedded into the staging table, made before it
+        assert proc.stdout.readline().strip() == "embedded" and time.monotonic() < deadline
+        if len(Store(db).tracks_with_space("dsp")) >= 3:
+            break
+    assert proc.poll() is None, "the re-extraction ended before it was killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
 
