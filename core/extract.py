@@ -319,11 +319,19 @@ def _tasks(store: Store, entries: list[tuple[Path, str | None]], adapters: list[
 
 
 def _warm_up(adapters: list[Adapter]) -> None:
-    """Run each CPU stage once on a second of silence, so forked workers inherit compiled code and imports."""
+    """Run each CPU stage once on a second of silence, so forked workers inherit compiled code and imports.
+
+    Only a saving: a CPU stage that raises here raises again on the files
+    themselves, where it is each file's failure, so it must not stop the run.
+    """
     for adapter in adapters:
-        prepared = adapter.preparer(np.zeros(16000, dtype=adapter.entry.input_dtype), 16000, np.array([[0.0, 1.0]]))
-        for _ in prepared.parts:
-            pass
+        try:
+            prepared = adapter.preparer(np.zeros(16000, dtype=adapter.entry.input_dtype), 16000,
+                                        np.array([[0.0, 1.0]]))
+            for _ in prepared.parts:
+                pass
+        except Exception:  # noqa: BLE001 - reported per file by the workers
+            continue
 
 
 @dataclasses.dataclass
@@ -378,7 +386,10 @@ class _Run:
             ticket = entry.tickets.get((message.block, message.model))
             if ticket is not None:
                 positions = np.arange(message.offset, message.offset + len(message.inputs))
-                self.batchers[message.model].add(ticket, positions, message.inputs, message.lengths)
+                try:
+                    self.batchers[message.model].add(ticket, positions, message.inputs, message.lengths)
+                except Exception as exc:  # the copy to the device (out of its memory) fails this model on this file
+                    self._fail_model(entry, message.model, reason(exc))
         elif isinstance(message, ModelFailed):
             self._fail_model(entry, message.model, message.message)
         elif isinstance(message, Done):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import soundfile as sf
 from core import cli
 from core.extract import extract
 from core.store import Store
-from tests.conftest import PROJECT_ROOT, tone, tone_files
+from tests.conftest import PROJECT_ROOT, WatchedDsp, tone, tone_files
 from tests.test_clap import _save_tiny_clap
 from tests.test_mert import _save_tiny_mert
 
@@ -71,6 +72,67 @@ def test_bad_worker_batch_and_precision_settings_are_one_line_refusals(mixed_fol
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1, (args, err)
     assert not (tmp_path / "x.duckdb").exists()
+
+
+class FailsAt16k(WatchedDsp):
+    """The real dsp adapter, whose CPU stage runs out of memory on 16 kHz files (in the worker, with workers)."""
+
+    def prepare(self, audio, sr, segments, offset_s=0.0):
+        if sr == 16000:
+            raise MemoryError("Unable to allocate 2.73 PiB for an array with shape (4, 98, 2) and data type float64")
+        return self.inner.embed(audio, sr, segments, offset_s)
+
+
+def test_workers_keep_every_entry_a_track_or_one_failure(tmp_path):
+    """Hostile entries, a file over the decode budget and a CPU stage that raises: the same outcome in workers."""
+    d = tmp_path / "audio"
+    d.mkdir()
+    sf.write(d / "mono.wav", tone(220, 4.0), 22050)  # 88,200 sample values
+    sf.write(d / "stereo.wav", np.stack([tone(330, 2.0)] * 2, axis=1), 22050)  # 88,200
+    sf.write(d / "over_budget.wav", np.stack([tone(440, 3.0)] * 2, axis=1), 22050)  # 132,300
+    sf.write(d / "oom.wav", tone(220, 4.0, 16000), 16000)
+    nan = tone(550, 4.0)
+    nan[100:110] = np.nan
+    sf.write(d / "nan.wav", nan, 22050, subtype="FLOAT")
+    (d / "empty.wav").write_bytes(b"")
+    (d / "text.wav").write_bytes(b"not audio at all\n" * 50)
+    os.symlink("nowhere.wav", d / "dangling.wav")
+    os.mkfifo(d / "fifo.wav")
+    expected = {"over_budget.wav": "exceed the limit", "oom.wav": "not enough memory for this file",
+                "nan.wav": "NaN or infinite", "empty.wav": "empty file", "text.wav": "not a readable audio file",
+                "dangling.wav": "broken symbolic link", "fifo.wav": "named pipe"}
+    vectors = {}
+    for workers in (0, 2):
+        db = tmp_path / f"w{workers}.duckdb"
+        report = extract([d], ["dsp"], db=db, adapters=[FailsAt16k()], workers=workers, max_samples=100_000)
+        reasons = {f.path.rsplit("/", 1)[-1]: f.message for f in report.failures}
+        assert report.files == 9 and report.stored == 2 and len(report.failures) == len(reasons) == 7, workers
+        for name, reason in expected.items():
+            assert reason in reasons[name] and "\n" not in reasons[name], (workers, name, reasons[name])
+        store = Store(db)
+        assert sorted(p.rsplit("/", 1)[-1] for p in store.tracks_frame()["path"]) == ["mono.wav", "stereo.wav"]
+        assert store.info()["failures"] == 7
+        vectors[workers] = _stored(db)["dsp"]  # rows by (path, start): workers finish files in any order
+    assert vectors[2][0] == vectors[0][0]
+    np.testing.assert_array_equal(vectors[2][1], vectors[0][1])
+
+
+def test_items_that_cannot_reach_the_device_fail_their_file_only(aisfx_adapter, tmp_path, monkeypatch):
+    """The copy of a part to the device can run out of its memory: that model fails on that file, the run goes on."""
+    from core.batcher import Batcher
+
+    folder = tone_files(tmp_path / "audio", 3, 3.5)
+    add = Batcher.add
+
+    def add_or_run_out(self, ticket, positions, inputs, lengths):
+        if ticket.order.index == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 32.00 MiB\n(more lines)")
+        return add(self, ticket, positions, inputs, lengths)
+
+    monkeypatch.setattr(Batcher, "add", add_or_run_out)
+    report = extract([folder], ["aisfx"], db=tmp_path / "x.duckdb", adapters=[aisfx_adapter])
+    assert report.stored == 2 and [(f.path.rsplit("/", 1)[-1], f.model) for f in report.failures] == [("1.wav", "aisfx")]
+    assert report.failures[0].message == "RuntimeError: CUDA out of memory. Tried to allocate 32.00 MiB"
 
 
 #: Extracts with two workers and one track per transaction, printing a line per finished file.
