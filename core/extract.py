@@ -23,8 +23,9 @@ own (:mod:`core.models.precision`).
 Every entry the user points at ends as a track or a failure: one file's
 exception (unreadable, undecodable, over the decode budget, out of memory,
 an adapter's bad output) is that file's one-line failure, per model, and the
-batch goes on.  Only an interruption by the user, or a store that cannot be
-written, stops the run.
+batch goes on.  A worker process that dies (killed, out of memory) fails
+the files it had in hand, and new workers take the rest.  Only an
+interruption by the user, or a store that cannot be written, stops the run.
 """
 
 from __future__ import annotations
@@ -274,17 +275,17 @@ def extract(
         if workers:
             _warm_up(adapters)  # compile and import once, before the workers are forked
         gpu = any(torch.device(a.device).type == "cuda" for a in adapters)
-        messages = iter(loader(Feed(run.tasks, adapters, window_s, hop_s, max_samples), workers, pin_memory=gpu))
-        writer.start()
-        run.writer = writer
+        todo = run.tasks
         while True:
-            t0 = time.perf_counter()
-            message = next(messages, None)
-            report._add_time("wait", time.perf_counter() - t0)
-            if message is None:
+            feed = Feed(todo, adapters, window_s, hop_s, max_samples)
+            lost = _consume(run, loader(feed, workers, pin_memory=gpu), writer)
+            if not lost:
                 break
-            run.take(message)
-            run.collect(wait=False)
+            # A worker died (killed, out of memory): its loader is gone with the exception. The files in
+            # flight fail, the writer stores what it holds, and new workers take the files not yet begun.
+            writer.finish()
+            todo = run.lose_files(feed, todo, WORKER_DIED)
+            writer = _Writer(store, report, batch_tracks, batch_seconds)
         for batcher in run.batchers.values():
             batcher.flush()
         run.collect(wait=True)
@@ -332,6 +333,36 @@ def _warm_up(adapters: list[Adapter]) -> None:
                 pass
         except Exception:  # noqa: BLE001 - reported per file by the workers
             continue
+
+
+#: The failure of each file a worker had begun when a worker process died: its own, or one whose messages were
+#: still queued (a rerun takes it again).
+WORKER_DIED = "a worker process died with this file in hand (killed or out of memory); run again"
+
+
+def _consume(run: "_Run", messages, writer: "_Writer") -> bool:
+    """Take every message of a loader; False when it ran to its end, True when one of its workers died.
+
+    The loader forks its workers on ``iter``, before the writer thread
+    starts: a process forked while another thread writes to DuckDB could
+    inherit a held lock.
+    """
+    try:
+        messages = iter(messages)
+        writer.start()
+        run.writer = writer
+        while True:
+            t0 = time.perf_counter()
+            message = next(messages, None)
+            run.report._add_time("wait", time.perf_counter() - t0)
+            if message is None:
+                return False
+            run.take(message)
+            run.collect(wait=False)
+    except RuntimeError as exc:  # torch's words for a worker that exited or was killed by a signal
+        if not str(exc).startswith("DataLoader worker"):
+            raise
+        return True
 
 
 @dataclasses.dataclass
@@ -402,6 +433,19 @@ class _Run:
             self._close(entry)
             return
         self._complete_if_done(entry)
+
+    def lose_files(self, feed: Feed, tasks: list[Task], message: str) -> list[Task]:
+        """Fail the files a feed's workers had begun and not finished preparing; return those they had not begun.
+
+        A file whose CPU stage is through (its ``Done`` came) lost nothing and
+        completes as ever.
+        """
+        begun = max(1, min(feed.claimed.value, len(tasks)))  # at least one: every restart ends a file
+        for task in tasks[:begun]:
+            entry = self.entries.get(task.index)
+            if entry is not None and not entry.prepared:
+                self.take(FileFailed(task.index, message))
+        return tasks[begun:]
 
     def collect(self, wait: bool) -> None:
         """Hand the outputs of finished batches to their blocks, and finish the blocks that have all of theirs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from core import cli
-from core.extract import extract
+from core.extract import WORKER_DIED, extract
 from core.store import Store
 from tests.conftest import PROJECT_ROOT, WatchedDsp, tone, tone_files
 from tests.test_clap import _save_tiny_clap
@@ -133,6 +134,32 @@ def test_items_that_cannot_reach_the_device_fail_their_file_only(aisfx_adapter, 
     report = extract([folder], ["aisfx"], db=tmp_path / "x.duckdb", adapters=[aisfx_adapter])
     assert report.stored == 2 and [(f.path.rsplit("/", 1)[-1], f.model) for f in report.failures] == [("1.wav", "aisfx")]
     assert report.failures[0].message == "RuntimeError: CUDA out of memory. Tried to allocate 32.00 MiB"
+
+
+class KilledAt16k(WatchedDsp):
+    """The real dsp adapter, whose worker process is killed (as by the kernel's out-of-memory killer) on 16 kHz files."""
+
+    def prepare(self, audio, sr, segments, offset_s=0.0):
+        if sr == 16000 and multiprocessing.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.embed(audio, sr, segments, offset_s)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_files_in_flight_and_the_run_goes_on(tmp_path):
+    folder = tone_files(tmp_path / "audio", 8, 3.5)
+    sf.write(folder / "3.wav", tone(500, 3.5, 16000), 16000)
+    db = tmp_path / "x.duckdb"
+    report = extract([folder], ["dsp"], db=db, adapters=[KilledAt16k()], workers=2, batch_tracks=1)
+    failed = {f.path.rsplit("/", 1)[-1]: f.message for f in report.failures}
+    # the killed worker's file, and those begun whose messages were still queued; new workers took the rest
+    assert "3.wav" in failed and len(failed) < 8 and set(failed.values()) == {WORKER_DIED}
+    assert report.files == 8 and report.stored == 8 - len(failed) == Store(db).info()["tracks"]
+    assert not multiprocessing.active_children()  # the dead loader's workers are gone too
+
+    again = extract([folder], ["dsp"], db=db, adapters=[KilledAt16k()], workers=0)  # no worker to kill
+    assert again.stored == len(failed) and again.skipped == 8 - len(failed) and not again.failures
+    assert Store(db).info()["segments"] == 8
 
 
 #: Extracts with two workers and one track per transaction, printing a line per finished file.
