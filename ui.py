@@ -53,8 +53,8 @@ def store() -> Store:
 
 
 @st.cache_resource(show_spinner="Loading model…")
-def adapter(key: str):
-    return load_model(key)
+def adapter(key: str, device: str | None = None):
+    return load_model(key, device)
 
 
 @st.cache_data(ttl=600, show_spinner=False)

@@ -8,8 +8,9 @@ same as the trained ones, behind LAION's processor settings (64 mels, 50 Hz to
 
 * ``model_x``: the bare network on full 10 s inputs (features ready);
 * ``processor_x``: the checkpoint's feature extractor alone (numpy mel of the
-  padded 10 s window);
-* ``embed_x``: the adapter as the pipeline calls it (resample, extractor,
+  padded 10 s window), and ``frontend_x`` the adapter's torch twin of it on
+  the device, which the adapter runs instead;
+* ``embed_x``: the adapter as the pipeline calls it (resample, front end,
   network; one ``embed`` per decoded clip on the 3 s grid).
 
 Every segment is padded to the 10 s window, so a 3 s segment costs as much as
@@ -32,24 +33,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.adapter_timing import run_random_weight_bench  # noqa: E402
+from bench.random_models import clap_unfused  # noqa: E402
 from core.models import clap  # noqa: E402
-
-
-
-def random_unfused_adapter(device: str) -> clap.ClapAdapter:
-    """The clap-htsat-unfused architecture with random weights behind the real adapter."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    model = ClapModel(ClapConfig(audio_config={"enable_fusion": False})).eval().to(device)
-    backend = Tokenizer(models.WordLevel({"<unk>": 0, "<pad>": 1}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>")
-    extractor = ClapFeatureExtractor(feature_size=64, frequency_min=50, frequency_max=14000,
-                                     truncation="rand_trunc", padding="repeatpad")
-    processor = ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer)
-    return clap.ClapAdapter(clap.CATALOGUE[0], model, processor, "random", device)
 
 
 def bare_model(adapter: clap.ClapAdapter, n: int) -> dict:
@@ -59,6 +44,13 @@ def bare_model(adapter: clap.ClapAdapter, n: int) -> dict:
     inputs = adapter.processor(audio=windows, sampling_rate=48000, return_tensors="pt")
     processor_s = time.perf_counter() - t0
     features = inputs["input_features"].to(adapter.device)
+    stacked = torch.from_numpy(np.stack(windows)).to(adapter.device)
+    lengths = torch.full((n,), adapter.window)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, n, adapter.batch_size):
+            adapter.frontend(stacked[start:start + adapter.batch_size], lengths[start:start + adapter.batch_size])
+    frontend_s = time.perf_counter() - t0
     with torch.inference_mode():
         adapter.model.get_audio_features(input_features=features[:1])  # warm-up
         t0, c0 = time.perf_counter(), time.process_time()
@@ -67,8 +59,8 @@ def bare_model(adapter: clap.ClapAdapter, n: int) -> dict:
         model_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     audio_s = n * adapter.window / 48000
     return {"model_x": round(audio_s / model_s, 1), "model_cpu_x": round(audio_s * torch.get_num_threads() / cpu_s, 1),
-            "processor_x": round(audio_s / processor_s, 1)}
+            "processor_x": round(audio_s / processor_s, 1), "frontend_x": round(audio_s / frontend_s, 1)}
 
 
 if __name__ == "__main__":
-    run_random_weight_bench(__doc__.splitlines()[0], random_unfused_adapter, bare_model, "bare 10 s windows", "3 s grid, each segment padded to 10 s")
+    run_random_weight_bench(__doc__.splitlines()[0], clap_unfused, bare_model, "bare 10 s windows", "3 s grid, each segment padded to 10 s")

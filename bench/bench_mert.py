@@ -28,19 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.adapter_timing import run_random_weight_bench  # noqa: E402
+from bench.random_models import mert_95m  # noqa: E402
 from core.models import mert  # noqa: E402
-
-
-
-def random_95m_adapter(device: str) -> mert.MertAdapter:
-    """The MERT-v1-95M architecture with random weights behind the real adapter."""
-    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
-
-    torch.manual_seed(0)
-    model = HubertModel(HubertConfig()).eval().to(device)
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0, do_normalize=True,
-                                         return_attention_mask=True)
-    return mert.MertAdapter(mert.CATALOGUE[0], model, extractor, "random", device)
 
 
 def bare_model(adapter: mert.MertAdapter, n: int) -> dict:
@@ -57,4 +46,4 @@ def bare_model(adapter: mert.MertAdapter, n: int) -> dict:
 
 
 if __name__ == "__main__":
-    run_random_weight_bench(__doc__.splitlines()[0], random_95m_adapter, bare_model, "bare 5 s passes", "3 s grid")
+    run_random_weight_bench(__doc__.splitlines()[0], mert_95m, bare_model, "bare 5 s passes", "3 s grid")

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from core.audio import load, segment_grid  # noqa: E402
 from core.models import openl3  # noqa: E402
+from core.models.weights import sha256_file  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 REFERENCE = ROOT.parent / "shared" / "reference" / "openl3"
@@ -58,7 +59,7 @@ def adapter_for(key: str, device: str) -> openl3.OpenL3:
     path = openl3.local_weights(p["input_repr"], p["content_type"])
     if path is None:
         path = REFERENCE / f"openl3_audio_{p['input_repr']}_music-random.h5"
-    return openl3.OpenL3(entry, path, device)
+    return openl3.OpenL3(entry, openl3.read_weights(path), sha256_file(path), device, path)
 
 
 def main() -> None:

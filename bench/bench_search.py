@@ -53,10 +53,10 @@ def text_latency(repeats: int) -> list[float]:
     """Seconds to embed a new short text with the real-size CLAP text tower (random weights)."""
     import torch
 
-    from bench.bench_clap import random_unfused_adapter
+    from bench.random_models import clap_unfused
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    adapter = random_unfused_adapter("cpu")
+    adapter = clap_unfused("cpu")
     adapter.embed_text(["warm up"])
     seconds = []
     for i in range(repeats):

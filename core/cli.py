@@ -22,6 +22,7 @@ from core.config import db_path
 from core.errors import AEBError, BadInput
 from core.jsonable import jsonable
 from core.models.base import model_table, normalise_key
+from core.models.precision import BF16_MIN_COSINE, PRECISIONS
 from core.paths import display
 from core.store import Store
 
@@ -94,12 +95,18 @@ def cmd_extract(args) -> int:
 
     try:
         report = extract(args.paths, keys, db=args.db, window_s=args.segment, hop_s=args.hop,
-                         metadata=metadata, progress=progress, max_samples=max_samples)
+                         metadata=metadata, progress=progress, max_samples=max_samples, device=args.device,
+                         workers=args.workers, batch_size=args.batch_size, precision=args.precision)
     finally:
         if bar is not None:
             bar.close()
+    for key, used in report.precisions.items():
+        if used != args.precision:
+            print(f"note: {key} ran in {used}: its bf16 vectors were not verified to stay within cosine "
+                  f"{BF16_MIN_COSINE} of fp32 (see `python -m core models`).", file=sys.stderr)
     for space in report.replaced_spaces:
-        print(f"note: {space} was re-extracted from scratch: its adapter version or weights changed.", file=sys.stderr)
+        print(f"note: {space} was re-extracted from scratch: its adapter version, weights or precision changed.",
+              file=sys.stderr)
     if metadata is not None:
         print(f"metadata: {report.metadata_matched} of {report.metadata_rows} rows of {Path(args.metadata).name} "
               "matched a file found.", file=sys.stderr)
@@ -125,7 +132,7 @@ def cmd_models(args) -> int:
         width = max(len(r["key"]) for r in rows)
         for r in rows:
             state = "available" if r["available"] else "unavailable"
-            line = f"{r['key']:<{width}}  {r['dim']:>5}-D  {state}"
+            line = f"{r['key']:<{width}}  {r['dim']:>5}-D  {'fp32+bf16' if r['bf16'] else 'fp32     '}  {state}"
             print(line + (f"  ({r['reason']})" if r["reason"] else ""))
     return OK
 
@@ -290,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=_sample_count, default=None,
                    help="refuse files holding more decoded sample values (seconds × rate × channels) than this "
                         "(default: AEB_MAX_SAMPLES or 2e9)")
+    p.add_argument("--device", help="where the models run: cpu, cuda or cuda:N (default: a GPU when there is one)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that decode, mix and resample (default 0: this one; on a GPU machine, the CPU "
+                        "cores less one)")
+    p.add_argument("--batch-size", type=int, default=None, help="items per forward pass (default: each model's own)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="the networks' arithmetic; bf16 applies to the models verified for it, the others run in fp32")
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("models", help="list the model catalogue")

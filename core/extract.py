@@ -1,24 +1,38 @@
 """The extraction pipeline shared by the command line and the app.
 
-files ──decode in blocks──▶ shared segment grid ──every adapter──▶ store
+files ──workers: decode, mix, resample, cut items──▶ batches of many tracks on the device ──▶ writer thread ──▶ store
+                 (core.workers)                       (core.batcher)                         (one transaction per batch of tracks)
+
+Every model runs in the stages of :mod:`core.models.stages`.  The CPU stage
+(decoding, the mono mix, each model's own resampler and cutting) runs in
+``workers`` processes, or in this one with ``workers=0`` (the default, and
+the right choice on a small CPU machine); items of many tracks fill each
+batch on the model's device; finished tracks go to a writer thread, so a
+GPU never waits on DuckDB.  Memory stays bounded: long files come in blocks
+of whole segments, each worker has a few messages in flight, and a track's
+vectors are held only until its last block is back.
 
 It is built to be interrupted: finished tracks are written in small batches,
 each one transaction, and a later run skips every (track, model) pair that is
 already stored with the same content hash and provenance.  A model whose
 provenance changed is re-extracted into a staging table and swapped in only
 when the run has gone through every file, so an interrupted re-extraction
-leaves the old vectors in use.
+leaves the old vectors in use.  bfloat16 vectors have a provenance of their
+own (:mod:`core.models.precision`).
 
 Every entry the user points at ends as a track or a failure: one file's
 exception (unreadable, undecodable, over the decode budget, out of memory,
 an adapter's bad output) is that file's one-line failure, per model, and the
-batch goes on.  Only an interruption by the user, or a store that cannot be
-written, stops the run.
+batch goes on.  A worker process that dies (killed, out of memory) fails
+the files it had in hand, and new workers take the rest.  Only an
+interruption by the user, or a store that cannot be written, stops the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,15 +41,13 @@ import numpy as np
 import pandas as pd
 
 from core import audio
-from core.errors import BadInput, StoreError
+from core.batcher import Batcher
+from core.errors import BadInput
+from core.models import precision as precisions
 from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
 from core.paths import display
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord, check_grid
-
-#: Most vector values (segments × the dimensions of every space) one track may
-#: hold in memory before it is written: 1 GiB as float32, e.g. 43,690 segments
-#: of a 6,144-D OpenL3 space, or 2.1 million segments of the 128-D baseline.
-MAX_TRACK_VALUES = 2**28
+from core.workers import Block, Done, Feed, FileFailed, ModelFailed, Part, Task, Track, loader, reason
 
 #: progress(done, total, path) is called after each file.
 ProgressFn = Callable[[int, int, str], None]
@@ -58,6 +70,12 @@ class ExtractReport:
     ``metadata_matched`` of ``metadata_rows`` CSV rows name one of them.
     ``write_waits`` says how long the run's writes waited for the file
     (``writes``, ``total_s``, ``max_s``): other processes reading or writing.
+    ``precisions`` says what each model's network ran in, ``workers`` how
+    many processes did the CPU stage, and ``timings`` where the time went:
+    CPU seconds of the CPU stage (``decode``, ``prepare:KEY``, summed over
+    workers), and seconds of this process launching and waiting on each
+    model's batches (``device:KEY``), pooling (``finish``), waiting for the
+    workers (``wait``), and of the writer thread (``store``).
     """
 
     files: int = 0
@@ -71,6 +89,8 @@ class ExtractReport:
     metadata_rows: int = 0
     metadata_matched: int = 0
     write_waits: dict[str, float] = dataclasses.field(default_factory=dict)
+    precisions: dict[str, str] = dataclasses.field(default_factory=dict)
+    workers: int = 0
 
     @property
     def failed_paths(self) -> list[str]:
@@ -139,48 +159,13 @@ def model_keys(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(split_key(k)[0] for k in keys))
 
 
-def _provenances(adapter: Adapter) -> list[Provenance]:
+def _provenances(adapter: Adapter, precision: str) -> list[Provenance]:
     entry = adapter.entry
     return [
-        Provenance(space, entry.key, dim, adapter.version, adapter.weights_sha256,
+        Provenance(space, entry.key, dim, precisions.version(adapter.version, precision), adapter.weights_sha256,
                    tag_names=tuple(adapter.tag_names[space]) if space in adapter.tag_names else None)
         for space, dim in entry.spaces.items()
     ]
-
-
-def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapters: list[Adapter],
-                 report: ExtractReport) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Run every adapter over a track's blocks; per-model errors are returned, not raised."""
-    vectors = {space: np.zeros((len(segments), dim), np.float32)
-               for a in adapters for space, dim in a.entry.spaces.items()}
-    errors: dict[str, str] = {}
-    wanted = {a.entry.key: np.dtype(a.entry.input_dtype) for a in adapters}
-    widest = np.float64 if np.dtype(np.float64) in wanted.values() else np.float32
-    t0 = time.perf_counter()
-    for block in audio.iter_blocks(path, segments, meta=meta, dtype=widest):
-        mixes = {np.dtype(widest): block.audio}
-        report._add_time("decode", time.perf_counter() - t0)
-        for adapter in adapters:
-            key = adapter.entry.key
-            if key in errors:
-                continue
-            t1 = time.perf_counter()
-            try:
-                if wanted[key] not in mixes:  # cast once per block, not once per adapter
-                    mixes[wanted[key]] = block.audio.astype(wanted[key])
-                out = adapter.embed(mixes[wanted[key]], block.sr, block.segments, block.offset_s)
-                for space, dim in adapter.entry.spaces.items():
-                    rows = np.asarray(out[space], dtype=np.float32)
-                    if rows.shape != (len(block.index), dim):
-                        raise ModelError(f"returned shape {rows.shape}, expected {(len(block.index), dim)}")
-                    if not np.isfinite(rows).all():
-                        raise ModelError("produced non-finite values")
-                    vectors[space][block.index] = rows
-            except Exception as exc:  # one model failing on one file must not stop the batch
-                errors[key] = str(exc) if isinstance(exc, ModelError) else _reason(exc)
-            report._add_time(f"model:{key}", time.perf_counter() - t1)
-        t0 = time.perf_counter()
-    return vectors, errors
 
 
 def extract(
@@ -196,6 +181,9 @@ def extract(
     batch_tracks: int = 32,
     batch_seconds: float = 5.0,
     max_samples: int = audio.DEFAULT_MAX_SAMPLES,
+    workers: int = 0,
+    batch_size: int | None = None,
+    precision: str = "fp32",
 ) -> ExtractReport:
     """Embed files (and the audio files inside folders) with models into a store.
 
@@ -214,6 +202,10 @@ def extract(
     progress : callable, optional
         ``progress(done, total, name)`` after each entry, ``name`` being a
         printable line (:func:`core.paths.display`).
+    device : str, optional
+        Where the models run (``"cpu"``, ``"cuda"``, ``"cuda:1"``); the
+        default is a GPU when there is one.  Ignored for ``adapters``, which
+        are already on theirs.
     adapters : list, optional
         Already loaded adapters (the app keeps them cached); else loaded here.
     batch_tracks, batch_seconds : int, float
@@ -222,11 +214,22 @@ def extract(
     max_samples : int > 0
         Each file's budget of decoded sample values (frames × channels); a
         file above it is a failure, found before it is decoded.
+    workers : int >= 0
+        Processes that decode, mix, resample and prepare items (the CPU
+        stage, :mod:`core.workers`); 0 does it in this process.
+    batch_size : int > 0, optional
+        Items per forward pass for every model; each model's own default
+        (``adapter.batch_size``) otherwise.
+    precision : {"fp32", "bf16"}
+        The networks' arithmetic; a model whose bfloat16 vectors were not
+        verified runs in float32 (:mod:`core.models.precision`), and
+        ``report.precisions`` says what each ran in.
 
     Raises
     ------
     core.errors.BadInput
-        For an invalid grid or budget (nothing is written then).
+        For an invalid grid, budget, worker count, batch size or precision
+        (nothing is written then).
     core.store.GridMismatch
         If the store was built on another grid.
     core.models.base.ModelError
@@ -237,19 +240,24 @@ def extract(
     check_grid(window_s, hop_s)
     if not (isinstance(max_samples, int) and max_samples > 0):
         raise BadInput(f"--max-samples must be a positive whole number, not {max_samples!r}.")
+    if not (isinstance(workers, int) and workers >= 0):
+        raise BadInput(f"--workers must be 0 or a positive whole number, not {workers!r}.")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size > 0):
+        raise BadInput(f"--batch-size must be a positive whole number, not {batch_size!r}.")
+    precisions.check(precision)
     if adapters is None:
         for key in model_keys(models):
             get_entry(key)  # unknown keys fail before any weights load
         adapters = [load_model(key, device) for key in model_keys(models)]
+    report.precisions = {a.entry.key: precisions.effective(a.entry, precision) for a in adapters}
+    report.workers = workers
     store = Store(db)
     store.ensure_grid(window_s, hop_s)
     for adapter in adapters:
-        for prov in _provenances(adapter):
+        for prov in _provenances(adapter, report.precisions[adapter.entry.key]):
             if store.prepare_space(prov):
                 report.replaced_spaces.append(prov.space)
     keys = [a.entry.key for a in adapters]
-    done = {a.entry.key: store.tracks_with_space(a.entry.key) for a in adapters}
-    states = store.track_states()
     run_id = store.start_run(keys)
     files, problems = audio.find_audio_files(paths)
     entries: list[tuple[Path, str | None]] = [(f, None) for f in files] + problems
@@ -259,61 +267,34 @@ def extract(
     matched = {p: m for p, m in metadata.items() if p in found}
     report.metadata_rows, report.metadata_matched = len(metadata), len(matched)
 
-    pending: list[TrackRecord] = []
-    last_flush = time.perf_counter()
+    import torch
 
-    def flush() -> None:
-        nonlocal last_flush
-        t = time.perf_counter()
-        store.write_tracks(pending)
-        report.stored += len(pending)
-        pending.clear()
-        report._add_time("store", time.perf_counter() - t)
-        last_flush = time.perf_counter()
-
+    run = _Run(adapters, _tasks(store, entries, adapters), report, metadata, progress, batch_size)
+    writer = _Writer(store, report, batch_tracks, batch_seconds)
     try:
-        for i, (path, problem) in enumerate(entries):
-            spath = str(path)
-            try:
-                if problem:
-                    raise audio.AudioError(problem)
-                t = time.perf_counter()
-                meta = audio.info(path, max_samples=max_samples)
-                digest = audio.content_hash(path)
-                report._add_time("decode", time.perf_counter() - t)
-                known = states.get(spath)
-                if known is not None and known[1] == digest:
-                    track_id = known[0]
-                    todo = [a for a in adapters if track_id not in done[a.entry.key]]
-                    segments = store.track_segments(track_id)
-                else:
-                    track_id, todo = None, list(adapters)
-                    segments = _grid(meta, window_s, hop_s, todo)
-                if not todo:
-                    report.skipped += 1
-                else:
-                    vectors, errors = _embed_track(path, meta, segments, todo, report)
-                    for key, message in errors.items():
-                        report.failures.append(Failure(spath, key, message))
-                    ok = [a for a in todo if a.entry.key not in errors]
-                    if ok:
-                        kept = {s: v for a in ok for s, v in vectors.items() if split_key(s)[0] == a.entry.key}
-                        pending.append(TrackRecord(
-                            spath, digest, meta.duration_s, meta.sample_rate, meta.channels,
-                            f"{meta.format}/{meta.subtype}", segments, kept, metadata.get(spath), track_id))
-                        report.audio_s += meta.duration_s
-            except StoreError:
-                raise  # the store, not this file: nothing later could be written either
-            except Exception as exc:  # whatever one file raises is that file's failure
-                report.failures.extend(Failure(spath, k, _reason(exc)) for k in keys)
-            if pending and (len(pending) >= batch_tracks or time.perf_counter() - last_flush >= batch_seconds):
-                flush()
-            if progress is not None:
-                progress(i + 1, len(entries), display(path))
-        flush()
+        if workers:
+            _warm_up(adapters)  # compile and import once, before the workers are forked
+        gpu = any(torch.device(a.device).type == "cuda" for a in adapters)
+        todo = run.tasks
+        while True:
+            feed = Feed(todo, adapters, window_s, hop_s, max_samples)
+            lost = _consume(run, loader(feed, workers, pin_memory=gpu), writer)
+            if not lost:
+                break
+            # A worker died (killed, out of memory): its loader is gone with the exception. The files in
+            # flight fail, the writer stores what it holds, and new workers take the files not yet begun.
+            writer.finish()
+            todo = run.lose_files(feed, todo, WORKER_DIED)
+            writer = _Writer(store, report, batch_tracks, batch_seconds)
+        for batcher in run.batchers.values():
+            batcher.flush()
+        run.collect(wait=True)
+        writer.finish()
         store.commit_staged(report.replaced_spaces)
     finally:
-        flush()
+        writer.finish(quiet=True)
+        for key, batcher in run.batchers.items():
+            report._add_time(f"device:{key}", batcher.seconds)
         store.record_failures(run_id, [(f.path, f.model, f.message) for f in report.failures])
         store.set_metadata(matched)
         report.write_waits = dataclasses.asdict(store.write_wait)
@@ -321,22 +302,285 @@ def extract(
     return report
 
 
-def _grid(meta: audio.AudioInfo, window_s: float, hop_s: float, adapters: list[Adapter]) -> np.ndarray:
-    """A new track's segments, refused (one file's failure) when its vectors would not fit :data:`MAX_TRACK_VALUES`."""
-    n = audio.segment_count(meta.duration_s, window_s, hop_s)
-    values = n * sum(dim for a in adapters for dim in a.entry.spaces.values())
-    if values > MAX_TRACK_VALUES:
-        raise audio.AudioError(f"the grid cuts its {meta.duration_s:,.0f} s into {n:,} segments, {values:,} vector values "
-                               f"in all, more than {MAX_TRACK_VALUES:,} per file; use a longer --hop")
-    return audio.segment_grid(meta.duration_s, window_s, hop_s)
+def _tasks(store: Store, entries: list[tuple[Path, str | None]], adapters: list[Adapter]) -> list[Task]:
+    """What each entry needs, from what the store holds: nothing, some models on stored segments, or everything."""
+    done = {a.entry.key: store.tracks_with_space(a.entry.key) for a in adapters}
+    states = store.track_states()
+    tasks = []
+    for index, (path, problem) in enumerate(entries):
+        known = states.get(str(path))
+        if problem or known is None:
+            tasks.append(Task(index, path, problem))
+            continue
+        track_id, digest = known
+        missing = tuple(a.entry.key for a in adapters if track_id not in done[a.entry.key])
+        segments = store.track_segments(track_id) if missing else np.zeros((0, 2))
+        tasks.append(Task(index, path, None, track_id, digest, missing, segments))
+    return tasks
 
 
-def _reason(exc: Exception) -> str:
-    """One line saying why a file failed."""
-    if isinstance(exc, audio.AudioError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        return f"cannot read file ({exc.strerror or exc})"
-    if isinstance(exc, MemoryError):
-        return f"not enough memory for this file ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'})"
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+def _warm_up(adapters: list[Adapter]) -> None:
+    """Run each CPU stage once on a second of silence, so forked workers inherit compiled code and imports.
+
+    Only a saving: a CPU stage that raises here raises again on the files
+    themselves, where it is each file's failure, so it must not stop the run.
+    """
+    for adapter in adapters:
+        try:
+            prepared = adapter.preparer(np.zeros(16000, dtype=adapter.entry.input_dtype), 16000,
+                                        np.array([[0.0, 1.0]]))
+            for _ in prepared.parts:
+                pass
+        except Exception:  # noqa: BLE001 - reported per file by the workers
+            continue
+
+
+#: The failure of each file a worker had begun when a worker process died: its own, or one whose messages were
+#: still queued (a rerun takes it again).
+WORKER_DIED = "a worker process died with this file in hand (killed or out of memory); run again"
+
+
+def _consume(run: "_Run", messages, writer: "_Writer") -> bool:
+    """Take every message of a loader; False when it ran to its end, True when one of its workers died.
+
+    The loader forks its workers on ``iter``, before the writer thread
+    starts: a process forked while another thread writes to DuckDB could
+    inherit a held lock.
+    """
+    try:
+        messages = iter(messages)
+        writer.start()
+        run.writer = writer
+        while True:
+            t0 = time.perf_counter()
+            message = next(messages, None)
+            run.report._add_time("wait", time.perf_counter() - t0)
+            if message is None:
+                return False
+            run.take(message)
+            run.collect(wait=False)
+    except RuntimeError as exc:  # torch's words for a worker that exited or was killed by a signal
+        if not str(exc).startswith("DataLoader worker"):
+            raise
+        return True
+
+
+@dataclasses.dataclass
+class _Ticket:
+    """One model's work on one block of one track (its ``Block`` message), and its items' outputs as they come back."""
+
+    order: Block
+    outputs: dict = dataclasses.field(default_factory=dict)
+    returned: int = 0
+
+
+@dataclasses.dataclass
+class _Entry:
+    """A track on its way: its vectors, the blocks still out, and the models that failed on it."""
+
+    task: Task
+    track: Track | None = None
+    vectors: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    tickets: dict[tuple[int, str], _Ticket] = dataclasses.field(default_factory=dict)
+    prepared: bool = False
+
+
+class _Run:
+    """The pipeline's own process: it assembles the messages of the workers and the outputs of the batches into tracks."""
+
+    def __init__(self, adapters, tasks, report, metadata, progress, batch_size):
+        self.adapters = {a.entry.key: a for a in adapters}
+        self.keys = list(self.adapters)
+        self.tasks, self.report, self.metadata, self.progress = tasks, report, metadata, progress
+        self.batchers = {key: Batcher(a, report.precisions[key], batch_size or a.batch_size)
+                         for key, a in self.adapters.items()}
+        self.entries = {task.index: _Entry(task) for task in tasks}
+        self.completed = 0
+        self.writer: _Writer | None = None
+
+    def take(self, message) -> None:
+        """Act on one message of the CPU stage (:mod:`core.workers`)."""
+        entry = self.entries.get(message.index)
+        if entry is None:
+            return
+        if isinstance(message, Track):
+            entry.track = message
+            entry.vectors = {space: np.zeros((len(message.segments), dim), np.float32)
+                             for key in message.todo for space, dim in self.adapters[key].entry.spaces.items()}
+        elif isinstance(message, Block):
+            ticket = _Ticket(message)
+            entry.tickets[message.block, message.model] = ticket
+            if message.n_items == 0:
+                self._finish(entry, ticket)
+        elif isinstance(message, Part):
+            ticket = entry.tickets.get((message.block, message.model))
+            if ticket is not None:
+                positions = np.arange(message.offset, message.offset + len(message.inputs))
+                try:
+                    self.batchers[message.model].add(ticket, positions, message.inputs, message.lengths)
+                except Exception as exc:  # the copy to the device (out of its memory) fails this model on this file
+                    self._fail_model(entry, message.model, reason(exc))
+        elif isinstance(message, ModelFailed):
+            self._fail_model(entry, message.model, message.message)
+        elif isinstance(message, Done):
+            entry.prepared = True
+            for stage, seconds in message.seconds.items():
+                self.report._add_time(stage, seconds)
+        elif isinstance(message, FileFailed):
+            self.report.failures.extend(Failure(str(entry.task.path), k, message.message) for k in self.keys)
+            entry.tickets.clear()
+            self._close(entry)
+            return
+        self._complete_if_done(entry)
+
+    def lose_files(self, feed: Feed, tasks: list[Task], message: str) -> list[Task]:
+        """Fail the files a feed's workers had begun and not finished preparing; return those they had not begun.
+
+        A file whose CPU stage is through (its ``Done`` came) lost nothing and
+        completes as ever.
+        """
+        begun = max(1, min(feed.claimed.value, len(tasks)))  # at least one: every restart ends a file
+        for task in tasks[:begun]:
+            entry = self.entries.get(task.index)
+            if entry is not None and not entry.prepared:
+                self.take(FileFailed(task.index, message))
+        return tasks[begun:]
+
+    def collect(self, wait: bool) -> None:
+        """Hand the outputs of finished batches to their blocks, and finish the blocks that have all of theirs."""
+        for key, batcher in self.batchers.items():
+            for ticket, positions, outputs, error in batcher.finished(wait):
+                order = ticket.order
+                entry = self.entries.get(order.index)
+                if entry is None or entry.tickets.get((order.block, key)) is not ticket:
+                    continue  # its track failed meanwhile
+                if error is not None:
+                    self._fail_model(entry, key, error)
+                else:
+                    for name, values in outputs.items():
+                        if name not in ticket.outputs:
+                            ticket.outputs[name] = np.zeros((order.n_items, *values.shape[1:]), np.float32)
+                        ticket.outputs[name][positions] = values
+                    ticket.returned += len(positions)
+                    if ticket.returned == order.n_items:
+                        self._finish(entry, ticket)
+                self._complete_if_done(entry)
+
+    def _finish(self, entry: _Entry, ticket: _Ticket) -> None:
+        """Pool a block's outputs into its segments' rows, checked."""
+        order = ticket.order
+        del entry.tickets[order.block, order.model]
+        adapter = self.adapters[order.model]
+        t0 = time.perf_counter()
+        try:
+            out = adapter.preparer.finish(order.plan, ticket.outputs)
+            for space, dim in adapter.entry.spaces.items():
+                rows = np.asarray(out[space], dtype=np.float32)
+                if rows.shape != (len(order.rows), dim):
+                    raise ModelError(f"returned shape {rows.shape}, expected {(len(order.rows), dim)}")
+                if not np.isfinite(rows).all():
+                    raise ModelError("produced non-finite values")
+                entry.vectors[space][order.rows] = rows
+        except Exception as exc:  # one model failing on one file must not stop the batch
+            self._fail_model(entry, order.model, reason(exc))
+        self.report._add_time("finish", time.perf_counter() - t0)
+
+    def _fail_model(self, entry: _Entry, model: str, message: str) -> None:
+        entry.errors.setdefault(model, message)
+        for block, key in [k for k in entry.tickets if k[1] == model]:
+            del entry.tickets[block, key]
+
+    def _complete_if_done(self, entry: _Entry) -> None:
+        """A track whose every block is back goes to the writer (or is counted as up to date, or failed)."""
+        if not entry.prepared or entry.tickets:
+            return
+        track, path = entry.track, str(entry.task.path)
+        if not track.todo:
+            self.report.skipped += 1
+        for key, message in entry.errors.items():
+            self.report.failures.append(Failure(path, key, message))
+        ok = [key for key in track.todo if key not in entry.errors]
+        if ok:
+            kept = {s: v for s, v in entry.vectors.items() if split_key(s)[0] in ok}
+            meta = track.meta
+            self.writer.put(TrackRecord(path, track.digest, meta.duration_s, meta.sample_rate, meta.channels,
+                                        f"{meta.format}/{meta.subtype}", track.segments, kept,
+                                        self.metadata.get(path), track.track_id))
+            self.report.audio_s += meta.duration_s
+        self._close(entry)
+
+    def _close(self, entry: _Entry) -> None:
+        del self.entries[entry.task.index]
+        self.completed += 1
+        if self.progress is not None:
+            self.progress(self.completed, len(self.tasks), display(entry.task.path))
+
+
+class _Writer(threading.Thread):
+    """Stores finished tracks from a thread of its own, so that the devices never wait on DuckDB.
+
+    A write transaction holds ``batch_tracks`` tracks, or what came in
+    ``batch_seconds``, whichever is first.  The queue in front of it is
+    bounded: if the store falls behind, the pipeline waits rather than
+    holding finished tracks in memory without end.
+    """
+
+    _STOP = object()
+
+    def __init__(self, store: Store, report: ExtractReport, batch_tracks: int, batch_seconds: float):
+        super().__init__(name="store-writer", daemon=True)
+        self.store, self.report = store, report
+        self.batch_tracks, self.batch_seconds = max(1, batch_tracks), batch_seconds
+        self.queue: queue.Queue = queue.Queue(maxsize=2 * self.batch_tracks)
+        self.error: BaseException | None = None
+
+    def put(self, record: TrackRecord) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put(record, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        pending: list[TrackRecord] = []
+        last = time.perf_counter()
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=max(0.01, self.batch_seconds - (time.perf_counter() - last)))
+                except queue.Empty:
+                    item = None
+                if item is self._STOP:
+                    break
+                if item is not None:
+                    pending.append(item)
+                if pending and (len(pending) >= self.batch_tracks or time.perf_counter() - last >= self.batch_seconds):
+                    self._write(pending)
+                    last = time.perf_counter()
+            self._write(pending)
+        except BaseException as exc:  # the store, not a file: the pipeline stops and says why
+            self.error = exc
+
+    def _write(self, pending: list[TrackRecord]) -> None:
+        t0 = time.perf_counter()
+        self.store.write_tracks(pending)
+        self.report.stored += len(pending)
+        pending.clear()
+        self.report._add_time("store", time.perf_counter() - t0)
+
+    def finish(self, quiet: bool = False) -> None:
+        """Write what is queued and stop; raise the store's error unless ``quiet``."""
+        while self.is_alive():
+            try:
+                self.queue.put(self._STOP, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        if self.is_alive():
+            self.join()
+        if self.error is not None and not quiet:
+            raise self.error

@@ -1,5 +1,6 @@
 """Extract: import a folder, uploads or the demo; pick models; run with progress; see per-file errors."""
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -9,6 +10,8 @@ from core.audio import DEFAULT_HOP_S, DEFAULT_WINDOW_S
 from core.demo import build as build_demo
 from core.errors import AccessDenied, AEBError, BadInput
 from core.extract import extract, read_metadata_csv
+from core.models.base import default_device, devices
+from core.models.precision import PRECISIONS
 
 st.set_page_config(page_title="Extract · Audio embedding browser", page_icon="📥", layout="wide")
 st.title("📥 Extract")
@@ -81,14 +84,31 @@ hop = c2.number_input("Segment hop (s)", 0.5, 60.0, grid[1] if grid else DEFAULT
 if grid:
     st.caption("This store's grid is fixed by its first extraction; every model embeds the same segments.")
 
+with st.expander("Device and speed"):
+    places = devices()
+    c1, c2, c3, c4 = st.columns(4)
+    device = c1.selectbox("Device", places, index=places.index(default_device()) if default_device() in places else 0)
+    workers = c2.number_input("Worker processes", 0, os.cpu_count() or 1, 0,
+                              help="Processes that decode, mix and resample; 0 does it in the app's own process. "
+                                   "On a GPU machine, the CPU cores less one keep the GPU busy.")
+    batch_size = c3.number_input("Batch size", 0, 4096, 0, help="Items per forward pass; 0 uses each model's own.")
+    precision = c4.radio("Precision", PRECISIONS, horizontal=True,
+                         help="bf16 applies to the models whose bf16 vectors were verified against fp32.")
+    if precision == "bf16":
+        cleared = set(status.loc[status["bf16"], "key"])
+        fp32_only = [k for k in models if k not in cleared]
+        if fp32_only:
+            st.caption(f"These run in fp32 all the same, their bf16 vectors not being verified: {', '.join(fp32_only)}.")
+
 # ---------------------------------------------------------------- run
 if st.button("Run extraction", type="primary", disabled=blocked or not (paths and models)):
     with st.status("Extracting…", expanded=True) as box:
         bar = st.progress(0.0)
         try:
-            adapters = [ui.adapter(k) for k in models]
+            adapters = [ui.adapter(k, device) for k in models]
             report = extract(paths, models, db=store.path, window_s=window, hop_s=hop, metadata=metadata,
-                             adapters=adapters, max_samples=cfg.max_samples,
+                             adapters=adapters, max_samples=cfg.max_samples, workers=int(workers),
+                             batch_size=int(batch_size) or None, precision=precision,
                              progress=lambda d, n, p: bar.progress(d / n, text=f"{d}/{n} · {Path(p).name}"))
         except AEBError as exc:
             box.update(label="Nothing was done", state="error")

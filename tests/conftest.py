@@ -69,9 +69,50 @@ def session_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="module")
+def aisfx_adapter(session_cache):
+    """The real aisfx adapter (its weights come from the aisfx wheel), or a visible skip without them."""
+    from core.models import aisfx
+    from core.models.base import ModelUnavailable
+
+    try:
+        return aisfx.load(aisfx.CATALOGUE[0], "cpu")
+    except ModelUnavailable as exc:
+        pytest.skip(str(exc))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Converted weights go to one temporary cache per test session, never into ./cache."""
     cache = tmp_path_factory.getbasetemp() / "aeb-cache"
     cache.mkdir(exist_ok=True)
     monkeypatch.setenv("AEB_CACHE", str(cache))
+
+
+class WatchedDsp:
+    """The real dsp adapter in the staged form, with its CPU stage a test can watch or disturb.
+
+    The pipeline hands each block to ``preparer``; here that is the double
+    itself, which calls :meth:`prepare` (override it) for the rows.
+    """
+
+    def __init__(self):
+        from core.models.base import load_model
+
+        self.inner = load_model("dsp")
+        self.entry, self.version = self.inner.entry, self.inner.version
+        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
+        self.device, self.batch_size, self.equal_lengths = "cpu", 1, False
+        self.preparer = self
+
+    def __call__(self, audio, sr, segments, offset_s=0.0):
+        from core.models import stages
+
+        return stages.Prepared(0, [], self.prepare(audio, sr, segments, offset_s))
+
+    def prepare(self, audio, sr, segments, offset_s=0.0):
+        return self.inner.embed(audio, sr, segments, offset_s)
+
+    def finish(self, plan, outputs):
+        return plan
+

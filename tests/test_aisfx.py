@@ -114,7 +114,8 @@ def test_front_end_matches_original(reference, golden, clip):
 def test_network_matches_original(adapter, golden):
     for clip in CLIPS:
         blocks = golden[f"{clip}/mel"]
-        ours = adapter.embed_blocks(blocks)
+        with torch.inference_mode():
+            ours = adapter.network(torch.from_numpy(blocks))["embedding"].numpy()
         assert np.abs(ours - golden[f"{clip}/emb"][: len(blocks)]).max() <= 1e-4, clip
 
 
@@ -276,3 +277,21 @@ def test_checkpoint_reader_never_executes_pickled_code(tmp_path):
     torch.save(({"x": torch.zeros(1)}, _RunsCode()), path)
     with pytest.raises(ModelError, match=f"{re.escape(str(path))} is not a readable aisfx checkpoint .it pickles \\S*getcwd"):
         aisfx.read_checkpoint(path, sha256=None)
+
+
+def test_block_items_give_the_signals_log_mel_blocks(adapter):
+    """Each item's log-mel, from the samples its block spans, is the whole signal's, silence beyond its ends."""
+    rng = np.random.default_rng(4)
+    y = (0.2 * rng.standard_normal(int(4.0 * 44100))).astype(np.float32)
+    segments = np.array([[0.0, 3.0], [3.0, 4.0], [3.9, 3.95]])  # the last two hold no block centre
+    prepared = adapter.preparer(y, 44100, segments)
+    ((inputs, _),) = prepared.parts
+    used, _, empty = prepared.plan
+    assert len(used) == 2 and empty.tolist() == [False, True, True] and len(inputs) == 4
+    with torch.inference_mode():
+        ours = adapter.frontend(torch.from_numpy(inputs)).numpy()
+    spec = aisfx.log_mel(y)
+    for block, centre in zip(ours, used):
+        start = int(round(centre * 44100 / aisfx.HOP - 49.5))
+        np.testing.assert_allclose(block, spec[start : start + 100], rtol=0, atol=1e-6)
+    assert (ours[-1][-10:] == 0).all() and ours[-1].max() > 0  # frames past the signal are silence

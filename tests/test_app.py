@@ -105,3 +105,26 @@ def test_extract_page_refuses_a_missing_csv_and_reports_rows_matched(tmp_path, m
     run_button.click().run()
     assert not at.exception
     assert any("0 of 1 CSV rows matched" in w.value for w in at.warning)
+
+
+def test_extract_page_runs_with_workers_a_batch_size_and_bf16_asked(tmp_path, monkeypatch):
+    from core.store import Store
+    from tests.conftest import tone_files
+
+    folder = tone_files(tmp_path / "mine", 3, 4.0)
+    (folder / "broken.wav").write_text("not audio")
+    db = tmp_path / "x.duckdb"
+    monkeypatch.setenv("AEB_DB", str(db))
+    at = run("pages/1_Extract.py")
+    at.text_input[0].input(str(folder)).run()
+    at.multiselect[0].set_value(["dsp"]).run()
+    assert "cpu" in next(s for s in at.selectbox if s.label == "Device").options
+    next(n for n in at.number_input if n.label == "Worker processes").set_value(2)
+    next(n for n in at.number_input if n.label == "Batch size").set_value(3)
+    next(r for r in at.radio if r.label == "Precision").set_value("bf16").run()
+    assert any("run in fp32 all the same" in c.value and "dsp" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Run extraction").click().run()
+    assert not at.exception
+    store = Store(db)
+    assert store.info()["tracks"] == 3 and store.space("dsp")["adapter_version"] == "1"  # dsp is not cleared for bf16
+    assert list(at.dataframe[-1].value["path"]) == [str(folder / "broken.wav")]

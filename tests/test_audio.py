@@ -126,3 +126,19 @@ def test_odd_formats_from_the_real_world(shared_data):
         y, sr = audio.load(path)
         meta = audio.info(path)
         assert sr == meta.sample_rate and len(y) > 0 and np.isfinite(y).all(), path.name
+
+
+def test_a_float32_stereo_mix_is_the_float64_mean_rounded_bit_for_bit():
+    """The fast two-channel float32 mix equals the float64 mean rounded once, wide and subnormal values included."""
+    rng = np.random.default_rng(0)
+    tiny = np.finfo(np.float32).tiny
+    stereo = np.concatenate([
+        rng.standard_normal((100_000, 2)) * 0.3,
+        rng.standard_normal((1000, 2)) * np.array([1.0, 1e-9]),  # one channel far quieter than the other
+        rng.uniform(-4, 4, (1000, 2)) * tiny,  # results below float32's normal range
+        np.array([[tiny, -tiny], [3 * tiny / 2**23, 0.0], [1.0, 2**-24]]),
+    ]).astype(np.float32)
+    expected = stereo.astype(np.float64).mean(axis=1).astype(np.float32)
+    mix = audio.to_mono(stereo, np.float32)
+    assert mix.dtype == np.float32
+    np.testing.assert_array_equal(mix.view(np.int32), expected.view(np.int32))

@@ -63,7 +63,7 @@ def test_model_table_lists_every_entry_with_its_availability():
     rows = model_table()
     assert [(r["key"], r["dim"]) for r in rows] == KEYS_AND_DIMS
     assert list(rows[2]) == ["key", "dim", "available", "reason", "family", "sample_rate", "licence", "weights",
-                             "outputs", "suited_for", "description"]
+                             "outputs", "suited_for", "description", "bf16_cosine", "bf16"]
     assert rows[2]["outputs"] == {"musicnn-msd/taggram": 50}
     assert rows[0]["available"] is True and rows[0]["reason"] == ""
     assert all(isinstance(r["available"], bool) and isinstance(r["reason"], str) for r in rows)

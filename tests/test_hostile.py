@@ -14,7 +14,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,18 @@ from tests.conftest import PROJECT_ROOT, tone
 
 #: The issue's bound on the peak resident memory of a ``dsp`` extract over the corpus.
 MAX_RSS_BYTES = 1.5e9
+
+#: Runs a command (after a time limit) and prints its own peak RSS in kB (``wait4``), exiting with its status.
+#: The command is started from this small process, not from the test's: Linux folds the peak memory of the
+#: process a child is forked from into the child's ``ru_maxrss`` at ``exec``, so a test process of 2 GB
+#: would be measured instead of the extract.  The time limit is for a FIFO opened by mistake.
+PEAK_RSS = (
+    "import os, subprocess, sys, threading; "
+    "proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL); "
+    "threading.Timer(float(sys.argv[1]), proc.kill).start(); "
+    "_, status, usage = os.wait4(proc.pid, 0); "
+    "print(usage.ru_maxrss, flush=True); os._exit(os.waitstatus_to_exitcode(status))"
+)
 
 
 def wav_bytes(y: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytearray:
@@ -148,16 +159,13 @@ def test_every_hostile_entry_is_stored_or_one_failure_row_and_memory_stays_bound
     expect = make_corpus(corpus, bomb)
     db = tmp_path / "x.duckdb"
     with open(tmp_path / "stderr", "wb") as err_file:
-        proc = subprocess.Popen([sys.executable, "-m", "core", "extract", str(corpus), "--model", "dsp", "--db", str(db)],
-                                cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=err_file)
-        watchdog = threading.Timer(900, proc.kill)  # a FIFO opened by mistake would block forever
-        watchdog.start()
-        _, status, usage = os.wait4(proc.pid, 0)  # the child's own peak RSS, not the maximum over every child
-        watchdog.cancel()
+        run = subprocess.run([sys.executable, "-c", PEAK_RSS, "900", sys.executable, "-m", "core", "extract",
+                              str(corpus), "--model", "dsp", "--db", str(db)],
+                             cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=err_file, text=True)
     err = (tmp_path / "stderr").read_text(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 1, err[-3000:]
+    assert run.returncode == 1, err[-3000:]
     assert "Traceback" not in err
-    peak = usage.ru_maxrss * 1024  # Linux reports kilobytes
+    peak = int(run.stdout) * 1024  # Linux reports kilobytes
     print(f"peak RSS of the dsp extract over the hostile corpus: {peak / 1e6:.0f} MB")
     assert peak < MAX_RSS_BYTES
 

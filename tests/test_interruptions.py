@@ -16,20 +16,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.extract import extract
-from core.models.base import load_model
 from core.store import Store
-from tests.conftest import PROJECT_ROOT, tone_files
+from tests.conftest import PROJECT_ROOT, WatchedDsp, tone_files
 
 
-class NewVersion:
+class NewVersion(WatchedDsp):
     """The real dsp adapter under a new adapter version, with its vectors negated so that old and new differ."""
 
     def __init__(self, pause_s: float = 0.0):
-        self.inner, self.pause_s = load_model("dsp"), pause_s
-        self.entry, self.version = self.inner.entry, "2"
-        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
+        super().__init__()
+        self.pause_s, self.version = pause_s, "2"
 
-    def embed(self, audio, sr, segments, offset_s=0.0):
+    def prepare(self, audio, sr, segments, offset_s=0.0):
         out = {space: -rows for space, rows in self.inner.embed(audio, sr, segments, offset_s).items()}
         print("embedded", flush=True)
         time.sleep(self.pause_s)
@@ -127,8 +125,13 @@ def test_a_re_extraction_killed_mid_way_keeps_the_old_vectors_and_resumes(extrac
         "extract([sys.argv[1]], ['dsp'], db=sys.argv[2], adapters=[NewVersion(pause_s=0.5)], batch_tracks=1)")
     proc = subprocess.Popen([sys.executable, "-c", script, str(folder), str(db)], cwd=PROJECT_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for _ in range(4):  # three files embedded and written, one more being embedded
-        assert proc.stdout.readline().strip() == "embedded"
+    # killed once three files are written: the writer thread stores a file while the next one is embedded
+    deadline = time.monotonic() + 120
+    while True:  # the first file is embedded into the staging table, made before it
+        assert proc.stdout.readline().strip() == "embedded" and time.monotonic() < deadline
+        if len(Store(db).tracks_with_space("dsp")) >= 3:
+            break
+    assert proc.poll() is None, "the re-extraction ended before it was killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
 

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from core.models import base, hf, mert
+from core.models import base, hf, mert, stages
 from core.models.base import ModelError, ModelUnavailable
 from core.models.weights import sha256_file
 
@@ -184,3 +184,34 @@ def test_hub_id_not_in_cache_is_unavailable(tmp_path, monkeypatch):
     assert not ok and "m-a-p/MERT-v1-95M weights are not in the local Hugging Face cache" in reason
     with pytest.raises(ModelUnavailable, match="point HF_HOME at a cache that has them"):
         mert.load(entry, "cpu")
+
+
+@pytest.mark.integration
+def test_torch_normalisation_agrees_with_the_feature_extractor(adapter, shared_data):
+    """The checkpoint's Wav2Vec2FeatureExtractor is the reference, on passes of real clips."""
+    import pandas as pd
+    import torch
+
+    from core.audio import load, segment_grid
+
+    meta = pd.read_csv(shared_data / "esc50_subset" / "metadata.csv").head(4)
+    for rel in meta["path"]:
+        y, sr = load(shared_data / "esc50_subset" / rel)
+        prepared = adapter.preparer(y, sr, np.vstack([segment_grid(len(y) / sr), [[0.0, len(y) / sr]]]))
+        for inputs, lengths in prepared.parts:
+            for length in np.unique(lengths):
+                passes = list(inputs[lengths == length, :length])
+                reference = adapter.processor(passes, sampling_rate=24000, return_tensors="np")["input_values"]
+                ours = adapter.frontend(torch.from_numpy(np.stack(passes)), torch.from_numpy(lengths[lengths == length]))
+                np.testing.assert_allclose(ours.numpy(), reference, rtol=0, atol=1e-5)
+
+
+def test_passes_of_different_lengths_never_share_a_batch(adapter, audio):
+    import torch
+
+    with pytest.raises(ModelError, match="one length"):
+        adapter.frontend(torch.zeros((2, 24000)), torch.tensor([24000, 12000]))
+    prepared = adapter.preparer(audio, SR, np.array([[0.0, 3.0], [3.0, 4.5], [4.5, 7.5]]))
+    (part,) = prepared.parts
+    shapes = [(rows.tolist(), inputs.shape) for rows, inputs, _ in stages.batches(adapter, part)]
+    assert shapes == [([1], (1, 36000)), ([0, 2], (2, 72000))]

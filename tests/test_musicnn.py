@@ -231,7 +231,7 @@ def test_network_matches_original_on_its_exact_inputs(key, adapters, golden):
         if not clean.any():
             continue
         with torch.inference_mode():
-            got = adapter.network(torch.from_numpy(z[f"{clip}/mel"][clean].astype(np.float32)))
+            got = adapter.net(torch.from_numpy(z[f"{clip}/mel"][clean].astype(np.float32)))
         for name in outputs:
             np.testing.assert_allclose(got[name].numpy(), z[f"{clip}/{name}"][clean], rtol=0, atol=tolerance[name],
                                        err_msg=f"{key} {clip} {name}")
@@ -239,7 +239,7 @@ def test_network_matches_original_on_its_exact_inputs(key, adapters, golden):
     assert checked == 10  # church_bells 1, keyboard_typing 1, perc_bell 2, brahms 2, sweetwaltz 4
 
     with torch.inference_mode():
-        got = adapter.network(torch.from_numpy(z["perc_bell.flac/mel"][1:2].astype(np.float32)))
+        got = adapter.net(torch.from_numpy(z["perc_bell.flac/mel"][1:2].astype(np.float32)))
     layers = [n for n in z.files if n.startswith("_debug/perc_bell.flac/patch1/")]
     assert len(layers) == (5 if key.startswith("musicnn") else 4)
     for name in layers:
@@ -290,7 +290,8 @@ def test_short_clip_front_end_and_repeat_padding(clip, adapters, golden, referen
     for key in ENTRIES:
         adapter = adapters(key)
         rows = adapter.embed(y, sr, segment_grid(len(y) / sr))
-        expected = adapter.forward(padded)
+        with torch.inference_mode():
+            expected = {name: value.numpy() for name, value in adapter.network(torch.from_numpy(padded)).items()}
         assert np.isfinite(rows[key]).all()
         np.testing.assert_allclose(rows[key], expected["embedding"], atol=1e-5)
         np.testing.assert_allclose(rows[f"{key}/taggram"], expected["taggram"], atol=1e-6)
@@ -329,3 +330,20 @@ def test_esc10_nearest_neighbour_beats_chance(adapters, shared_data):
     accuracy = float((labels[similarity.argmax(axis=1)] == labels).mean())
     print(f"musicnn-msd ESC-10 1-NN accuracy {accuracy:.3f} over {len(meta)} clips (chance 0.1)")
     assert accuracy >= 0.5
+
+
+def test_patch_items_give_the_blocks_log_mel_frames(adapters):
+    """Each item's log-mel, computed from the samples its patch spans, is the whole block's, tiling included."""
+    adapter = adapters("musicnn-msd")
+    sr = 22_050
+    t = np.arange(int(7.3 * sr)) / sr
+    y = (0.3 * np.sin(2 * np.pi * (220 + 80 * t) * t)).astype(np.float32)
+    segments = np.vstack([segment_grid(len(y) / sr), [[0.0, 7.3], [5.0, 5.005], [7.2, 7.3]]])
+    prepared = adapter.preparer(y, sr, segments)
+    (inputs, lengths), = prepared.parts
+    assert inputs.shape == (prepared.n_items, musicnn.PATCH_SAMPLES) and lengths.min() < musicnn.PATCH_FRAMES
+    with torch.inference_mode():
+        ours = adapter.frontend(torch.from_numpy(inputs), torch.from_numpy(lengths)).numpy()
+    spec = musicnn.log_mel(y, sr)
+    frames = np.concatenate(musicnn.segment_patches(segments, len(spec), len(y) / sr))
+    np.testing.assert_allclose(ours, spec[frames], rtol=0, atol=1e-6 * spec.max())

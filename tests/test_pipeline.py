@@ -12,9 +12,8 @@ import soundfile as sf
 
 from core import audio as audio_io, cli
 from core.extract import extract, read_metadata_csv
-from core.models.base import load_model
 from core.store import Store
-from tests.conftest import tone
+from tests.conftest import WatchedDsp, tone
 
 
 @pytest.fixture
@@ -52,32 +51,30 @@ def test_a_changed_file_replaces_its_rows(folder, tmp_path):
     assert Store(db).info()["segments"] == 4 - 2 + 4
 
 
-class InterruptAfter:
+class InterruptAfter(WatchedDsp):
     """The real dsp adapter, with a Ctrl-C arriving while the n-th file is embedded."""
 
     def __init__(self, n):
-        self.inner, self.calls, self.n = load_model("dsp"), 0, n
-        self.entry, self.version = self.inner.entry, self.inner.version
-        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
+        super().__init__()
+        self.calls, self.n = 0, n
 
-    def embed(self, audio, sr, segments, offset_s=0.0):
+    def prepare(self, audio, sr, segments, offset_s=0.0):
         self.calls += 1
         if self.calls == self.n:
             raise KeyboardInterrupt
         return self.inner.embed(audio, sr, segments, offset_s)
 
 
-class Recording:
+class Recording(WatchedDsp):
     """The real dsp adapter, noting the mono mix it is handed; ``input_dtype`` as an entry may declare it."""
 
     def __init__(self, input_dtype=None):
-        self.inner, self.seen, self.offsets = load_model("dsp"), [], []
-        self.entry, self.version = self.inner.entry, self.inner.version
-        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
+        super().__init__()
+        self.seen, self.offsets = [], []
         if input_dtype is not None:
             self.entry = dataclasses.replace(self.entry, input_dtype=np.dtype(input_dtype).name)
 
-    def embed(self, audio, sr, segments, offset_s=0.0):
+    def prepare(self, audio, sr, segments, offset_s=0.0):
         self.seen.append(audio.copy())
         self.offsets.append(offset_s)
         return self.inner.embed(audio.astype(np.float32), sr, segments, offset_s)
@@ -212,15 +209,10 @@ def test_metadata_csv_typing(tmp_path):
     assert a == {"n": 1, "x": 1.5, "label": "cat"} and b == {"n": 2, "label": "dog"} and c["label"] == "7"
 
 
-class Misbehaving:
+class Misbehaving(WatchedDsp):
     """The real dsp adapter, except on chosen files: out of memory, or rows of the wrong shape."""
 
-    def __init__(self):
-        self.inner = load_model("dsp")
-        self.entry, self.version = self.inner.entry, self.inner.version
-        self.weights_sha256, self.tag_names = self.inner.weights_sha256, self.inner.tag_names
-
-    def embed(self, audio, sr, segments, offset_s=0.0):
+    def prepare(self, audio, sr, segments, offset_s=0.0):
         if sr == 16000:
             raise MemoryError("Unable to allocate 2.73 PiB for an array with shape (4, 98, 2) and data type float64")
         out = self.inner.embed(audio, sr, segments, offset_s)

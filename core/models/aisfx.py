@@ -23,6 +23,11 @@ Front end (the original's, reproduced to about 1e-6):
    The original drops a partial last block, pads a lone block of 51–99 frames
    with zeros (silence) and refuses signals of 50 frames or fewer (≤ 1.138 s).
 
+Steps 1-2 run on the CPU (libsamplerate has no GPU twin); steps 3-6 run in
+torch on the model's device, in float64 as before, for each block from the
+103,424 samples its frames span (:func:`frames_log_mel`): the same numbers
+as a spectrogram of the whole signal cut into blocks.
+
 Segment embedding, our rule (the original defines no pooling):
 
 * A segment's row is the mean of the 512-D embeddings of the original's
@@ -50,7 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.models.base import ModelEntry, ModelError, ModelUnavailable, mean_by_segment, track_grid_start
+from core.models import stages
+from core.models.base import ModelEntry, ModelError, ModelUnavailable, batch_size, mean_by_segment, track_grid_start
 from core.models.weights import cache_dir, cached_conversion, packaged_file, packaged_file_status, sha256_file
 
 PACKAGE = "aisfx"
@@ -71,8 +77,6 @@ LOG_SCALE = 1e4
 #: The original's fixed divisor (``spec_norm='original'``), the same for every clip.
 NORM_MAX = 9.457798957824707
 DIM = 512
-#: Blocks per forward pass: about 10 MB of activations per block, however long the file.
-BATCH = 16
 
 CATALOGUE = (
     ModelEntry(
@@ -92,6 +96,7 @@ CATALOGUE = (
             "Weights by A.B. Ma and A. Lerch, licensed CC BY 4.0."
         ),
         suited_for=("general",),
+        bf16_cosine=0.99993,  # bench/verify_bf16.py on 61 segments of the shared data (CPU)
     ),
 )
 
@@ -173,8 +178,46 @@ def mel_filterbank() -> np.ndarray:
     return weights.astype(np.float32)
 
 
+#: Samples one block of 100 frames spans: frame ``k`` covers ``[1024·k − 1024, 1024·k + 1024)``.
+BLOCK_SAMPLES = (BLOCK_FRAMES + 1) * HOP
+
+
+@functools.lru_cache(maxsize=None)
+def _filters_and_window(device: str):
+    """The filter bank (transposed) and the symmetric Hann window, as float64 tensors on a device."""
+    import torch
+
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / (N_FFT - 1))
+    filters = np.ascontiguousarray(mel_filterbank().astype(np.float64).T)
+    return torch.from_numpy(filters).to(device), torch.from_numpy(window).to(device)
+
+
+def frames_log_mel(spans):
+    """The original's normalised log-mel frames of stretches of 44.1 kHz audio, framed from each one's first sample.
+
+    Steps 3-6 of the module docstring, in float64 from the windowing to the
+    logarithm and then rounded to float32.
+
+    Parameters
+    ----------
+    spans : torch.Tensor [shape=(b, n)]
+        ``n >= 2048``; frame ``t`` is ``spans[:, 1024·t : 1024·t + 2048]``.
+
+    Returns
+    -------
+    torch.Tensor [shape=(b, 1 + (n − 2048) // 1024, 96), dtype=float32]
+        Values ≥ 0; 0 is digital silence.
+    """
+    import torch
+
+    filters, window = _filters_and_window(str(spans.device))
+    frames = spans.to(torch.float64).unfold(-1, N_FFT, HOP) * window
+    power = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square().sum(-1)
+    return (torch.log10(1.0 + LOG_SCALE * torch.matmul(power, filters)) / NORM_MAX).to(torch.float32)
+
+
 def log_mel(audio_44k: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """The original's normalised log-mel spectrogram of a 44.1 kHz signal.
+    """The original's normalised log-mel spectrogram of a whole 44.1 kHz signal (:func:`frames_log_mel`).
 
     Parameters
     ----------
@@ -188,31 +231,18 @@ def log_mel(audio_44k: np.ndarray, chunk: int = 4096) -> np.ndarray:
         Frame ``k`` is centred on sample ``1024·k``; values are ≥ 0 and 0 is
         digital silence.
     """
+    import torch
+
     n = len(audio_44k)
     n_frames = -(-n // HOP) + 1
     padded = np.zeros(HOP * (n_frames + 1), dtype=np.float32)
     padded[HOP : HOP + n] = audio_44k
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / (N_FFT - 1))
-    basis = _sparse_filterbank()
     out = np.empty((n_frames, N_MELS), dtype=np.float32)
-    for a in range(0, n_frames, chunk):
-        spectrum = np.fft.rfft(frames[a : a + chunk] * window, axis=1)
-        power = spectrum.real**2 + spectrum.imag**2
-        out[a : a + chunk] = (np.log10(1.0 + LOG_SCALE * (basis @ power.T)) / NORM_MAX).T
+    with torch.inference_mode():
+        for a in range(0, n_frames, chunk):
+            b = min(a + chunk, n_frames)
+            out[a:b] = frames_log_mel(torch.from_numpy(padded[a * HOP : (b + 1) * HOP])[None])[0].numpy()
     return out
-
-
-@functools.lru_cache(maxsize=1)
-def _sparse_filterbank():
-    """The filterbank as a sparse float64 matrix: 2,008 non-zeros, and no BLAS threads.
-
-    A dense BLAS product is 100 times slower when its threads compete with
-    torch's for the CPU, as they do during extraction.
-    """
-    from scipy.sparse import csr_matrix
-
-    return csr_matrix(mel_filterbank().astype(np.float64))
 
 
 def original_block_starts(n_frames: int) -> np.ndarray:
@@ -232,27 +262,6 @@ def original_block_starts(n_frames: int) -> np.ndarray:
 def block_centres(starts: np.ndarray) -> np.ndarray:
     """Centre in seconds of blocks starting at the given frames: ``(start + 49.5)·1024/44100``."""
     return (np.asarray(starts, dtype=np.float64) + (BLOCK_FRAMES - 1) / 2) * HOP / SAMPLE_RATE
-
-
-def cut_blocks(spec: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Blocks of 100 frames at the given first frames, with zeros (silence) beyond the spectrogram.
-
-    Parameters
-    ----------
-    spec : np.ndarray [shape=(n_frames, 96)]
-    starts : np.ndarray [shape=(n_blocks,), dtype=int]
-        May be negative or run past the end.
-
-    Returns
-    -------
-    np.ndarray [shape=(n_blocks, 100, 96), dtype=float32]
-    """
-    blocks = np.zeros((len(starts), BLOCK_FRAMES, N_MELS), dtype=np.float32)
-    for b, start in enumerate(starts):
-        lo, hi = max(int(start), 0), min(int(start) + BLOCK_FRAMES, len(spec))
-        if hi > lo:
-            blocks[b, lo - start : hi - start] = spec[lo:hi]
-    return blocks
 
 
 def _network():
@@ -359,7 +368,12 @@ def read_checkpoint(path: str | Path, sha256: str | None = CHECKPOINT_SHA256) ->
 
 @dataclasses.dataclass
 class AisfxAdapter:
-    """The loaded network plus the segment rule of the module docstring."""
+    """The loaded network plus the segment rule of the module docstring, in the staged form (:mod:`core.models.stages`).
+
+    Items are blocks: the 103,424 samples at 44.1 kHz that a block's 100
+    frames span, zeros beyond the audio (which give the original's silent
+    frames); :meth:`frontend` computes their log-mel on ``device``.
+    """
 
     entry: ModelEntry
     net: object
@@ -367,26 +381,19 @@ class AisfxAdapter:
     weights_sha256: str = CHECKPOINT_SHA256
     version: str = "2"  # 2: blocks of long files framed on the track's grid
     tag_names: dict = dataclasses.field(default_factory=dict)
+    equal_lengths: bool = False
 
-    def embed_blocks(self, blocks: np.ndarray) -> np.ndarray:
-        """Run the network on normalised log-mel blocks.
+    def __post_init__(self):
+        self.batch_size = batch_size(self.device, cpu=16, cuda=1024, item_mib=16)
+        self.preparer = AisfxPreparer(self.entry.key)
 
-        Parameters
-        ----------
-        blocks : np.ndarray [shape=(n, 100, 96), dtype=float32]
+    def frontend(self, inputs, lengths=None):
+        """Normalised log-mel blocks [shape=(b, 100, 96), dtype=float32] of block spans."""
+        return frames_log_mel(inputs)
 
-        Returns
-        -------
-        np.ndarray [shape=(n, 512), dtype=float32]
-        """
-        import torch
-
-        out = np.zeros((len(blocks), DIM), dtype=np.float32)
-        with torch.inference_mode():
-            for a in range(0, len(blocks), BATCH):
-                batch = torch.from_numpy(np.ascontiguousarray(blocks[a : a + BATCH], dtype=np.float32))
-                out[a : a + BATCH] = self.net(batch.to(self.device)).float().cpu().numpy()
-        return out
+    def network(self, features) -> dict:
+        """The 512-D embedding of each block."""
+        return {"embedding": self.net(features)}
 
     def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
         """One row per segment: the mean of its blocks (see the module docstring).
@@ -406,27 +413,66 @@ class AisfxAdapter:
         dict[str, np.ndarray [shape=(n, 512), dtype=float32]]
             Under the key ``"aisfx"``.
         """
+        return stages.embed(self, audio, sr, segments, offset_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class AisfxPreparer:
+    """aisfx's CPU stage: libsamplerate to 44.1 kHz, the track's frame grid, and one item per block."""
+
+    key: str
+
+    def __call__(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> stages.Prepared:
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
             raise ValueError(f"aisfx expects mono audio of shape (n_samples,), got {audio.shape}")
         segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2) + offset_s
         # Start on the track's frame grid: drop the samples before its next frame centre.
         first_frame, skip = track_grid_start(offset_s, SAMPLE_RATE, HOP)
-        spec = log_mel(resample_44k(audio, sr)[skip:])
-        starts = original_block_starts(first_frame + len(spec))
+        y = resample_44k(audio, sr)[skip:]
+        starts = original_block_starts(first_frame - (-len(y) // HOP) + 1)
         starts = starts[starts >= first_frame]
         centres = block_centres(starts)
         in_any = np.zeros(len(starts), dtype=bool)
         for start_s, end_s in segments:
             in_any |= (centres >= start_s) & (centres < end_s)
-        used = starts[in_any]
-        rows, empty = mean_by_segment(centres[in_any], self.embed_blocks(cut_blocks(spec, used - first_frame)), segments)
-        if empty.any():
-            inside = np.clip(segments[empty], offset_s, offset_s + len(audio) / sr)
-            middle_frame = inside.mean(axis=1) * SAMPLE_RATE / HOP
-            extra = np.floor(middle_frame - (BLOCK_FRAMES - 1) / 2 + 0.5).astype(np.int64)
-            rows[empty] = self.embed_blocks(cut_blocks(spec, extra - first_frame))
-        return {self.entry.key: rows}
+        used = centres[in_any]
+        empty = np.searchsorted(used, segments[:, 1], "left") <= np.searchsorted(used, segments[:, 0], "left")
+        inside = np.clip(segments[empty], offset_s, offset_s + len(audio) / sr)
+        middle_frame = inside.mean(axis=1) * SAMPLE_RATE / HOP
+        extra = np.floor(middle_frame - (BLOCK_FRAMES - 1) / 2 + 0.5).astype(np.int64)
+        local = np.concatenate([starts[in_any], extra]) - first_frame
+        return stages.Prepared(len(local), stages.single_part(block_spans(y, local)), (used, segments, empty))
+
+    def finish(self, plan, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each segment's row: the mean of the blocks centred in it, else its extra block."""
+        used, segments, empty = plan
+        values = outputs.get("embedding", np.zeros((0, DIM), np.float32))
+        rows, _ = mean_by_segment(used, values[: len(used)], segments)
+        rows[empty] = values[len(used) :]
+        return {self.key: rows}
+
+
+def block_spans(y: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The samples of the blocks starting at the given frames of ``y`` (frame ``k`` centred on ``y[1024·k]``).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,), dtype=float32]
+    starts : np.ndarray [shape=(k,), dtype=int]
+        May be negative or run past the end.
+
+    Returns
+    -------
+    np.ndarray [shape=(k, 103424), dtype=float32]
+        Block ``i`` holds ``y[1024·starts[i] − 1024 : 1024·starts[i] + 102400]``, zeros beyond ``y``.
+    """
+    spans = np.zeros((len(starts), BLOCK_SAMPLES), dtype=np.float32)
+    for row, start in zip(spans, np.asarray(starts, dtype=np.int64) * HOP - HOP):
+        lo, hi = max(int(start), 0), min(int(start) + BLOCK_SAMPLES, len(y))
+        if hi > lo:
+            row[lo - start : hi - start] = y[lo:hi]
+    return spans
 
 
 def load(entry: ModelEntry, device: str) -> AisfxAdapter:

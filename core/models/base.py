@@ -62,6 +62,11 @@ class ModelEntry:
     - ``"tags"``: ``tag_names`` names the columns of its taggram outputs
       (MusiCNN);
     - ``"layers"`` is reserved for per-layer outputs (``KEY/lN``).
+
+    ``bf16_cosine`` is the lowest per-segment cosine between the model's
+    bfloat16 and float32 vectors measured on the shared data, or None where
+    it was not measured; the model runs in bfloat16 only when it is at least
+    :data:`core.models.precision.BF16_MIN_COSINE`.
     """
 
     key: str
@@ -76,6 +81,7 @@ class ModelEntry:
     suited_for: tuple[str, ...] = ()
     capabilities: frozenset[str] = frozenset()
     input_dtype: str = "float32"
+    bf16_cosine: float | None = None
 
     @property
     def spaces(self) -> dict[str, int]:
@@ -163,7 +169,7 @@ def from_table(family: str, columns: Sequence[str], rows: Iterable[Sequence], *,
 
 @runtime_checkable
 class Adapter(Protocol):
-    """A loaded model.
+    """A loaded model, in the staged form of :mod:`core.models.stages`.
 
     Attributes
     ----------
@@ -176,12 +182,35 @@ class Adapter(Protocol):
         Digest of the weight file(s) actually loaded (provenance).
     tag_names : dict[str, list[str]]
         For spaces whose columns are named scores (taggrams), the names.
+    device : str
+        Where the front end and the network run.
+    batch_size : int
+        Items per forward pass; each family sets a default for the device,
+        and the pipeline's ``batch_size`` overrides it.
+    equal_lengths : bool
+        Whether only items of one length may share a batch.
+    preparer
+        The CPU stage: ``preparer(audio, sr, segments, offset_s) ->
+        Prepared`` and ``preparer.finish(plan, outputs) -> rows``; it holds
+        no network, so worker processes can run it.
     """
 
     entry: ModelEntry
     version: str
     weights_sha256: str
     tag_names: dict[str, list[str]]
+    device: str
+    batch_size: int
+    equal_lengths: bool
+    preparer: object
+
+    def frontend(self, inputs, lengths):
+        """Features of a batch of items on the device (torch tensors), in the original's arithmetic."""
+        ...
+
+    def network(self, features) -> dict:
+        """The network's outputs for a batch of features: name -> tensor [shape=(b, ...)]."""
+        ...
 
     def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
         """Embed the segments of a block of audio.
@@ -320,16 +349,30 @@ def model_table() -> list[dict]:
         Per entry: ``key``, ``dim``, ``available``, ``reason`` (see
         :func:`availability`), ``family``, ``sample_rate``, ``licence``,
         ``weights``, ``outputs`` (full space key -> dim of each extra
-        space), ``suited_for`` and ``description``.
+        space), ``suited_for``, ``description``, ``bf16_cosine`` (the
+        measured lowest cosine, or None) and ``bf16`` (whether it may run in
+        bfloat16, :mod:`core.models.precision`).
     """
+    from core.models.precision import allows_bf16
+
     rows = []
     for entry in catalogue():
         ok, reason = availability(entry)
         rows.append({"key": entry.key, "dim": entry.dim, "available": ok, "reason": reason, "family": entry.family,
                      "sample_rate": entry.sample_rate, "licence": entry.licence, "weights": entry.weights,
                      "outputs": {space: dim for space, dim in entry.spaces.items() if space != entry.key},
-                     "suited_for": list(entry.suited_for), "description": entry.description})
+                     "suited_for": list(entry.suited_for), "description": entry.description,
+                     "bf16_cosine": entry.bf16_cosine, "bf16": allows_bf16(entry)})
     return rows
+
+
+def devices() -> list[str]:
+    """Where models can run here: ``"cpu"``, then each CUDA GPU (``"cuda:0"``, ``"cuda:1"``, ...)."""
+    try:
+        import torch
+    except ImportError:
+        return ["cpu"]
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
 def default_device() -> str:
@@ -358,6 +401,31 @@ def load_model(key: str, device: str | None = None) -> Adapter:
     entry = get_entry(split_key(key)[0])
     module = _family_module(entry.family)
     return module.load(entry, device or default_device())
+
+
+def batch_size(device: str, *, cpu: int, cuda: int, item_mib: float) -> int:
+    """A family's default number of items per forward pass on a device.
+
+    On a CPU a small batch already keeps the cores busy and bounds memory.
+    On a GPU a large batch keeps it busy; it is lowered where it would take
+    more than half of the free memory, ``item_mib`` being the peak
+    activation memory of one item.
+
+    Parameters
+    ----------
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    cpu, cuda : int
+        The family's batch on each kind of device.
+    item_mib : float
+        Peak memory of one item during inference, in MiB.
+    """
+    if not str(device).startswith("cuda"):
+        return cpu
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(max(1, min(cuda, free / 2 / (item_mib * 2**20))))
 
 
 def mean_by_segment(centres: np.ndarray, values: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

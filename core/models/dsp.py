@@ -21,7 +21,8 @@ import dataclasses
 import numpy as np
 
 from core.audio import resample
-from core.models.base import ModelEntry, mean_by_segment
+from core.models import stages
+from core.models.base import ModelEntry, ModelError, mean_by_segment
 
 SAMPLE_RATE = 16_000
 N_FFT = 1024
@@ -64,26 +65,63 @@ def log_mel(y: np.ndarray, sr: int) -> np.ndarray:
     return np.log10(mel + 1e-6).T.astype(np.float32)
 
 
+def rows(entry: ModelEntry, audio: np.ndarray, sr: int, segments: np.ndarray) -> dict[str, np.ndarray]:
+    """The module's definition for each segment; frames are centred on ``audio``'s own clock.
+
+    Returns
+    -------
+    dict[str, np.ndarray [shape=(n, 128), dtype=float32]]
+    """
+    frames = log_mel(audio, sr)
+    centres = np.arange(len(frames)) * HOP / SAMPLE_RATE
+    mean, empty = mean_by_segment(centres, frames, segments)
+    mean_sq, _ = mean_by_segment(centres, frames.astype(np.float64) ** 2, segments)
+    std = np.sqrt(np.maximum(mean_sq - mean.astype(np.float64) ** 2, 0.0)).astype(np.float32)
+    if empty.any():
+        mids = np.asarray(segments, dtype=np.float64)[empty].mean(axis=1)
+        nearest = np.clip(np.rint(mids * SAMPLE_RATE / HOP).astype(int), 0, len(frames) - 1)
+        mean[empty] = frames[nearest]
+        std[empty] = 0.0
+    return {entry.key: np.concatenate([mean, std], axis=1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DspPreparer:
+    """The whole baseline, on the CPU: its rows are the plan, and there are no items for a device."""
+
+    entry: ModelEntry
+
+    def __call__(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> stages.Prepared:
+        return stages.Prepared(0, [], rows(self.entry, audio, sr, segments))
+
+    def finish(self, plan, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return plan
+
+
 @dataclasses.dataclass
 class DspAdapter:
+    """The baseline in the staged form (:mod:`core.models.stages`), with an empty device stage."""
+
     entry: ModelEntry
     version: str = "1"
     weights_sha256: str = ""
     tag_names: dict = dataclasses.field(default_factory=dict)
+    device: str = "cpu"
+    batch_size: int = 1
+    equal_lengths: bool = False
+
+    def __post_init__(self):
+        self.preparer = DspPreparer(self.entry)
+
+    def frontend(self, inputs, lengths=None):
+        raise ModelError("the dsp baseline has no device stage")
+
+    def network(self, features) -> dict:
+        raise ModelError("the dsp baseline has no device stage")
 
     def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
-        """Rows of the module's definition; frames are centred on ``audio``'s own clock, so ``offset_s`` is unused."""
-        frames = log_mel(audio, sr)
-        centres = np.arange(len(frames)) * HOP / SAMPLE_RATE
-        mean, empty = mean_by_segment(centres, frames, segments)
-        mean_sq, _ = mean_by_segment(centres, frames.astype(np.float64) ** 2, segments)
-        std = np.sqrt(np.maximum(mean_sq - mean.astype(np.float64) ** 2, 0.0)).astype(np.float32)
-        if empty.any():
-            mids = np.asarray(segments, dtype=np.float64)[empty].mean(axis=1)
-            nearest = np.clip(np.rint(mids * SAMPLE_RATE / HOP).astype(int), 0, len(frames) - 1)
-            mean[empty] = frames[nearest]
-            std[empty] = 0.0
-        return {self.entry.key: np.concatenate([mean, std], axis=1)}
+        """Rows of the module's definition (``offset_s`` is unused)."""
+        return rows(self.entry, audio, sr, segments)
 
 
 def load(entry: ModelEntry, device: str = "cpu") -> DspAdapter:

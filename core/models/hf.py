@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.models.base import GENERIC_SEPARATOR, ModelEntry, ModelError, ModelUnavailable, get_entry
+from core.models import stages
+from core.models.base import GENERIC_SEPARATOR, ModelEntry, ModelError, ModelUnavailable, batch_size, get_entry
 from core.models.weights import reachable, sha256_file
 
 #: Weight-file names that ``from_pretrained`` reads, in its order of preference.
@@ -348,10 +349,13 @@ class HubAdapter:
         The checkpoint's processor or feature extractor.
     device : str
     batch_size : int
-        Inputs per forward pass, sized for ``device`` from ``entry.params["item_mib"]``.
+        Items per forward pass: 4 on a CPU, the family's ``cuda_batch`` on a
+        GPU, lowered to fit ``entry.params["item_mib"]`` per item in half the
+        free memory.
     """
 
     version: str
+    cuda_batch: int
 
     def __init__(self, entry: ModelEntry, model, processor, weights_sha256: str, device: str):
         self.entry = entry
@@ -360,7 +364,11 @@ class HubAdapter:
         self.model = model
         self.processor = processor
         self.device = device
-        self.batch_size = batch_size(device, entry.params["item_mib"], cpu=4)
+        self.batch_size = batch_size(device, cpu=4, cuda=self.cuda_batch, item_mib=entry.params["item_mib"])
+
+    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
+        """Embed segments; see :class:`core.models.base.Adapter` (each segment is seen alone: ``offset_s`` is unused)."""
+        return stages.embed(self, audio, sr, segments, offset_s)
 
 
 def weights_digest(folder: Path) -> str:
@@ -372,32 +380,6 @@ def weights_digest(folder: Path) -> str:
         return sha256_file(files[0])
     lines = "".join(f"{p.name}:{sha256_file(p)}\n" for p in sorted(files))
     return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def batch_size(device: str, item_mib: float, cpu: int, limit: int = 64) -> int:
-    """How many inputs to run per forward pass.
-
-    On CPU a small batch already keeps the cores busy and bounds memory.  On
-    CUDA the batch fills half of the free memory, ``item_mib`` being the peak
-    activation memory of one input.
-
-    Parameters
-    ----------
-    device : str
-        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    item_mib : float
-        Peak memory of one input during inference, in MiB.
-    cpu : int
-        The batch size on CPU.
-    limit : int
-        Upper bound on any device.
-    """
-    if not str(device).startswith("cuda"):
-        return cpu
-    import torch
-
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return int(max(1, min(limit, free / 2 / (item_mib * 2**20))))
 
 
 def segment_chunks(key: str, audio: np.ndarray, sr: int, segments: np.ndarray, rate: int, window: int,
@@ -458,6 +440,17 @@ def segment_chunks(key: str, audio: np.ndarray, sr: int, segments: np.ndarray, r
             chunks.append(audio[start:end])
             owner.append(i)
     return chunks, np.asarray(owner, dtype=int)
+
+
+def chunk_items(key: str, audio: np.ndarray, sr: int, segments: np.ndarray, rate: int, window: int,
+                min_samples: int) -> stages.Prepared:
+    """A CLAP or MERT block's CPU stage: :func:`segment_chunks` as items, right-padded to the longest.
+
+    The plan is ``(owner, n_segments)``: the segment each item belongs to.
+    """
+    chunks, owner = segment_chunks(key, audio, sr, segments, rate, window, min_samples)
+    inputs, lengths = stages.pad_ragged(chunks)
+    return stages.Prepared(len(chunks), stages.single_part(inputs, lengths), (owner, len(segments)))
 
 
 def _describe(folder: Path) -> str:

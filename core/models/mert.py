@@ -21,8 +21,9 @@ MERT's modeling code, which picks the encoder from these switches alone.)
 
 Representation: each segment is cut into passes of at most 5 s at 24 kHz
 (equal lengths, so a batch never mixes lengths: the feature encoder's group
-norm would see the padding), each pass is normalised by the checkpoint's
-``Wav2Vec2FeatureExtractor`` (zero mean, unit variance) and its frames
+norm would see the padding), each pass is normalised as the checkpoint's
+``Wav2Vec2FeatureExtractor`` normalises (zero mean, unit variance; computed
+in torch on the model's device) and its frames
 (75 per second) are averaged over the whole segment.  The default key stores
 the mean of that over all hidden states (the feature projection and every
 transformer layer); ``-lN`` keys store ``hidden_states[N]``, as the MERT
@@ -31,9 +32,11 @@ paper finds different layers suit different tasks.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from core.models import hf
+from core.models import hf, stages
 from core.models.base import ModelEntry, ModelError, from_table
 
 #: Bumped whenever the numbers change for the same weights.
@@ -44,7 +47,7 @@ PASS_SECONDS = 5.0
 
 _RATE = 24_000
 
-CATALOGUE: tuple[ModelEntry, ...] = from_table(
+_TABLE: tuple[ModelEntry, ...] = from_table(
     "mert",
     # layers: transformer layers (each hidden state also gets a key);
     # item_mib: CUDA memory of one 5 s pass in MiB, for the batch size
@@ -57,6 +60,14 @@ CATALOGUE: tuple[ModelEntry, ...] = from_table(
     ),
     sample_rate=_RATE, licence="CC-BY-NC-4.0", weights="Hugging Face hub: {hub_id}", suited_for=("music",),
 )
+
+#: Lowest per-segment cosine of bfloat16 to float32 vectors, by key: bench/verify_bf16.py with the architecture's
+#: random weights on shared clips, on this CPU (61 segments, mert-v1-95m only) and on an H200 (42 segments); the
+#: lower.  The other keys were not measured and run in float32.
+_BF16_COSINE = {"mert-v1-95m": 0.99907, "mert-v1-95m-l0": 0.99910, "mert-v1-95m-l4": 0.99912,
+                "mert-v1-95m-l8": 0.99913, "mert-v1-95m-l12": 0.99907}
+
+CATALOGUE: tuple[ModelEntry, ...] = tuple(dataclasses.replace(e, bf16_cosine=_BF16_COSINE.get(e.key)) for e in _TABLE)
 
 #: Config switches of MERT variants that are not a HuBERT.
 _REFUSED = ("feature_extractor_cqt", "deepnorm")
@@ -138,8 +149,11 @@ def load(entry: ModelEntry, device: str) -> "MertAdapter":
 class MertAdapter(hf.HubAdapter):
     """A loaded MERT checkpoint (attributes: :class:`core.models.hf.HubAdapter`, and the two below).
 
-    Its ``processor`` is the checkpoint's ``Wav2Vec2FeatureExtractor``, and
-    ``batch_size`` counts passes.
+    Its ``processor`` is the checkpoint's ``Wav2Vec2FeatureExtractor``, whose
+    input normalisation :meth:`frontend` computes on ``device``, and
+    ``batch_size`` counts passes; passes of different lengths never share a
+    batch (``equal_lengths``), since the feature encoder's group norm would
+    see the padding.
 
     Attributes
     ----------
@@ -150,11 +164,42 @@ class MertAdapter(hf.HubAdapter):
     """
 
     version = VERSION
+    cuda_batch = 128
+    equal_lengths = True
 
     def __init__(self, entry: ModelEntry, model, extractor, weights_sha256: str, device: str):
         super().__init__(entry, model, extractor, weights_sha256, device)
         self.rate = int(extractor.sampling_rate)
         self.min_samples = _receptive_field(model.config.conv_kernel, model.config.conv_stride)
+        self.preparer = MertPreparer(entry.key, model.config.hidden_size, self.rate, self.min_samples)
+
+    def frontend(self, inputs, lengths=None):
+        """The feature extractor's input normalisation: each pass to zero mean and unit variance (with its 1e-7).
+
+        Parameters
+        ----------
+        inputs : torch.Tensor [shape=(b, n_samples)]
+            Passes of one length (``lengths``, if given, all equal ``n_samples``).
+        """
+        import torch
+
+        if lengths is not None and bool((lengths != inputs.shape[1]).any()):
+            raise ModelError(f"{self.entry.key}: a batch of passes must hold one length and no padding.")
+        x = inputs.to(torch.float32)
+        if not getattr(self.processor, "do_normalize", True):
+            return x
+        mean = x.mean(dim=1, keepdim=True)
+        return (x - mean) / torch.sqrt(x.var(dim=1, unbiased=False, keepdim=True) + 1e-7)
+
+    def network(self, features) -> dict:
+        """Per pass, the sum over its frames of the selected hidden state (or of the mean of all of them), and its frame count."""
+        import torch
+
+        states = self.model(input_values=features, output_hidden_states=True).hidden_states
+        layer = self.entry.params["layer"]
+        chosen = torch.stack([s.float() for s in states], dim=1).mean(dim=1) if layer is None else states[layer].float()
+        frames = torch.full((len(chosen),), chosen.shape[1], dtype=torch.float32, device=chosen.device)
+        return {"sum": chosen.sum(dim=1), "frames": frames}
 
     def hidden_states(self, passes: np.ndarray) -> np.ndarray:
         """Every hidden state of equally long passes.
@@ -172,39 +217,40 @@ class MertAdapter(hf.HubAdapter):
         """
         import torch
 
-        inputs = self.processor(list(passes), sampling_rate=self.rate, return_tensors="pt")
+        x = torch.from_numpy(np.ascontiguousarray(passes, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
-            out = self.model(input_values=inputs["input_values"].to(self.device, torch.float32),
-                             output_hidden_states=True)
+            out = self.model(input_values=self.frontend(x), output_hidden_states=True)
         return torch.stack(out.hidden_states, dim=1).float().cpu().numpy()
 
-    def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
-        """Embed segments; see :class:`core.models.base.Adapter` (each segment is seen alone: ``offset_s`` is unused).
+
+@dataclasses.dataclass(frozen=True)
+class MertPreparer:
+    """MERT's CPU stage: resampling to the model's rate and one item per pass of at most :data:`PASS_SECONDS`."""
+
+    key: str
+    dim: int
+    rate: int
+    min_samples: int
+
+    def __call__(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> stages.Prepared:
+        """Each segment cut into equal passes (each segment is seen alone: ``offset_s`` is unused)."""
+        return hf.chunk_items(self.key, audio, sr, segments, self.rate, int(round(PASS_SECONDS * self.rate)),
+                              self.min_samples)
+
+    def finish(self, plan, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each segment's row: the mean over all frames of its passes.
 
         Returns
         -------
         dict[str, np.ndarray [shape=(n, dim), dtype=float32]]
-            The frame mean of the selected hidden state (or of the mean of
-            all of them), under ``entry.key``.
         """
-        window = int(round(PASS_SECONDS * self.rate))
-        chunks, owner = hf.segment_chunks(self.entry.key, audio, sr, segments, self.rate, window, self.min_samples)
-        n_states = self.model.config.num_hidden_layers + 1
-        dim = self.model.config.hidden_size
-        sums = np.zeros((len(np.asarray(segments).reshape(-1, 2)), n_states, dim), dtype=np.float64)
-        frames = np.zeros(len(sums), dtype=np.int64)
-        lengths = np.array([len(c) for c in chunks])
-        for length in np.unique(lengths):
-            same = np.flatnonzero(lengths == length)
-            for start in range(0, len(same), self.batch_size):
-                picked = same[start:start + self.batch_size]
-                states = self.hidden_states(np.stack([chunks[i] for i in picked]))
-                np.add.at(sums, owner[picked], states.sum(axis=2, dtype=np.float64))
-                np.add.at(frames, owner[picked], states.shape[2])
-        means = sums / frames[:, None, None]
-        layer = self.entry.params["layer"]
-        rows = means.mean(axis=1) if layer is None else means[:, layer]
-        return {self.entry.key: rows.astype(np.float32)}
+        owner, n = plan
+        sums = np.zeros((n, self.dim), dtype=np.float64)
+        frames = np.zeros(n, dtype=np.float64)
+        if len(owner):
+            np.add.at(sums, owner, outputs["sum"])
+            np.add.at(frames, owner, outputs["frames"])
+        return {self.key: (sums / np.maximum(frames, 1)[:, None]).astype(np.float32)}
 
 
 def _receptive_field(kernels, strides) -> int:

@@ -30,8 +30,11 @@ Front end (adapter version 2), as ``musicnn.extractor.batch_data`` on librosa 0.
 
 Segments map to 187-frame patches (musicnn's 3 s input):
 
-* The log-mel is computed once over the whole block of audio, so frames near a
-  segment's edges see the neighbouring audio, as in the original.  A block of
+* The frames are those of the whole block of audio, so frames near a
+  segment's edges see the neighbouring audio, as in the original.  Step 1
+  runs on the CPU (soxr has no GPU twin); steps 2-3 run in torch on the
+  model's device, for each patch from the 48,128 samples its frames span
+  (:func:`mel_frames`), with librosa's arithmetic.  A block of
   a long file is cut to start on the track's frame grid (frame ``t`` centred
   at the track's ``t * 16`` ms; 1 s is 62.5 frames), so its frames are the
   whole file's.
@@ -65,8 +68,8 @@ import math
 import numpy as np
 
 from core.audio import resample
-from core.models import tf_checkpoint, weights
-from core.models.base import ModelEntry, ModelError, ModelUnavailable, from_table, track_grid_start
+from core.models import stages, tf_checkpoint, weights
+from core.models.base import ModelEntry, ModelError, ModelUnavailable, batch_size, from_table, track_grid_start
 
 PACKAGE = "musicnn"
 PACKAGE_VERSION = "0.1.0"
@@ -79,27 +82,26 @@ HOP = 256
 N_MELS = 96
 #: musicnn's input length: ``librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1``.
 PATCH_FRAMES = 187
-#: Patches per forward pass; bounds memory on long blocks.
-BATCH_PATCHES = 8
 #: TensorFlow's default batch-norm epsilon (torch's is 1e-5).
 BN_EPS = 1e-3
 N_TAGS = 50
 
 CATALOGUE: tuple[ModelEntry, ...] = from_table(
     "musicnn",
-    # checkpoint: folder in the wheel; labels: musicnn's list of tag names
-    ("key", "arch", "checkpoint", "labels", "dim", "description"),
+    # checkpoint: folder in the wheel; labels: musicnn's list of tag names;
+    # bf16_cosine: bench/verify_bf16.py on 61 segments of the shared data (CPU)
+    ("key", "arch", "checkpoint", "labels", "dim", "bf16_cosine", "description"),
     (
-        ("musicnn-msd", "musicnn", "MSD_musicnn", "MSD_LABELS", 200,
+        ("musicnn-msd", "musicnn", "MSD_musicnn", "MSD_LABELS", 200, 0.99952,
          "MusiCNN auto-tagger trained on the Million Song Dataset (50 Last.fm tags); 200-D penultimate layer "
          "on 3 s patches. Suggested for music collections."),
-        ("musicnn-mtt", "musicnn", "MTT_musicnn", "MTT_LABELS", 200,
+        ("musicnn-mtt", "musicnn", "MTT_musicnn", "MTT_LABELS", 200, 0.99990,
          "MusiCNN auto-tagger trained on MagnaTagATune (50 tags: instruments, moods, genres); 200-D penultimate "
          "layer on 3 s patches."),
-        ("vgg-msd", "vgg", "MSD_vgg", "MSD_LABELS", 256,
+        ("vgg-msd", "vgg", "MSD_vgg", "MSD_LABELS", 256, 0.99924,
          "VGG-like auto-tagger trained on the Million Song Dataset (50 Last.fm tags); 256-D flattened pool5 "
          "on 3 s patches."),
-        ("vgg-mtt", "vgg", "MTT_vgg", "MTT_LABELS", 256,
+        ("vgg-mtt", "vgg", "MTT_vgg", "MTT_LABELS", 256, 0.98310,
          "VGG-like auto-tagger trained on MagnaTagATune (50 tags); 256-D flattened pool5 on 3 s patches."),
     ),
     sample_rate=SAMPLE_RATE,
@@ -122,8 +124,50 @@ def availability(entry: ModelEntry) -> tuple[bool, str]:
 
 # --------------------------------------------------------------------------- front end
 
+#: Samples a patch of 187 frames spans: frame ``t`` covers ``[256·t − 256, 256·t + 256)``.
+PATCH_SAMPLES = (PATCH_FRAMES - 1) * HOP + N_FFT
+
+
+@functools.lru_cache(maxsize=None)
+def _filters_and_window(device: str):
+    """librosa's 96 Slaney mel filters (float32, transposed) and its periodic Hann window (float64), on a device."""
+    import librosa
+    import scipy.signal
+    import torch
+
+    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, dtype=np.float32).T
+    window = scipy.signal.get_window("hann", N_FFT, fftbins=True)
+    return torch.from_numpy(np.ascontiguousarray(filters)).to(device), torch.from_numpy(window).to(device)
+
+
+def mel_frames(spans):
+    """musicnn's log-mel frames of stretches of 16 kHz audio, each framed from its first sample (no centring).
+
+    librosa's arithmetic: the 512-point STFT of the periodic-Hann-windowed
+    frames taken in float64 (a float32 one moves quiet cells), the power of
+    its complex64 rounding in float32, 96 Slaney mel bands, and
+    ``log10(10000 · mel + 1)`` in float32.
+
+    Parameters
+    ----------
+    spans : torch.Tensor [shape=(b, n)]
+        ``n >= 512``; frame ``t`` is ``spans[:, 256·t : 256·t + 512]``.
+
+    Returns
+    -------
+    torch.Tensor [shape=(b, 1 + (n − 512) // 256, 96), dtype=float32]
+    """
+    import torch
+
+    filters, window = _filters_and_window(str(spans.device))
+    spectrum = torch.stft(spans.to(torch.float64), N_FFT, HOP, window=window, center=False, return_complex=True)
+    power = torch.view_as_real(spectrum.to(torch.complex64)).square().sum(-1)
+    mel = torch.matmul(power.transpose(1, 2), filters)
+    return torch.log10(10000.0 * mel + 1.0)
+
+
 def log_mel(y: np.ndarray, sr: int, skip: int = 0) -> np.ndarray:
-    """musicnn's log-mel spectrogram, computed in float32.
+    """musicnn's log-mel spectrogram of a whole signal (the frames the patches are cut from), in float32.
 
     Parameters
     ----------
@@ -138,14 +182,12 @@ def log_mel(y: np.ndarray, sr: int, skip: int = 0) -> np.ndarray:
     np.ndarray [shape=(1 + m // 256, 96), dtype=float32]
         ``m = ceil(n * 16000 / sr) - skip``; frame ``t`` is centred at ``t * 256 / 16000`` s after the skip.
     """
-    import librosa
+    import torch
 
     y16 = resample(np.asarray(y, dtype=np.float32), sr, SAMPLE_RATE)[skip:]
-    mel = librosa.feature.melspectrogram(
-        y=y16, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, center=True, pad_mode="constant",
-        power=2.0,
-    ).T.astype(np.float32, copy=False)
-    return np.log10(np.float32(10000) * mel + np.float32(1))
+    centred = np.pad(y16, N_FFT // 2)  # center=True with zeros, as musicnn calls librosa
+    with torch.inference_mode():
+        return mel_frames(torch.from_numpy(centred)[None])[0].numpy()
 
 
 def segment_patches(segments: np.ndarray, n_frames: int, duration_s: float) -> list[np.ndarray]:
@@ -430,50 +472,80 @@ def load_network(entry: ModelEntry, device: str = "cpu"):
 
 @dataclasses.dataclass
 class MusicnnAdapter:
+    """A loaded MusiCNN or VGG tagger in the staged form (:mod:`core.models.stages`).
+
+    Items are patches: the 48,128 samples at 16 kHz that a patch's 187
+    frames span, and the number of distinct frames it holds (187, or fewer
+    for a repeat-padded short segment); :meth:`frontend` computes their
+    log-mel on ``device`` and tiles the short ones.  ``net`` is the network,
+    mapping log-mel patches to every output of the original graph.
+    """
+
     entry: ModelEntry
-    network: object
+    net: object
     device: str
     weights_sha256: str
     tag_names: dict[str, list[str]]
     version: str = "2"  # 2: blocks of long files framed on the track's grid
+    equal_lengths: bool = False
 
-    def forward(self, patches: np.ndarray) -> dict[str, np.ndarray]:
-        """Run log-mel patches through the network in batches.
+    def __post_init__(self):
+        self.batch_size = batch_size(self.device, cpu=8, cuda=1024, item_mib=24)
+        self.preparer = MusicnnPreparer(self.entry.key, self.entry.dim)
 
-        Parameters
-        ----------
-        patches : np.ndarray [shape=(p, 187, 96), dtype=float32]
-
-        Returns
-        -------
-        dict[str, np.ndarray [shape=(p, dim), dtype=float32]]
-            ``embedding`` and ``taggram``.
-        """
+    def frontend(self, inputs, lengths):
+        """Log-mel patches [shape=(b, 187, 96)] of patch spans, short ones tiled from their ``lengths`` frames."""
         import torch
 
-        out = {"embedding": [], "taggram": []}
-        with torch.inference_mode():
-            for i in range(0, len(patches), BATCH_PATCHES):
-                x = torch.from_numpy(np.ascontiguousarray(patches[i:i + BATCH_PATCHES], dtype=np.float32))
-                result = self.network(x.to(self.device))
-                for name in out:
-                    out[name].append(result[name].float().cpu().numpy())
-        return {name: np.concatenate(parts) for name, parts in out.items()}
+        patches = mel_frames(inputs)
+        for n in torch.unique(lengths).tolist() if lengths is not None else ():
+            if n < PATCH_FRAMES:
+                rows = torch.nonzero(lengths == n).flatten().to(patches.device, non_blocking=True)
+                tiled = torch.arange(PATCH_FRAMES, device=patches.device) % n
+                patches[rows] = patches[rows][:, tiled]
+        return patches
+
+    def network(self, features) -> dict:
+        """The 200-D penultimate layer (MusiCNN) or flattened pool5 (VGG), and the taggram, of log-mel patches."""
+        out = self.net(features)
+        return {"embedding": out["embedding"], "taggram": out["taggram"]}
 
     def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
         """Rows for the segments; ``offset_s`` is where ``audio[0]`` lies in the track (module docstring)."""
+        return stages.embed(self, audio, sr, segments, offset_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class MusicnnPreparer:
+    """musicnn's CPU stage: soxr to 16 kHz, the track's frame grid, and one item per patch (module docstring)."""
+
+    key: str
+    dim: int
+
+    def __call__(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> stages.Prepared:
         segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-        key = self.entry.key
         if len(segments) == 0:
-            return {space: np.zeros((0, dim), dtype=np.float32) for space, dim in self.entry.spaces.items()}
+            return stages.Prepared(0, [], np.zeros(0, dtype=np.int64))
         _, skip = track_grid_start(offset_s, SAMPLE_RATE, HOP)
-        spec = log_mel(audio, sr, skip)
+        y16 = resample(np.asarray(audio, dtype=np.float32), sr, SAMPLE_RATE)[skip:]
         skip_s = skip / SAMPLE_RATE
-        groups = segment_patches(segments - skip_s, len(spec), len(audio) / sr - skip_s)
-        outputs = self.forward(spec[np.concatenate(groups)])
+        groups = segment_patches(segments - skip_s, 1 + len(y16) // HOP, len(audio) / sr - skip_s)
+        frames = np.concatenate(groups)
+        first, count = frames[:, 0], frames.max(axis=1) - frames[:, 0] + 1
+        # patch frame t covers samples [256·t − 256, 256·t + 256) of y16, zeros outside (center=True)
+        padded = np.zeros(HOP * (first.max() + 1) + PATCH_SAMPLES, dtype=np.float32)
+        padded[N_FFT // 2 : N_FFT // 2 + len(y16)] = y16[: len(padded) - N_FFT // 2]
+        spans = np.lib.stride_tricks.sliding_window_view(padded, PATCH_SAMPLES)[first * HOP]
         bounds = np.cumsum([0] + [len(g) for g in groups])
+        return stages.Prepared(len(frames), stages.single_part(spans, count.astype(np.int64)), bounds)
+
+    def finish(self, bounds, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each segment's rows: the mean over its patches of the embedding and of the taggram."""
         rows = {}
-        for name, space in (("embedding", key), ("taggram", f"{key}/taggram")):
+        for name, space, dim in (("embedding", self.key, self.dim), ("taggram", f"{self.key}/taggram", N_TAGS)):
+            if len(bounds) < 2:
+                rows[space] = np.zeros((0, dim), dtype=np.float32)
+                continue
             values = outputs[name]
             rows[space] = np.stack([values[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]).astype(np.float32)
         return rows
@@ -489,6 +561,6 @@ def load(entry: ModelEntry, device: str = "cpu") -> MusicnnAdapter:
     ModelError
         If a checkpoint file is truncated, corrupted or of another layout.
     """
-    network, data_sha = load_network(entry, device)
+    net, data_sha = load_network(entry, device)
     labels = tag_labels(entry.params["labels"])
-    return MusicnnAdapter(entry, network, device, data_sha, {f"{entry.key}/taggram": labels})
+    return MusicnnAdapter(entry, net, device, data_sha, {f"{entry.key}/taggram": labels})

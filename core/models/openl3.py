@@ -36,16 +36,19 @@ than its segments.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import os
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from core.models.base import ModelEntry, ModelError, ModelUnavailable, from_table, mean_by_segment
+from core.models import stages
+from core.models.base import ModelEntry, ModelError, ModelUnavailable, batch_size, from_table, mean_by_segment
 from core.models.weights import cache_dir, installed_package_dir, reachable, sha256_file
 
 #: openl3's model rate, window length (1 s) and default hop.
@@ -75,11 +78,12 @@ STFT_HOP = 242
 #: 2nd, 4th and 6th.  The last one is ``audio_embedding_layer`` (no BN/ReLU).
 _CONV_CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512)
 
-#: Windows per forward pass: large enough to keep the convolutions busy, small
-#: enough that the first 64-channel activation stays near 100 MB.
+#: Windows per forward pass on a CPU, and per spectrogram part: large enough
+#: to keep the convolutions busy, small enough that the first 64-channel
+#: activation stays near 100 MB.
 BATCH_WINDOWS = 8
 
-CATALOGUE: tuple[ModelEntry, ...] = from_table(
+_TABLE: tuple[ModelEntry, ...] = from_table(
     "openl3",
     ("key", "input_repr", "content_type", "embedding_size", "hop_s"),
     (
@@ -122,6 +126,13 @@ CATALOGUE: tuple[ModelEntry, ...] = from_table(
     description="OpenL3 audio embedding trained on {trained_on} videos (AudioSet, look-listen-learn), {input_repr} "
                 "input, {embedding_size}-D ({pooling}); 1 s windows averaged over each segment.{speed}",
 )
+
+#: Lowest per-segment cosine of bfloat16 to float32 vectors, by key: bench/verify_bf16.py with the architecture's
+#: random weights on shared clips, on this CPU (61 segments) and on an H200 (42 segments); the lower.  The other
+#: keys were not measured and run in float32.
+_BF16_COSINE = {"openl3-mel128-music-512": 0.99998}
+
+CATALOGUE: tuple[ModelEntry, ...] = tuple(dataclasses.replace(e, bf16_cosine=_BF16_COSINE.get(e.key)) for e in _TABLE)
 
 
 # --------------------------------------------------------------------------- weights
@@ -518,21 +529,19 @@ def frontend(windows, input_repr: str):
 
     Parameters
     ----------
-    windows : np.ndarray or torch.Tensor [shape=(k, 48000), dtype=float32]
+    windows : np.ndarray [shape=(k, 48000), dtype=float32]
     input_repr : {"mel128", "mel256", "linear"}
 
     Returns
     -------
-    torch.Tensor [shape=(k, 1, F, T), dtype=float32]
+    np.ndarray [shape=(k, 1, F, T), dtype=float32]
         ``F, T`` = (128, 199), (256, 199) or (257, 197); values in [-80, 0].
     """
     import scipy.fft
-    import torch
 
     spec = REPRESENTATIONS[input_repr]
     n_fft, n_frames = spec["n_fft"], spec["frames"]
-    x = windows.cpu().numpy() if isinstance(windows, torch.Tensor) else windows
-    x = np.asarray(x, dtype=_F32)
+    x = np.asarray(windows, dtype=_F32)
     if spec["n_mels"] is not None:
         # tf.signal.stft(pad_end=True): frames start every 242 samples until the
         # signal ends; the last ones run into zeros.
@@ -544,7 +553,7 @@ def frontend(windows, input_repr: str):
         magnitude = magnitude @ _mel_filterbank(spec["n_mels"])
     db = _eigen_log(np.maximum(magnitude.transpose(0, 2, 1), _F32(1e-10))) * _DB_PER_NEPER
     db -= db.max(axis=(1, 2), keepdims=True)
-    return torch.from_numpy(np.maximum(db, _F32(-80.0))[:, None])
+    return np.maximum(db, _F32(-80.0))[:, None]
 
 
 def _network(layers: list[list[np.ndarray]]):
@@ -607,12 +616,31 @@ def pool_embedding(feature_map, input_repr: str, size: int):
 
 
 class OpenL3:
-    """A loaded OpenL3 audio model; one catalogue entry's representation, content and size."""
+    """A loaded OpenL3 audio model; one catalogue entry's representation, content and size.
+
+    In the staged form (:mod:`core.models.stages`) its items are the
+    spectrograms of windows: :func:`frontend` must round as TensorFlow's
+    float32 CPU arithmetic does (pocketfft, Eigen's cosine and logarithm),
+    which no GPU FFT reproduces, so it runs in the CPU stage beside the
+    resampler, and the device runs the network alone.
+
+    Parameters
+    ----------
+    entry : ModelEntry
+    layers : list of list of np.ndarray
+        The Keras weights of the network (:func:`read_weights`).
+    weights_sha256 : str
+    device : str
+    weights_path : Path, optional
+        The file the weights came from.
+    """
 
     version = "2"
     tag_names: dict[str, list[str]] = {}
+    equal_lengths = False
 
-    def __init__(self, entry: ModelEntry, weights_path: str | Path, device: str = "cpu"):
+    def __init__(self, entry: ModelEntry, layers: list[list[np.ndarray]], weights_sha256: str, device: str = "cpu",
+                 weights_path: str | Path | None = None):
         import torch
 
         self.entry = entry
@@ -620,30 +648,22 @@ class OpenL3:
         self.size = entry.params["embedding_size"]
         self.hop_s = entry.params["hop_s"]
         self.device = torch.device(device)
-        self.weights_path = Path(weights_path)
+        self.weights_path = None if weights_path is None else Path(weights_path)
+        self.weights_sha256 = weights_sha256
         # channels-last convolutions run about 20 % faster on CPU (oneDNN).
-        net = _network(read_weights(self.weights_path))
-        self.net = net.to(self.device, memory_format=torch.channels_last)
-        self.weights_sha256 = sha256_file(self.weights_path)
+        self.net = _network(layers).to(self.device, memory_format=torch.channels_last)
+        self.batch_size = batch_size(device, cpu=BATCH_WINDOWS, cuda=512, item_mib=30)
+        self.preparer = OpenL3Preparer(entry.key, self.input_repr, self.hop_s)
 
-    def window_embeddings(self, audio48: np.ndarray, indices: np.ndarray, first: int = 0) -> np.ndarray:
-        """Embeddings of openl3's windows ``indices`` of 48 kHz audio (``first``: see :func:`frame_windows`).
-
-        Returns
-        -------
-        np.ndarray [shape=(len(indices), size), dtype=float32]
-        """
+    def frontend(self, inputs, lengths=None):
+        """The spectrograms as the network takes them (channels-last float32); :func:`frontend` made them."""
         import torch
 
-        indices = np.asarray(indices, dtype=np.int64)
-        out = np.zeros((len(indices), self.size), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(indices), BATCH_WINDOWS):
-                windows = frame_windows(audio48, indices[start : start + BATCH_WINDOWS], self.hop_s, first)
-                spectrogram = frontend(windows, self.input_repr).to(self.device)
-                feature_map = self.net(spectrogram.contiguous(memory_format=torch.channels_last))
-                out[start : start + len(windows)] = pool_embedding(feature_map, self.input_repr, self.size).cpu().numpy()
-        return out
+        return inputs.to(torch.float32).contiguous(memory_format=torch.channels_last)
+
+    def network(self, features) -> dict:
+        """Each window's embedding, pooled for the entry's size."""
+        return {"embedding": pool_embedding(self.net(features), self.input_repr, self.size)}
 
     def embed(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> dict[str, np.ndarray]:
         """Mean of the window embeddings whose centres lie in each segment.
@@ -670,6 +690,29 @@ class OpenL3:
         -------
         dict[str, np.ndarray [shape=(m, size), dtype=float32]]
         """
+        return stages.embed(self, audio, sr, segments, offset_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenL3Preparer:
+    """OpenL3's CPU stage: resampy 0.2 to 48 kHz, the windows some segment needs, and their spectrograms."""
+
+    key: str
+    input_repr: str
+    hop_s: float
+
+    def spectrograms(self, audio48: np.ndarray, indices: np.ndarray, first: int = 0) -> Iterator[stages.Part]:
+        """The spectrograms of windows ``indices`` (see :func:`frame_windows`), :data:`BATCH_WINDOWS` at a time.
+
+        Yields
+        ------
+        np.ndarray [shape=(k, 1, F, T), dtype=float32], None
+        """
+        for start in range(0, len(indices), BATCH_WINDOWS):
+            windows = frame_windows(audio48, indices[start : start + BATCH_WINDOWS], self.hop_s, first)
+            yield frontend(windows, self.input_repr), None
+
+    def __call__(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> stages.Prepared:
         segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2) + offset_s
         audio48, first = resample(audio, sr, int(round(offset_s * sr)))
         n_windows = window_count(first + len(audio48), self.hop_s)
@@ -679,11 +722,16 @@ class OpenL3:
         empty = hi <= lo
         nearest = np.clip(np.rint(segments.mean(axis=1) / self.hop_s), 0, n_windows - 1).astype(np.int64)
         needed = np.unique(np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)] + [nearest[empty]]))
-        values = self.window_embeddings(audio48, needed, first)
-        means, _ = mean_by_segment(centres[needed], values, segments)
-        if empty.any():
-            means[empty] = values[np.searchsorted(needed, nearest[empty])]
-        return {self.entry.key: means}
+        plan = (centres[needed], segments, empty, np.searchsorted(needed, nearest[empty]))
+        return stages.Prepared(len(needed), self.spectrograms(audio48, needed, first), plan)
+
+    def finish(self, plan, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each segment's row: the mean of its windows, else its nearest window."""
+        centres, segments, empty, nearest = plan
+        values = outputs["embedding"]
+        means, _ = mean_by_segment(centres, values, segments)
+        means[empty] = values[nearest]
+        return {self.key: means}
 
 
 def load(entry: ModelEntry, device: str = "cpu") -> OpenL3:
@@ -697,4 +745,4 @@ def load(entry: ModelEntry, device: str = "cpu") -> OpenL3:
         If the weight file is broken or not an OpenL3 audio network.
     """
     path = fetch_weights(entry.params["input_repr"], entry.params["content_type"])
-    return OpenL3(entry, path, device)
+    return OpenL3(entry, read_weights(path), sha256_file(path), device, path)
