@@ -189,16 +189,26 @@ def cmd_metrics(args) -> int:
     if args.json:
         _print_json(table)
         return OK
-    columns = sorted({name for m in models for name in table[m]})
+    columns = list(dict.fromkeys(name for m in models for name, v in table[m].items()
+                                 if not isinstance(v, (dict, list)) and name not in ("chance", "majority")))
     print(f"{'model':<28}" + "".join(f"{c:>16}" for c in columns))
     for m in models:
         print(f"{m:<28}" + "".join(f"{_number(table[m].get(c)):>16}" for c in columns))
+    for m in models:
+        if "ci95" in table[m]:
+            print(f"{m}: 95% intervals " + ", ".join(f"{metric} [{_number(lo)}, {_number(hi)}]"
+                                                    for metric, (lo, hi) in table[m]["ci95"].items()))
+    if args.label:
+        first = table[models[0]]
+        print(f"chance (label of a random other item) {_number(first['chance'])}, "
+              f"majority label {_number(first['majority'])}")
     for pair, values in table["pairs"].items():
         print(f"{pair}: CKA {_number(values['cka'])}, Jaccard@{args.k} {_number(values['jaccard_at_k'])}")
     info = table["info"]
     scored = f"a sample of {info['sampled']:,}" if info["sampled"] else "all"
     took = "cached" if info["cached"] else f"{info['seconds']:.1f} s"
-    print(f"{info['n']:,} {args.level}s shared by the models, {scored} scored ({took})", file=sys.stderr)
+    dropped = f"; {info['dropped']:,} without a label or group value left out" if info.get("dropped") else ""
+    print(f"{info['n']:,} {args.level}s shared by the models, {scored} scored ({took}){dropped}", file=sys.stderr)
     return OK
 
 

@@ -698,6 +698,8 @@ def metrics_table(
     maps: Mapping[str, np.ndarray] | None = None,
     max_points: int = MAX_POINTS,
     seed: int = SEED,
+    resample_groups: np.ndarray | None = None,
+    n_resamples: int = N_RESAMPLES,
 ) -> dict:
     """Every metric for several spaces of the same items, in the shape of the ``metrics`` command's JSON.
 
@@ -720,17 +722,29 @@ def metrics_table(
         2-D maps whose trustworthiness at k is added to their model.
     max_points : int
     seed : int
+        Of the sample and of the bootstrap.
+    resample_groups : np.ndarray [shape=(n,)], optional
+        The bootstrap intervals resample these groups (a user's group column)
+        rather than items.
+    n_resamples : int
+        Resamples of each bootstrap interval.
 
     Returns
     -------
     dict
-        ``{MODEL: {"hubness", "knn_acc_k1", "knn_acc_k{k}", "macro_f1",
-        "silhouette", "nmi", "ari", "trustworthiness"}, …,
-        "pairs": {"A|B": {"cka", "jaccard_at_k"}}, "info": {…}}``; label
-        metrics only with labels, trustworthiness only with a map.  ``info``
-        holds ``n`` (items given), ``sampled`` (items scored, or None when
-        all were), ``k``, ``seed``, ``groups_excluded``, and
-        ``trustworthiness_points`` (the sample size of trustworthiness).
+        ``{MODEL: {"knn_acc_k1", "knn_acc_k{k}", "macro_f1", "silhouette",
+        "nmi", "ari", "hubness", "trustworthiness", "chance", "majority",
+        "per_class", "ci95", "confusion"}, …, "pairs": {"A|B": {"cka",
+        "jaccard_at_k"}}, "info": {…}}``, scalars first, accuracy first.
+        Label metrics only with labels: ``chance`` and ``majority`` as in
+        :func:`label_report`, ``per_class`` and ``confusion`` at k, ``ci95``
+        ``{metric: [low, high]}`` for the k-NN accuracies and macro-F1
+        (:func:`classification_ci`).  Trustworthiness only with a map.
+        ``info`` holds ``n`` (items given), ``sampled`` (items scored, or
+        None when all were), ``k``, ``seed``, ``groups_excluded``,
+        ``resampled`` (``"groups"`` or ``"items"``, with labels),
+        ``n_resamples`` and ``trustworthiness_points`` (the sample size of
+        trustworthiness).
     """
     names = list(spaces)
     if not names:
@@ -745,6 +759,7 @@ def metrics_table(
     rows = sample_rows(n, max_points, seed)
     group_rows = [np.asarray(g)[rows] for g in _group_columns(groups)] or None
     label_rows = None if labels is None else np.asarray(labels)[rows]
+    boot_rows = None if resample_groups is None else np.asarray(resample_groups)[rows]
 
     table: dict = {}
     neighbours: dict[str, np.ndarray] = {}
@@ -752,18 +767,26 @@ def metrics_table(
         x = np.asarray(spaces[name])[rows]
         idx, _ = knn(x, k=k, groups=group_rows)
         neighbours[name] = idx
-        row: dict = {"hubness": hubness(idx)}
+        row: dict = {}
+        nested: dict = {}
         if label_rows is not None:
+            intervals = {}
             for kv in sorted({1, k}):
                 scores = knn_classification(idx, label_rows, k=kv)
-                row[f"knn_acc_k{kv}"] = scores["accuracy"]
+                ci = classification_ci(label_rows, scores["predictions"], groups=boot_rows,
+                                       n_resamples=n_resamples, seed=seed)
+                row[f"knn_acc_k{kv}"], intervals[f"knn_acc_k{kv}"] = scores["accuracy"], ci["accuracy"]
                 if kv == k:
-                    row["macro_f1"] = scores["macro_f1"]
+                    row["macro_f1"], intervals["macro_f1"] = scores["macro_f1"], ci["macro_f1"]
+                    report = label_report(label_rows, scores["predictions"])
             row["silhouette"] = silhouette(x, label_rows)
             row.update(kmeans_agreement(x, label_rows, seed=seed))
+            nested = {"chance": report["chance"], "majority": report["majority"], "per_class": report["per_class"],
+                      "ci95": intervals, "confusion": report["confusion"]}
+        row["hubness"] = hubness(idx)
         if maps is not None and name in maps:
             row["trustworthiness"] = trustworthiness(spaces[name], maps[name], k=k, seed=seed)
-        table[name] = row
+        table[name] = {**row, **nested}
 
     wide = {name: np.asarray(spaces[name])[rows].astype(np.float64) for name in names}
     self_hsic = {name: _self_hsic(x) for name, x in wide.items()}
@@ -780,6 +803,8 @@ def metrics_table(
         "k": k,
         "seed": seed,
         "groups_excluded": groups is not None,
+        **({"resampled": "groups" if resample_groups is not None else "items", "n_resamples": n_resamples}
+           if labels is not None else {}),
         "trustworthiness_points": min(n, TRUSTWORTHINESS_MAX_POINTS) if maps else None,
     }
     return table

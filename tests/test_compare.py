@@ -210,9 +210,21 @@ def test_metrics_table_shape_and_known_values():
     spaces = {"a": x, "a-rotated": x @ ortho_group.rvs(32, random_state=16), "noise": noise}
     track = np.arange(300) // 3
     table = metrics_table(spaces, labels=labels, groups=track, k=5, maps={"a": x[:, :2]})
-    assert set(table["a"]) == {"hubness", "knn_acc_k1", "knn_acc_k5", "macro_f1", "silhouette", "nmi", "ari",
-                               "trustworthiness"}
+    assert list(table["a"]) == ["knn_acc_k1", "knn_acc_k5", "macro_f1", "silhouette", "nmi", "ari", "hubness",
+                                "trustworthiness", "chance", "majority", "per_class", "ci95", "confusion"]
     assert table["a"]["knn_acc_k5"] > 0.95 and table["noise"]["knn_acc_k5"] < 0.6
+    shares = np.bincount(labels) / len(labels)
+    assert table["noise"]["chance"] == pytest.approx(np.sum(shares ** 2))
+    assert table["noise"]["majority"] == pytest.approx(shares.max())
+    assert set(table["a"]["per_class"]) == {"0", "1", "2"} and min(table["a"]["per_class"].values()) > 0.9
+    for name in ("a", "noise"):
+        for metric in ("knn_acc_k1", "knn_acc_k5", "macro_f1"):
+            low, high = table[name]["ci95"][metric]
+            assert low <= table[name][metric] <= high
+    low, high = table["noise"]["ci95"]["knn_acc_k5"]
+    assert low < table["noise"]["chance"] + 0.15 and high - low < 0.2
+    assert np.sum(table["a"]["confusion"]["counts"]) == 300
+    assert table["info"]["resampled"] == "items" and table["info"]["n_resamples"] == 1000
     assert table["pairs"]["a|a-rotated"] == pytest.approx({"cka": 1.0, "jaccard_at_k": 1.0})
     assert abs(table["pairs"]["a|noise"]["cka"]) < 0.1
     assert table["info"]["sampled"] is None and table["info"]["groups_excluded"]

@@ -97,6 +97,13 @@ def test_metrics_command_prints_the_design_shape(two_models, capsys):
     assert set(out["pairs"]["dsp|noisy"]) == {"cka", "jaccard_at_k"}
     assert 0 < out["pairs"]["dsp|noisy"]["cka"] < 1
     assert out["info"]["n"] == 294 and out["info"]["sampled"] is None and out["info"]["level"] == "segment"
+    from core.demo import FAMILIES
+    assert set(out["dsp"]["per_class"]) == set(FAMILIES) and all(0 <= v <= 1 for v in out["dsp"]["per_class"].values())
+    for metric in ("knn_acc_k1", "knn_acc_k10", "macro_f1"):
+        low, high = out["dsp"]["ci95"][metric]
+        assert low <= out["dsp"][metric] <= high
+    assert 0 < out["dsp"]["chance"] <= out["dsp"]["majority"] <= 1
+    assert out["info"]["resampled"] == "items" and out["info"]["n_resamples"] == 1000
 
     rc = cli.main(["metrics", "--model", "noisy", "--level", "track", "-k", "3", "--db", str(two_models), "--json"])
     assert rc == 0
