@@ -25,10 +25,16 @@ from core.store import Store
 #: the Search page preselects for "more like this".
 PICKED_KEY = "explore_picked"
 
+#: The query parameter naming the segment Search opens on ("More like this"): unlike
+#: session state it survives a reload, and the address can be shared.
+SEGMENT_PARAM = "segment"
+
 #: ``st.session_state`` key through which other pages add colours to Explore:
 #: ``{name: pd.Series indexed by segment_id}`` (numbers or labels), or a
 #: function returning one, for colours that cost a scan and may never be used.
 EXTRA_COLOURS_KEY = "explore_extra_colours"
+
+_COLOUR_SLOTS_KEY = "explore_colour_slots"  # slot -> the name of the colour last offered in it
 
 #: How the reductions of :data:`core.reduce.METHODS` are named on screen.
 METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -40,6 +46,35 @@ LEVEL_LABELS = {"segment": "segments", "track": "tracks (mean of segments)"}
 def span_label(name: str, start_s: float, end_s: float) -> str:
     """How a moment of a track is named on screen: ``"file.wav · 3.0–6.0 s"``."""
     return f"{name} · {start_s:.1f}–{end_s:.1f} s"
+
+
+def more_like_this(segment_id: int) -> None:
+    """Open Search on its "More like this" tab with ``segment_id`` as the query."""
+    st.session_state[PICKED_KEY] = int(segment_id)
+    st.switch_page("pages/4_Search.py", query_params={SEGMENT_PARAM: str(int(segment_id))})
+
+
+def picked_segment() -> int | None:
+    """The segment "More like this" was asked for: from the address, else the last one clicked in Explore."""
+    value = st.query_params.get(SEGMENT_PARAM)
+    if value is not None and value.isdigit():
+        return int(value)
+    return st.session_state.get(PICKED_KEY)
+
+
+def offer_colour(slot: str, name: str, values) -> None:
+    """Offer Explore a colour named ``name``, replacing whatever was offered before in the same ``slot``.
+
+    One slot per kind of result (the latest search, zero-shot labels of a
+    model) keeps Explore's colour menu from growing with every query.
+    ``values`` is a series indexed by segment id, or a function returning one.
+    """
+    extra = st.session_state.setdefault(EXTRA_COLOURS_KEY, {})
+    slots = st.session_state.setdefault(_COLOUR_SLOTS_KEY, {})
+    if slots.get(slot) in extra:
+        del extra[slots[slot]]
+    extra[name] = values
+    slots[slot] = name
 
 
 def cfg():

@@ -17,13 +17,19 @@ DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
 segments = ui.segments_frame(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 N_PLAYERS = 10
+CARRIED_KEY = "explore_selection"  # (level, ids) of the last selection, carried across a switch of level
 
-top = st.columns([2, 2, 2, 2])
-single = top[0].toggle("Single view", help="One map instead of two side by side, for small screens.")
-level = top[1].radio("Points", list(ui.LEVEL_LABELS), horizontal=True, format_func=ui.LEVEL_LABELS.get)
-drag = top[2].radio("Drag to", ["select", "zoom"], horizontal=True,
+# The map's layout sits in the sidebar, so that the maps start on the first screen.
+with st.sidebar:
+    st.subheader("Map layout")
+    single = st.toggle("Single view", help="One map instead of two side by side, for small screens.")
+    drag = st.radio("Drag to", ["select", "zoom"], horizontal=True,
                     format_func=lambda v: "select a box" if v == "select" else "pan (wheel zooms)")
-map_width = top[3].select_slider("Map size", [360, 440, 520, 640, 800], value=440 if not single else 800)
+    # Two maps of the widest size and their gaps fit the main column of a 1400 px window.
+    map_width = st.select_slider("Map size", [480, 640, 800, 960] if single else [320, 400, 440, 480, 520],
+                                 value=800 if single else 440)
+    cap = int(st.number_input("Points drawn", 1_000, 500_000, ex.DISPLAY_CAP, 5_000,
+                              help="Above this count the map draws a stratified sample and says so."))
 
 
 def view_controls(i: int, column) -> dict:
@@ -82,18 +88,6 @@ def projection(view: dict, column) -> dict:
 
 view_columns = st.columns(1 if single else 2)
 views = [view_controls(i, col) for i, col in enumerate(view_columns)]
-projections = [projection(v, col) for v, col in zip(views, view_columns)]
-for col, proj in zip(view_columns, projections):
-    col.caption(f"{len(proj['ids']):,} points · " + ex.projection_note(proj))
-if len(views) == 2 and views[0]["space"] != views[1]["space"]:
-    ids_a, ids_b = projections[0]["ids"], projections[1]["ids"]
-    shared = ex.coinciding(ids_a, ids_b)
-    if shared < max(len(ids_a), len(ids_b)):
-        st.caption(f"⚠️ The views' segments differ (imported vectors keep their own): {shared:,} in both views "
-                   f"(same path, start and end), {len(ids_a) - shared:,} only in A and {len(ids_b) - shared:,} only in B, "
-                   "each drawn in its own view only.")
-
-
 @st.cache_resource(max_entries=4, show_spinner=False)
 def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
     """Every point with every view's coordinates; read-only, shared by the reruns that clicks cause."""
@@ -101,21 +95,28 @@ def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
     return ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in projs], level=level)
 
 
-keys = tuple(view_key(v) for v in views)
-frame = linked(DB, VERSION, level, keys)
 
 # ---------------------------------------------------------------------------- colour and filter
 extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
 colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in ex.tagged_spaces(spaces)],
                   "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
-c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+c0, c1, c2, c3 = st.columns([3, 3, 1, 2])
+level = c0.radio("Points", list(ui.LEVEL_LABELS), horizontal=True, format_func=ui.LEVEL_LABELS.get)
 colour_choice = c1.selectbox("Colour by", colour_options,
                              help="Metadata, a tagger's top tag, clusters found in the embedding space, or scores sent by the Search page.")
 trajectory = c2.toggle("Trajectory", disabled=level == "track",
                        help="Join the clicked track's segments in time order, in every view.")
-cap = int(c3.number_input("Points drawn", 1_000, 500_000, ex.DISPLAY_CAP, 5_000,
-                          help="Above this count the map draws a stratified sample and says so."))
-name_filter = c4.text_input("File name contains", "")
+name_filter = c3.text_input("File name contains", "")
+
+projections = [projection(v, col) for v, col in zip(views, view_columns)]
+for col, proj in zip(view_columns, projections):
+    col.caption(f"{len(proj['ids']):,} points · " + ex.projection_note(proj))
+keys = tuple(view_key(v) for v in views)
+frame = linked(DB, VERSION, level, keys)
+if len(views) == 2 and views[0]["space"] != views[1]["space"]:
+    difference = ex.views_difference(frame, level)
+    if difference:
+        st.caption(difference)
 
 with st.expander("Filter by metadata", expanded=False):
     f1, f2 = st.columns([1, 3])
@@ -172,25 +173,39 @@ elif colour_choice.startswith("from Search · "):
     colour_key = (colour_choice, int(pd.util.hash_pandas_object(values).sum()))
 
 keep = ex.filter_mask(frame, None if filter_column == "(none)" else filter_column, filter_values, filter_range, name_filter)
+coloured = None
+if colour_values is not None and not pd.api.types.is_numeric_dtype(colour_values):
+    coloured = st.multiselect(
+        "Values with a colour", ex.colour_values(colour_values, keep), key=f"coloured-{colour_key}",
+        max_selections=ex.MAX_CATEGORIES, placeholder=f"the {ex.MAX_CATEGORIES} most frequent among the points shown",
+        help=f"Up to {ex.MAX_CATEGORIES} values get a colour; the others are drawn grey as “other”.") or None
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, cap: int, _frame, _keep, _colour):
+def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, coloured: tuple | None, cap: int,
+          _frame, _keep, _colour):
     """The chart's rows, built once per (views, colour, filter, cap): a click reruns the page but reuses them."""
-    colour = ex.colour_column(_colour) if _colour is not None else None
+    colour = ex.colour_column(_colour, _keep, chosen=coloured) if _colour is not None else None
     return ex.chart_data(_frame, _keep, cap=cap, strata="colour", colour=colour)
 
 
 filter_key = (filter_column, tuple(filter_values or ()), filter_range, name_filter)
-data, note = drawn(keys, VERSION, colour_key, filter_key, cap, frame, keep, colour_values)
+data, note = drawn(keys, VERSION, colour_key, filter_key, None if coloured is None else tuple(coloured), cap, frame,
+                   keep, colour_values)
 if data.empty:
     st.warning(f"No point passes the filters ({note}).")
     st.stop()
 
 st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
 chosen = ui.linked_maps(data, [f"{'AB'[i]}: {v['space']} · {ui.METHOD_LABELS[v['method']]}" for i, v in enumerate(views)],
-                        key=f"map-{len(views)}-{drag}", colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
+                        key=f"map-{len(views)}-{drag}-{level}",
+                        colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
                         colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment", width=map_width)
+# Each level has its own chart, so ids of one level are never read as the other's; a selection follows a switch.
+carried = st.session_state.get(CARRIED_KEY)
+if not chosen and carried and carried[0] != level:
+    chosen = ex.carry_selection(segments, carried[1], carried[0], level)
+st.session_state[CARRIED_KEY] = (level, chosen)
 
 # ---------------------------------------------------------------------------- listening
 coordinates = {f"{a}{i}": f"{a}_{'AB'[i]}_{v['space']}_{v['method']}" for i, v in enumerate(views) for a in "xy"}
@@ -209,14 +224,15 @@ else:
             ui.player(first, to_end=True, label=first["name"])
     if level == "segment":
         st.session_state[ui.PICKED_KEY] = int(first["id"])
-        p2.markdown('<a href="Search" target="_self">🔎 More like this</a>', unsafe_allow_html=True)
+        if p2.button("🔎 More like this", key=f"like-{first['id']}"):
+            ui.more_like_this(int(first["id"]))
     meta = {c: first[c] for c in ex.metadata_columns(segments) if c in first.index and pd.notna(first[c])}
     if meta:
         st.dataframe(pd.DataFrame([meta]), hide_index=True)
 
     if len(table) > 1:
         n_tracks = table["path"].nunique()
-        st.subheader(f"Selection: {len(table):,} {level}s from {n_tracks:,} tracks")
+        st.subheader(f"Selection: {ex.count_label(len(table), level)} from {ex.count_label(n_tracks, 'track')}")
         shown = table.head(N_PLAYERS)
         if len(table) > N_PLAYERS:
             st.caption(f"Players for the first {N_PLAYERS} of {len(table):,} selected; the table below lists all {len(table):,}.")

@@ -14,6 +14,7 @@ from core.search import SearchError, cosine_scores, embed_clip, exclude_below, s
 
 st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
 st.title("🔎 Search")
+SCORE_COLOUR = "search score"  # every query's score offered to Explore under one name: the latest replaces the last
 store, spaces, version = ui.collection_or_stop("Nothing to search yet: extract a collection first")
 
 c1, c2, c3, c4 = st.columns([3, 1, 2, 2])
@@ -59,9 +60,8 @@ def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
     except SearchError as exc:
         st.error(str(exc))
         return
-    extra = st.session_state.setdefault(ui.EXTRA_COLOURS_KEY, {})
-    # Scored for every segment only if Explore is asked to colour by it.
-    extra[f"search score · {label}"] = functools.partial(score_series, space, query)
+    # Scored for every segment only if Explore is asked to colour by it; the latest query replaces the one before.
+    ui.offer_colour(SCORE_COLOUR, f"search score · {label}", functools.partial(score_series, space, query))
     st.caption("Explore can colour every point by this query's score (“search score” in its colour menu).")
     show(found)
 
@@ -80,7 +80,9 @@ if tag_spaces:
             _, raw = store.vectors(tag_spaces[0])
             tag_scores = pd.Series(raw[:, tags_space.tag_names.index(tag)], index=tags_space.ids)
 
-tabs = st.tabs(["Text", "More like this", "Upload a clip", "Zero-shot labels"])
+picked = ui.picked_segment()
+tabs = st.tabs(["Text", "More like this", "Upload a clip", "Zero-shot labels"],
+               default="More like this" if picked is not None else None)
 
 with tabs[0]:
     if not text_capable:
@@ -96,12 +98,12 @@ with tabs[0]:
                 run_query(query, f"“{text}”")
 
 with tabs[1]:
-    picked = st.session_state.get(ui.PICKED_KEY)
     names = ui.segment_names(str(store.path), version)
     default = names.index.get_loc(picked) if picked in names.index else 0
     sid = st.selectbox("Segment", names.index, index=default, format_func=names.get,
                        help="Points clicked in Explore are preselected here.")
-    if sid is not None and st.button("Find similar segments", type="primary"):
+    from_explore = sid is not None and sid == picked and ui.SEGMENT_PARAM in st.query_params
+    if sid is not None and (st.button("Find similar segments", type="primary") or from_explore):
         pos = np.searchsorted(space.ids, sid)
         if pos >= len(space.ids) or space.ids[pos] != sid:
             st.error(f"This segment has no {key} vector.")
@@ -139,8 +141,7 @@ with tabs[3]:
             else:
                 best, score = zero_shot(space.vectors, label_vectors)
                 column = pd.Series(np.asarray(labels, dtype=object)[best], index=space.ids)
-                extra = st.session_state.setdefault(ui.EXTRA_COLOURS_KEY, {})
-                extra[f"zero-shot ({key})"] = column
+                ui.offer_colour(f"zero-shot ({key})", f"zero-shot ({key})", column)
                 counts = column.value_counts().rename_axis("label").reset_index(name="segments")
                 st.dataframe(counts, hide_index=True)
                 st.success("Explore can now colour by these labels (“zero-shot” in its colour menu).")
