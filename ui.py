@@ -17,7 +17,7 @@ from core import audio
 from core import explore as ex
 from core.config import settings
 from core.errors import AccessDenied, BadInput
-from core.models.base import load_model, model_table
+from core.models.base import embeds_text, load_model, model_table
 from core.paths import from_text
 from core.store import Store
 
@@ -75,6 +75,19 @@ def offer_colour(slot: str, name: str, values) -> None:
         del extra[slots[slot]]
     extra[name] = values
     slots[slot] = name
+
+
+def clap_note(spaces: pd.DataFrame) -> str:
+    """Where text search can be had: a stored CLAP space to switch to, CLAP to extract, or why CLAP cannot load here."""
+    stored = [s for s in spaces["space"] if embeds_text(s)]
+    if stored:
+        return f"Choose {', '.join(stored)} above."
+    status = catalogue_status()
+    clap = status[status["family"] == "clap"]
+    if clap["available"].any():
+        return f"Extract the collection with {clap.loc[clap['available'], 'key'].iloc[0]} on the Extract page."
+    reason = clap["reason"].iloc[0] if len(clap) else "no CLAP model is in the catalogue"
+    return f"CLAP cannot be used here: {reason}"
 
 
 def cfg():

@@ -62,9 +62,8 @@ def cmd_extract(args) -> int:
 
     def progress(done: int, total: int, name: str) -> None:
         nonlocal bar
-        if bar is None:
-            bar = tqdm(total=None, unit="file", dynamic_ncols=True, file=sys.stderr)
-        bar.total = total
+        if bar is None:  # with its total from the start: a bar of unknown length prints a stray "0file" line
+            bar = tqdm(total=total, unit="file", dynamic_ncols=True, file=sys.stderr)
         bar.set_postfix_str(name.rsplit("/", 1)[-1][-30:], refresh=False)
         bar.update(1)
 
@@ -82,7 +81,9 @@ def cmd_extract(args) -> int:
         if not report.metadata_matched:
             print("warning: no metadata row matched; its 'path' column must name the files relative to the folder "
                   "given (or absolutely).", file=sys.stderr)
-    summary = (f"{report.files} files: {report.stored} stored, {report.skipped} already up to date, "
+    from core.explore import count_label
+
+    summary = (f"{count_label(report.files, 'file')}: {report.stored} stored, {report.skipped} already up to date, "
                f"{len(report.failed_paths)} failed; {report.audio_s:.1f} s of audio in {report.seconds:.1f} s.")
     print(summary, file=sys.stderr)
     if report.failures:
@@ -107,17 +108,27 @@ def cmd_models(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from core.explore import count_label
+
     info = _existing_store(args.db).info()
     if args.json:
         _print_json(info)
     else:
-        print(f"{info['tracks']} tracks, {info['segments']} segments, grid {info['grid']}")
+        print(f"{count_label(info['tracks'], 'track')}, {count_label(info['segments'], 'segment')}, "
+              f"grid {_grid_text(info['grid'])}")
         for space, n in info["embeddings"].items():
-            print(f"  {space}: {n} vectors")
-        print(f"{info['failures']} failed files in the latest runs; {info['missing_files']} tracks whose files are gone")
+            print(f"  {space}: {count_label(n, 'vector')}")
+        print(f"{count_label(info['failures'], 'failed file')} in the latest runs; "
+              f"{count_label(info['missing_files'], 'track')} whose files are gone")
         for p in info["missing_paths"]:
             print(f"  missing: {display(p)}")
     return OK
+
+
+def _grid_text(grid: dict | None) -> str:
+    if not grid or grid.get("window_s") is None:
+        return "not set (nothing extracted yet, or only imported vectors)"
+    return f"{grid['window_s']:g} s windows every {grid['hop_s']:g} s"
 
 
 def cmd_project(args) -> int:
@@ -139,7 +150,14 @@ def cmd_project(args) -> int:
 
 
 def _stored_space(store: Store, key: str) -> str:
+    """A stored space's key; a model that is not stored and cannot load here says why, not only that it is missing."""
+    from core.models.base import why_unavailable
+
     space = normalise_key(key)
+    if store.space(space) is None:
+        reason = why_unavailable(space)
+        if reason:
+            raise UsageError(f"No embeddings for {space!r} in {store.path.name}, and none can be made here: {reason}")
     store.require_space(space)
     return space
 
@@ -147,16 +165,15 @@ def _stored_space(store: Store, key: str) -> str:
 def cmd_search(args) -> int:
     from core import spaces
     from core.config import settings
-    from core.models.base import get_entry, load_model, split_key
+    from core.models.base import embeds_text, load_model, split_key
     from core.search import embed_clip, search_store
 
     store = _existing_store(args.db)
     key = _stored_space(store, args.model)
-    model_key, output = split_key(key)
-    entry = get_entry(model_key)
+    model_key, _ = split_key(key)
     space = spaces.load(store, key, "segment")
     if args.text is not None:
-        if "text" not in entry.capabilities or output:
+        if not embeds_text(key):
             raise UsageError(f"{key} embeds audio only; text search needs a text-audio model such as clap-htsat-unfused.")
         query = load_model(model_key).embed_text([args.text])[0]
     else:

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from core.errors import BadInput, check_k, check_level
 from core.vectors import normalize
@@ -62,6 +63,10 @@ EXPLANATIONS = {
                        "(cosine); 1 means the map invents no false neighbours.",
     "cka": "Debiased linear CKA: how similar the two spaces' overall geometry is, from 0 (unrelated) to 1 "
            "(identical up to rotation and scale).",
+    "chance": "Accuracy of the label of a random other item (Σ p² over the labels): what k=1 scores in a space "
+              "that knows nothing; compare k-NN accuracy with it, not with 0.",
+    "ci95": "95 % bootstrap interval (1,000 resamples of the items, or of whole groups when a group column is set): "
+            "two models whose intervals overlap may not differ.",
     "jaccard_at_k": "Mean overlap of each item's k nearest neighbours in the two spaces (Jaccard); "
                     "1 − this is how much the models disagree about what sounds alike.",
 }
@@ -808,6 +813,36 @@ def metrics_table(
         "trustworthiness_points": min(n, TRUSTWORTHINESS_MAX_POINTS) if maps else None,
     }
     return table
+
+
+def metric_rows(table: Mapping, models: Sequence[str]) -> pd.DataFrame:
+    """:func:`metrics_table`'s scalars as one row per model, each interval beside its metric as ``[low, high]``.
+
+    The columns keep the table's order (accuracy first); ``chance`` and
+    ``majority`` are the label's, the same for every model, and are said once
+    by the page rather than repeated per row.
+    """
+    rows = []
+    for m in models:
+        row = {}
+        for name, value in table[m].items():
+            if name in ("chance", "majority") or isinstance(value, (dict, list)):
+                continue
+            row[name] = value
+            if name in table[m].get("ci95", {}):
+                low, high = table[m]["ci95"][name]
+                row[f"{name} 95% CI"] = f"[{low:.3f}, {high:.3f}]"
+        rows.append(row)
+    return pd.DataFrame(rows, index=list(models))
+
+
+def confusion_frame(confusion: Mapping) -> pd.DataFrame:
+    """:func:`label_report`'s confusion as long rows (``true``, ``predicted``, ``count``, ``share`` of the true label)."""
+    labels, counts = confusion["labels"], np.asarray(confusion["counts"], dtype=np.int64)
+    sizes = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    true, predicted = np.meshgrid(np.arange(counts.shape[0]), np.arange(counts.shape[1]), indexing="ij")
+    return pd.DataFrame({"true": np.asarray(labels)[true.ravel()], "predicted": np.asarray(labels)[predicted.ravel()],
+                         "count": counts.ravel(), "share": (counts / sizes).ravel()})
 
 
 def point_neighbours(ids: np.ndarray, track_ids: np.ndarray, vectors: np.ndarray, item: int, *, k: int = 10,

@@ -9,7 +9,7 @@ import streamlit as st
 
 import ui
 from core.errors import BadInput
-from core.models.base import ModelError, get_entry, split_key
+from core.models.base import ModelError, embeds_text, get_entry, split_key
 from core.search import SearchError, cosine_scores, embed_clip, exclude_below, search_store, zero_shot
 
 st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
@@ -25,12 +25,12 @@ level = c3.radio("Rank", ["segment", "track"], horizontal=True,
                       "ranks high however long it is, and the result plays exactly that moment.")
 exclude_own = c4.checkbox("Exclude the query's own track", value=True)
 space = ui.space(str(store.path), key, "segment", version)
-model_key, output = split_key(key)
+model_key, _ = split_key(key)
 try:
     entry = get_entry(model_key)
 except ModelError:
     entry = None  # imported vectors: no model to embed new queries
-text_capable = entry is not None and "text" in entry.capabilities and not output
+text_capable = embeds_text(key)
 
 
 def score_series(searched, query: np.ndarray) -> pd.Series:
@@ -86,7 +86,7 @@ tabs = st.tabs(["Text", "More like this", "Upload a clip", "Zero-shot labels"],
 
 with tabs[0]:
     if not text_capable:
-        st.info(f"Text search needs a text–audio model such as CLAP; {key} embeds audio only.")
+        st.info(f"Text search needs a text–audio model such as CLAP; {key} embeds audio only. " + ui.clap_note(spaces))
     else:
         text = st.text_input("Describe the sound", placeholder="rain on a window, solo trumpet, a dog barking…")
         if text:
@@ -129,7 +129,7 @@ with tabs[2]:
 
 with tabs[3]:
     if not text_capable:
-        st.info("Zero-shot labels need a text–audio model such as CLAP.")
+        st.info("Zero-shot labels need a text–audio model such as CLAP. " + ui.clap_note(spaces))
     else:
         labels_text = st.text_input("Labels, comma-separated", "dog bark, rain, piano, speech, engine, birdsong")
         labels = [s.strip() for s in labels_text.split(",") if s.strip()]

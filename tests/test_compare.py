@@ -327,3 +327,17 @@ def test_chance_is_what_a_space_without_information_scores():
     interval = compare.classification_ci(labels, predictions)
     assert interval["accuracy"][0] < report["chance"] < interval["accuracy"][1]
     assert report["chance"] < report["majority"]
+
+
+def test_metric_rows_put_each_interval_beside_its_metric_and_confusion_is_long():
+    from core.compare import confusion_frame, metric_rows
+
+    table = {"a": {"knn_acc_k1": 0.5, "macro_f1": 0.4, "hubness": 1.0, "chance": 0.3, "majority": 0.6,
+                   "per_class": {"x": 1.0}, "ci95": {"knn_acc_k1": [0.41, 0.6], "macro_f1": [0.3, 0.5]}}}
+    rows = metric_rows(table, ["a"])
+    assert list(rows.columns) == ["knn_acc_k1", "knn_acc_k1 95% CI", "macro_f1", "macro_f1 95% CI", "hubness"]
+    assert rows.loc["a", "knn_acc_k1 95% CI"] == "[0.410, 0.600]"
+    frame = confusion_frame({"labels": ["x", "y", "(no neighbour)"], "counts": [[3, 1, 0], [0, 2, 2]]})
+    assert len(frame) == 6 and frame["count"].sum() == 8
+    row = frame[(frame["true"] == "y") & (frame["predicted"] == "(no neighbour)")].iloc[0]
+    assert row["count"] == 2 and row["share"] == 0.5

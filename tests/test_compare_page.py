@@ -85,6 +85,11 @@ def test_page_maps_disagreement_and_metrics(two_models, monkeypatch):
     assert table.loc["dsp (baseline)", "knn_acc_k1"] == 0.0
     explained = " ".join(m.value for m in at.markdown)
     assert "knn_acc" in explained and "cka" in explained
+    assert list(table.columns[:3]) == ["knn_acc_k1", "knn_acc_k1 95% CI", "knn_acc_k10"]  # accuracy first
+    assert table.loc["noisy", "knn_acc_k10 95% CI"].startswith("[")
+    assert "**Chance** for *family*: 0.1" in explained and "whole groups of family" in explained
+    assert next(s for s in at.selectbox if s.key == "per-label-model").value == "dsp"
+    assert len(at.get("vega_lite_chart")) == 4  # maps, per-label accuracy, confusion, CKA
 
 
 def test_metrics_command_prints_the_design_shape(two_models, capsys):
@@ -161,3 +166,14 @@ def test_large_collections_are_sampled_and_say_so(two_models):
     assert table["info"]["sampled"] == 100 and table["info"]["n"] == 294 and "trustworthiness" not in table["dsp"]
     scored = store_disagreement(store, "dsp", "noisy", k=5, max_points=100)
     assert scored["sampled"] == 100 and len(scored["disagreement"]) == 100 and scored["n"] == 294
+
+
+def test_cli_says_why_a_missing_model_cannot_be_made_and_prints_the_grid(two_models, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["search", "--model", "clap-htsat-unfused", "--text", "a dog", "--db", str(two_models)]) == 2
+    err = capsys.readouterr().err
+    assert "none can be made here" in err and "Hugging Face cache" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["info", "--db", str(two_models)]) == 0
+    out = capsys.readouterr().out
+    assert "144 tracks, 294 segments, grid 3 s windows every 3 s" in out and "{" not in out
