@@ -234,12 +234,44 @@ def _number(value) -> str:
 
 
 def cmd_export(args) -> int:
-    from core.exchange import export_parquet
-
     store = _existing_store(args.db)
-    n = export_parquet(store, _stored_space(store, args.model), args.out)
-    print(f"wrote {n} rows to {args.out}", file=sys.stderr)
-    return OK
+    space = _stored_space(store, args.model)
+    if args.clips is None:
+        from core.exchange import export_parquet
+
+        if args.ids:
+            raise UsageError("--ids chooses segments to cut as clips; pass --clips DIR with it.")
+        n = export_parquet(store, space, args.out)
+        print(f"wrote {n} rows to {args.out}", file=sys.stderr)
+        return OK
+    return _export_clips(store, space, args)
+
+
+def _export_clips(store: Store, space: str, args) -> int:
+    """One clip per segment of ``space`` (or of the ``--ids`` CSV) and ``segments.csv``; exit 1 when some failed."""
+    import numpy as np
+    import pandas as pd
+
+    from core.clips import SEGMENTS_CSV, match_ids, write_clips
+
+    ids = store.vectors(space)[0]
+    if args.ids:
+        if not Path(args.ids).is_file():
+            raise UsageError(f"{args.ids} does not exist.")
+        try:
+            wanted = pd.read_csv(args.ids)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{args.ids} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+        chosen = match_ids(store.segments_frame(with_metadata=False), wanted)
+        outside = chosen[~np.isin(chosen, ids)]
+        if len(outside):
+            raise UsageError(f"{len(outside)} segments of {args.ids} have no {space} vector; export them with their model.")
+        ids = chosen
+    written, failures = write_clips(store.rows(ids), args.clips)
+    print(f"wrote {written} clips and {SEGMENTS_CSV} to {display(args.clips)}", file=sys.stderr)
+    for line in failures:
+        print(f"  failed: {line}", file=sys.stderr)
+    return PARTIAL if failures else OK
 
 
 def cmd_import(args) -> int:
@@ -330,10 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)
 
-    p = sub.add_parser("export", help="write a model's embeddings to Parquet")
+    p = sub.add_parser("export", help="write a model's embeddings to Parquet, or its segments as audio clips")
     p.add_argument("--model", required=True)
     db_arg(p)
-    p.add_argument("--out", required=True)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="Parquet file of the embeddings")
+    target.add_argument("--clips", metavar="DIR", help="folder for one WAV clip per segment and segments.csv")
+    p.add_argument("--ids", metavar="CSV", help="with --clips: only the segments named by path,start_s "
+                                                "(the app's selection CSV, search --json)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", help="store precomputed embeddings from Parquet")

@@ -26,7 +26,6 @@ import pandas as pd
 
 from core.cluster import cached_clusters
 from core.errors import BadInput
-from core.paths import playlist_entry
 from core.spaces import read_vectors
 from core.store import Store, metadata_columns  # noqa: F401  (the pages' metadata columns are the store's)
 
@@ -454,21 +453,6 @@ def selection_table(frame: pd.DataFrame, ids: list[int], coordinate_names: dict[
     table = table.rename(columns=coordinate_names or {})
     first = ["id", "name", "start_s", "end_s", "path"]
     return table[[*first, *[c for c in table.columns if c not in first]]]
-
-
-def m3u8(table: pd.DataFrame) -> str:
-    """An extended M3U playlist (UTF-8) of the tracks in a selection, each once, in selection order.
-
-    A name that is not UTF-8 or holds a control character is written as a
-    ``file://`` URI (:func:`core.paths.playlist_entry`), which keeps its exact bytes.
-    """
-    lines = ["#EXTM3U"]
-    for _, row in table.drop_duplicates("path").iterrows():
-        duration = row.get("track_duration_s")
-        seconds = int(round(duration)) if duration is not None and pd.notna(duration) else -1
-        name = str(row["name"]).replace("\n", " ").replace("\r", " ")
-        lines += [f"#EXTINF:{seconds},{name}", playlist_entry(str(row["path"]), bool(row.get("path_escaped", False)))]
-    return "\n".join(lines) + "\n"
 
 
 def to_csv_bytes(table: pd.DataFrame) -> bytes:

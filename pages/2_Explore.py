@@ -1,9 +1,12 @@
 """Explore: two linked maps of the embedding spaces. Select in one, see the same segments in the other, listen, export."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 import ui
+from core import clips
 from core import explore as ex
 from core.cluster import ClusterError, default_min_cluster_size
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
@@ -245,16 +248,34 @@ else:
 
 # ---------------------------------------------------------------------------- export
 st.subheader("Export")
-e1, e2, e3, e4 = st.columns(4)
-stem = "selection"
-e1.download_button("Playlist (M3U8)", ex.m3u8(table) if len(table) else "", f"{stem}.m3u8", "audio/x-mpegurl",
-                   disabled=table.empty, on_click="ignore", help="The selected tracks, each once.")
-e2.download_button("Segments (CSV)", ex.to_csv_bytes(table) if len(table) else b"", f"{stem}.csv", "text/csv",
-                   disabled=table.empty, on_click="ignore", help="Selected points with their coordinates and metadata.")
-e3.download_button("Segments (Parquet)", (lambda: ex.to_parquet_bytes(table)), f"{stem}.parquet",
-                   "application/octet-stream", disabled=table.empty, on_click="ignore")
-export_space = e4.selectbox("Embeddings of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]),
-                            label_visibility="collapsed")
-e4.download_button(f"Embeddings of {export_space} (Parquet)", lambda: ex.space_parquet_bytes(ui.Store(DB), export_space),
-                   f"{export_space.replace('/', '_')}.parquet", "application/octet-stream", on_click="ignore",
-                   help="All vectors of the model with segments and metadata, as `python -m core export` writes them.")
+st.caption("Clips, playlists and lists play or mark exactly the selected segments; the CSV and Parquet hold the "
+           "selection's rows with their coordinates and metadata.")
+stem, none = "selection", table.empty
+e = st.columns(6)
+e[0].download_button("Clips (ZIP)", lambda: clips.clips_zip(table, resolve=ui.cfg().check_readable), f"{stem}.zip",
+                     "application/zip", disabled=none, on_click="ignore", key="export-zip",
+                     help="One WAV per selected segment, cut exactly, with segments.csv of their metadata.")
+e[1].download_button("Playlist (M3U8)", clips.m3u8(table) if not none else "", f"{stem}.m3u8", "audio/x-mpegurl",
+                     disabled=none, on_click="ignore", help="Each entry plays only its segment in VLC (start and stop options).")
+e[2].download_button("mpv EDL", clips.mpv_edl(table) if not none else b"", f"{stem}.edl", "text/plain", disabled=none,
+                     on_click="ignore", help="`mpv selection.edl` plays the segments one after the other.")
+e[3].download_button("Segments (CSV)", ex.to_csv_bytes(table) if not none else b"", f"{stem}.csv", "text/csv",
+                     disabled=none, on_click="ignore", help="`python -m core export --clips DIR --ids` takes this file.")
+e[4].download_button("Segments (Parquet)", (lambda: ex.to_parquet_bytes(table)), f"{stem}.parquet",
+                     "application/octet-stream", disabled=none, on_click="ignore")
+export_space = e[5].selectbox("Embeddings of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]),
+                              label_visibility="collapsed")
+e[5].download_button(f"Embeddings of {export_space} (Parquet)", lambda: ex.space_parquet_bytes(ui.Store(DB), export_space),
+                     f"{export_space.replace('/', '_')}.parquet", "application/octet-stream", on_click="ignore",
+                     help="All vectors of the model with segments and metadata, as `python -m core export` writes them.")
+if level == "segment" and not none:
+    t1, t2, t3 = st.columns([3, 1, 1])
+    tracks = list(dict.fromkeys(table["path"]))
+    track = t1.selectbox("Labels of one track's selected segments", tracks, format_func=lambda p: p.rsplit("/", 1)[-1])
+    one = table[table["path"] == track]
+    label_column = colour_choice if colour_choice in ex.metadata_columns(segments) else None
+    track_stem = Path(track).stem
+    t2.download_button("Audacity labels", clips.audacity_labels(one, label_column), f"{track_stem}.labels.txt",
+                       "text/plain", on_click="ignore", help="File › Import › Labels… in Audacity, with the track open.")
+    t3.download_button("REAPER regions", clips.reaper_regions(one, label_column), f"{track_stem}.regions.csv",
+                       "text/csv", on_click="ignore", help="Import in REAPER's Region/Marker Manager.")
