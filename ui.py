@@ -19,6 +19,7 @@ from core.config import settings
 from core.errors import AccessDenied, BadInput
 from core.models.base import embeds_text, load_model, model_table
 from core.paths import from_text
+from core.preview import Preview, preview_chart, segment_preview
 from core.store import Store
 
 #: ``st.session_state`` key holding the segment last clicked in Explore, which
@@ -131,16 +132,18 @@ def collection_or_stop(nothing_yet: str) -> tuple[Store, pd.DataFrame, tuple]:
     return opened, spaces, store_version(opened, spaces)
 
 
-def player(row, *, to_end: bool = False, label: str | None = None) -> None:
-    """Play exactly [start_s, end_s) of a stored segment, or from its start to the track's end, or say why it cannot.
+def player(row, *, to_end: bool = False, context_s: float = 0.0, label: str | None = None) -> None:
+    """Play exactly [start_s, end_s) of a stored segment (widened by ``context_s`` each side), or to the track's end.
 
     ``row`` is a segment as the store gives it (a Series or a dict): ``path``,
     ``path_escaped`` (see :mod:`core.paths`), ``start_s`` and ``end_s``.
+    Whatever goes wrong is said in one line instead of a player.
     """
     path = from_text(row["path"], bool(row.get("path_escaped", False)))
+    start = max(0.0, float(row["start_s"]) - context_s)
     try:
         resolved = cfg().check_readable(path)
-        data = audio.excerpt_wav(resolved, float(row["start_s"]), None if to_end else float(row["end_s"]))
+        data = audio.excerpt_wav(resolved, start, None if to_end else float(row["end_s"]) + context_s)
     except AccessDenied as exc:
         st.caption(f"🔇 {exc}")
         return
@@ -148,6 +151,30 @@ def player(row, *, to_end: bool = False, label: str | None = None) -> None:
         st.caption(f"🔇 Cannot play {label or row['path']}: {exc}.")
         return
     st.audio(data, format="audio/wav")
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _preview(path: str, start_s: float, end_s: float) -> Preview:
+    return segment_preview(path, start_s, end_s)
+
+
+def look(row, *, compact: bool = False, width: int = 640) -> None:
+    """The segment's log-mel spectrogram (and waveform unless ``compact``) with its context; or one line why not."""
+    path = from_text(row["path"], bool(row.get("path_escaped", False)))
+    try:
+        shown = _preview(str(cfg().check_readable(path)), float(row["start_s"]), float(row["end_s"]))
+    except (AccessDenied, audio.AudioError):
+        return  # the player beside it already says why
+    st.altair_chart(preview_chart(shown, width=width, compact=compact), width="content")
+
+
+def labelled(name: str, row, label_column: str | None) -> str:
+    """A result's heading: its span, and the chosen label column's value beside it."""
+    text = span_label(name, row["start_s"], row["end_s"])
+    if label_column:
+        value = row.get(label_column) if hasattr(row, "get") else None
+        text += f" · {label_column}: **{value if value is not None and value == value else '—'}**"
+    return text
 
 
 @st.cache_resource(show_spinner=False)

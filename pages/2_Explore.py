@@ -9,6 +9,7 @@ import ui
 from core import clips
 from core import explore as ex
 from core.cluster import ClusterError, default_min_cluster_size
+from core.preview import CONTEXT_S
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
@@ -213,15 +214,21 @@ st.session_state[CARRIED_KEY] = (level, chosen)
 # ---------------------------------------------------------------------------- listening
 coordinates = {f"{a}{i}": f"{a}_{'AB'[i]}_{v['space']}_{v['method']}" for i, v in enumerate(views) for a in "xy"}
 table = ex.selection_table(frame, chosen, coordinates)
+label_column = colour_choice if colour_choice in ex.metadata_columns(segments) else None  # shown beside each item
 if table.empty:
     st.caption("Nothing selected.")
 else:
     first = table.iloc[0]
     st.subheader(f"▶ {first['name']}")
     p1, p2 = st.columns([3, 1])
+    context = p2.toggle(f"Player includes ±{CONTEXT_S:g} s", disabled=level == "track",
+                        help="Hear the segment with the context drawn around it.")
     with p1:
-        ui.player(first, label=first["name"])
-        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{first['path']}`")
+        ui.player(first, label=first["name"], context_s=CONTEXT_S if context and level == "segment" else 0.0)
+        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{first['path']}`"
+                   + (f"; outlined in red inside ±{CONTEXT_S:g} s of context" if level == "segment" else ""))
+        if level == "segment":
+            ui.look(first, width=640)
     if p2.button("Play the whole track from here", key=f"whole-{first['id']}"):
         with p1:
             ui.player(first, to_end=True, label=first["name"])
@@ -240,10 +247,13 @@ else:
         if len(table) > N_PLAYERS:
             st.caption(f"Players for the first {N_PLAYERS} of {len(table):,} selected; the table below lists all {len(table):,}.")
         for _, row in shown.iterrows():
-            r1, r2 = st.columns([2, 3])
-            r1.write(ui.span_label(f"**{row['name']}**", row["start_s"], row["end_s"]))
+            r1, r2, r3 = st.columns([2, 2, 2])
+            r1.write(ui.labelled(f"**{row['name']}**", row, label_column))
             with r2:
                 ui.player(row, label=row["name"])
+            if level == "segment":
+                with r3:
+                    ui.look(row, compact=True, width=300)
         st.dataframe(table, hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------- export
@@ -273,7 +283,6 @@ if level == "segment" and not none:
     tracks = list(dict.fromkeys(table["path"]))
     track = t1.selectbox("Labels of one track's selected segments", tracks, format_func=lambda p: p.rsplit("/", 1)[-1])
     one = table[table["path"] == track]
-    label_column = colour_choice if colour_choice in ex.metadata_columns(segments) else None
     track_stem = Path(track).stem
     t2.download_button("Audacity labels", clips.audacity_labels(one, label_column), f"{track_stem}.labels.txt",
                        "text/plain", on_click="ignore", help="File › Import › Labels… in Audacity, with the track open.")

@@ -21,6 +21,7 @@ DB = str(store.path)
 segments = ui.segments_frame(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 N_NEIGHBOURS_SHOWN = 10
+LABEL_KEY = "compare-label"  # the metrics' label column, also shown beside each neighbour
 
 top = st.columns([4, 2, 2, 2])
 chosen = top[0].multiselect("Models", SPACE_NAMES, default=SPACE_NAMES[:2],
@@ -100,14 +101,20 @@ else:
         if lists:
             st.caption(f"Its {k} nearest neighbours in each model among the {len(ids):,} {level}s both hold, nearest "
                        f"first; ✓ marks those both models agree on ({len(both)} of {k}).")
+        shown_label = st.session_state.get(LABEL_KEY)
+        shown_label = None if shown_label in (None, "(none)") else shown_label
+        if level == "segment":
+            ui.look(query, width=640)
         for column, (m, (neighbour_ids, sims)) in zip(st.columns(2), lists.items()):
             with column:
                 st.markdown(f"**{m}**")
                 rows = ex.points_frame(store, neighbour_ids, level)
                 for (_, row), sim in zip(rows.head(N_NEIGHBOURS_SHOWN).iterrows(), sims):
                     mark = "✓ " if row["id"] in both else ""
-                    st.write(f"{mark}{ui.span_label(row['name'], row['start_s'], row['end_s'])} · cosine {sim:.3f}")
+                    st.write(f"{mark}{ui.labelled(row['name'], row, shown_label)} · cosine {sim:.3f}")
                     ui.player(row, label=row["name"])
+                    if level == "segment":
+                        ui.look(row, compact=True, width=420)
                 if len(rows) > N_NEIGHBOURS_SHOWN:
                     st.caption(f"Players for the first {N_NEIGHBOURS_SHOWN} of {len(rows)}.")
 
@@ -124,7 +131,7 @@ columns = ex.metadata_columns(segments)
 m1, m2, m3, m4 = st.columns([3, 2, 2, 2])
 table_models = m1.multiselect("Models in the table", SPACE_NAMES, default=SPACE_NAMES,
                               help=f"{an.BASELINE} is always included when stored: it is the baseline every model must beat.")
-label = m2.selectbox("Label column", ["(none)", *columns],
+label = m2.selectbox("Label column", ["(none)", *columns], key=LABEL_KEY,
                      help="Adds k-NN accuracy with 95 % intervals, macro-F1, silhouette, NMI, ARI, the chance level "
                           "and per-label accuracy.")
 group = m3.selectbox("Group column", ["(none)", *columns],

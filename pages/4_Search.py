@@ -8,22 +8,29 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from core import audio
 from core.errors import BadInput
 from core.models.base import ModelError, embeds_text, get_entry, split_key
-from core.search import SearchError, cosine_scores, embed_clip, exclude_below, search_store, zero_shot
+from core.search import (SearchError, cosine_scores, embed_clip, exclude_below, precision_at_k, search_store,
+                         zero_shot)
+from core.store import metadata_columns
 
 st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
 st.title("🔎 Search")
 SCORE_COLOUR = "search score"  # every query's score offered to Explore under one name: the latest replaces the last
 store, spaces, version = ui.collection_or_stop("Nothing to search yet: extract a collection first")
 
-c1, c2, c3, c4 = st.columns([3, 1, 2, 2])
+c1, c2, c3, c4, c5 = st.columns([3, 1, 2, 2, 2])
 key = c1.selectbox("Model", list(spaces["space"]), key="search_space")
 k = c2.number_input("Results", 1, 200, 10)
 level = c3.radio("Rank", ["segment", "track"], horizontal=True,
                  help="Tracks are ranked by their best segment: a track that holds the moment you look for once "
                       "ranks high however long it is, and the result plays exactly that moment.")
 exclude_own = c4.checkbox("Exclude the query's own track", value=True)
+label_column = c5.selectbox("Label column", ["(none)", *metadata_columns(ui.segments_frame(str(store.path), version))],
+                            help="Shown beside each result; a query from the collection also gets its precision@k: "
+                                 "the share of results with its label.")
+label_column = None if label_column == "(none)" else label_column
 space = ui.space(str(store.path), key, "segment", version)
 model_key, _ = split_key(key)
 try:
@@ -37,22 +44,28 @@ def score_series(searched, query: np.ndarray) -> pd.Series:
     return pd.Series(cosine_scores(searched.vectors, query), index=searched.ids)
 
 
-def show(results: list[dict]) -> None:
+def show(results: list[dict], query_label=None) -> None:
     if not results:
         st.warning("No result passed the filters.")
         return
+    precision = precision_at_k(results, label_column, query_label) if label_column else None
+    if precision is not None:
+        st.markdown(f"**Precision@{len(results)}: {precision:.2f}**: {round(precision * len(results))} of "
+                    f"{len(results)} results share the query's {label_column} (*{query_label}*).")
     for r in results:
         with st.container(border=True):
-            a, b = st.columns([2, 3])
+            a, b, c = st.columns([2, 2, 2])
             name = f"**{Path(r['path']).name}**"
-            a.markdown(f"{ui.span_label(name, r['start_s'], r['end_s'])} · score **{r['score']:.3f}**")
+            a.markdown(f"{ui.labelled(name, {**r['metadata'], **r}, label_column)} · score **{r['score']:.3f}**")
             if r["metadata"]:
-                a.caption(", ".join(f"{c}: {v}" for c, v in r["metadata"].items()))
+                a.caption(", ".join(f"{col}: {v}" for col, v in r["metadata"].items() if col != label_column))
             with b:
                 ui.player(r)
+            with c:
+                ui.look(r, compact=True, width=300)
 
 
-def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
+def run_query(query: np.ndarray, label: str, exclude_track=None, query_label=None) -> None:
     try:
         below = None if tag is None else exclude_below(space.ids, tag_scores.index.to_numpy(), tag_scores.to_numpy(), min_score)
         found = search_store(store, space, query, k=int(k), level=level, exclude_track=exclude_track, exclude=below,
@@ -63,7 +76,7 @@ def run_query(query: np.ndarray, label: str, exclude_track=None) -> None:
     # Scored for every segment only if Explore is asked to colour by it; the latest query replaces the one before.
     ui.offer_colour(SCORE_COLOUR, f"search score · {label}", functools.partial(score_series, space, query))
     st.caption("Explore can colour every point by this query's score (“search score” in its colour menu).")
-    show(found)
+    show(found, query_label)
 
 
 # ---------------------------------------------------------------- tag filter (models with tag scores)
@@ -108,8 +121,16 @@ with tabs[1]:
         if pos >= len(space.ids) or space.ids[pos] != sid:
             st.error(f"This segment has no {key} vector.")
         else:
+            query_row = store.rows(np.array([sid])).iloc[0]
+            q1, q2 = st.columns([2, 4])
+            with q1:
+                st.markdown(f"Query: {ui.labelled(names.get(sid), query_row, label_column)}")
+                ui.player(query_row)
+            with q2:
+                ui.look(query_row, width=560)
             run_query(space.vectors[pos], f"like {names.get(sid)}",
-                      exclude_track=int(space.track_ids[pos]) if exclude_own else None)
+                      exclude_track=int(space.track_ids[pos]) if exclude_own else None,
+                      query_label=query_row.get(label_column) if label_column else None)
 
 with tabs[2]:
     if entry is None:
@@ -118,14 +139,26 @@ with tabs[2]:
         up = st.file_uploader("A clip (embedded on the fly with the same model)", type=None)
         if up is not None:
             try:
-                query = embed_clip(ui.adapter(model_key), ui.save_upload(up, "queries"), *store.grid(), space=key,
-                                   max_samples=ui.cfg().max_samples)
-            except BadInput as exc:  # too large: the message names the file
-                st.error(str(exc))
-            except Exception as exc:  # decoding or model errors get one visible line
-                st.error(f"{up.name}: {exc}")
+                saved = ui.save_upload(up, "queries")
+                duration = audio.info(saved, max_samples=ui.cfg().max_samples).duration_s
+            except (BadInput, audio.AudioError) as exc:  # too large, or not audio: one line naming the file
+                st.error(f"{up.name}: {exc}" if up.name not in str(exc) else str(exc))
             else:
-                run_query(query, f"like {up.name}")
+                region = (0.0, duration)
+                if duration > 1.0:
+                    region = st.slider("Region of the clip used as the query (s)", 0.0, round(duration, 1),
+                                       (0.0, round(duration, 1)), 0.1)
+                ui.player({"path": str(saved), "start_s": region[0], "end_s": region[1]}, label=up.name)
+                st.caption("The query is the mean of the region's segments on the store's grid, so a stored file "
+                           "uploaded again scores a little below 1 against its own segments (a lossy file, MP3 or "
+                           "Ogg, may also decode to slightly different samples).")
+                try:
+                    query = embed_clip(ui.adapter(model_key), saved, *store.grid(), space=key,
+                                       max_samples=ui.cfg().max_samples, start_s=region[0], end_s=region[1])
+                except Exception as exc:  # decoding or model errors get one visible line
+                    st.error(f"{up.name}: {exc}")
+                else:
+                    run_query(query, f"like {up.name} {region[0]:.1f}–{region[1]:.1f} s")
 
 with tabs[3]:
     if not text_capable:

@@ -89,7 +89,9 @@ def test_page_maps_disagreement_and_metrics(two_models, monkeypatch):
     assert table.loc["noisy", "knn_acc_k10 95% CI"].startswith("[")
     assert "**Chance** for *family*: 0.1" in explained and "whole groups of family" in explained
     assert next(s for s in at.selectbox if s.key == "per-label-model").value == "dsp"
-    assert len(at.get("vega_lite_chart")) == 4  # maps, per-label accuracy, confusion, CKA
+    # maps, the clicked segment's preview and its 2 × 10 neighbours' (compact), per-label accuracy, confusion, CKA
+    assert len(at.get("vega_lite_chart")) == 1 + 1 + 20 + 3
+    assert "family: **" in " ".join(m.value for m in at.markdown)  # the label column beside each neighbour
 
 
 def test_metrics_command_prints_the_design_shape(two_models, capsys):

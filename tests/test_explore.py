@@ -411,4 +411,10 @@ def test_search_opens_on_the_segment_more_like_this_names(small_db, monkeypatch)
     assert not at.exception, [e.value for e in at.exception]
     segment = next(s for s in at.selectbox if s.label == "Segment")
     assert segment.value == 20
-    assert len(at.get("audio")) >= 10  # searched at once: the query's results play
+    assert len(at.get("audio")) == 1 + 10  # searched at once: the query and its results play
+    next(s for s in at.selectbox if s.label == "Label column").set_value("family").run()
+    assert not at.exception, [e.value for e in at.exception]
+    precision = next(m.value for m in at.markdown if m.value.startswith("**Precision@10"))
+    family = Store(small_db).rows(np.array([20])).iloc[0]["family"]
+    assert f"share the query's family (*{family}*)" in precision
+    assert "family: **" in texts(at)  # each result shows its label
