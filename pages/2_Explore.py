@@ -25,7 +25,7 @@ CARRIED_KEY = "explore_selection"  # (level, ids) of the last selection, carried
 
 # The map's layout sits in the sidebar, so that the maps start on the first screen.
 with st.sidebar:
-    st.subheader("Map layout")
+    st.markdown("**Map layout**")
     single = st.toggle("Single view", help="One map instead of two side by side, for small screens.")
     drag = st.radio("Drag to", ["select", "zoom"], horizontal=True,
                     format_func=lambda v: "select a box" if v == "select" else "pan (wheel zooms)")

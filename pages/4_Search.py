@@ -124,7 +124,7 @@ with tabs[1]:
             query_row = store.rows(np.array([sid])).iloc[0]
             q1, q2 = st.columns([2, 4])
             with q1:
-                st.markdown(f"Query: {ui.labelled(names.get(sid), query_row, label_column)}")
+                st.markdown(f"Query: {ui.labelled(Path(query_row['path']).name, query_row, label_column)}")
                 ui.player(query_row)
             with q2:
                 ui.look(query_row, width=560)
