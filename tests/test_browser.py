@@ -169,7 +169,8 @@ def test_more_like_this_lands_on_the_clicked_segment(app):
         name = f"{Path(row['path']).name} · {row['start_s']:.1f}–{row['end_s']:.1f} s"
         page.get_by_text(f"Query: {name}").wait_for(timeout=60_000)
         assert page.get_by_role("tab", name="More like this").get_attribute("aria-selected") == "true"
-        assert page.locator("audio").count() >= 2  # the query and its results
+        page.get_by_text("Explore can colour every point by this query").wait_for(timeout=60_000)
+        page.wait_for_function("() => document.querySelectorAll('audio').length >= 11", timeout=60_000)  # query + 10
         browser.close()
 
 
