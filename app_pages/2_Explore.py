@@ -29,9 +29,11 @@ with st.sidebar:
     single = st.toggle("Single view", help="One map instead of two side by side, for small screens.")
     drag = st.radio("Drag to", ["select", "zoom"], horizontal=True,
                     format_func=lambda v: "select a box" if v == "select" else "pan (wheel zooms)")
-    # Two maps of the widest size and their gaps fit the main column of a 1400 px window.
+    # The default fits the main column of a 1400 px window (two maps of 440 px and their gap); wider screens
+    # may take the larger sizes.
     map_width = st.select_slider("Map size", [480, 640, 800, 960] if single else [320, 400, 440, 480, 520],
-                                 value=800 if single else 440)
+                                 value=800 if single else 440,
+                                 help="Sizes above the default need a window wider than 1400 px.")
     cap = int(st.number_input("Points drawn", 1_000, 500_000, ex.DISPLAY_CAP, 5_000,
                               help="Above this count the map draws a stratified sample and says so."))
 
@@ -104,7 +106,7 @@ def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
 extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
 colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in ex.tagged_spaces(spaces)],
                   "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
-c0, c1, c2, c3 = st.columns([3, 3, 1, 2])
+c0, c1, c2, c3 = st.columns([3, 3, 2, 2])
 level = c0.radio("Points", list(ui.LEVEL_LABELS), horizontal=True, format_func=ui.LEVEL_LABELS.get)
 colour_choice = c1.selectbox("Colour by", colour_options,
                              help="Metadata, a tagger's top tag, clusters found in the embedding space, or scores sent by the Search page.")

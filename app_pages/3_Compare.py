@@ -61,9 +61,11 @@ else:
         st.stop()
     shared = len(found["ids"])
     per_model = ", ".join(f"{m}: {n:,}" for m, n in found["per_model"].items())
-    st.caption(f"{shared:,} {level}s are held by every chosen model ({per_model}); imported spaces keep their own "
-               f"segments and are compared only where they coincide. Each map is turned and scaled (orthogonal "
-               f"Procrustes) onto {chosen[0]}'s, so the same region sits in the same place.")
+    imported = spaces.set_index("space").loc[chosen, "source"].eq("imported").any()
+    st.caption(f"{shared:,} {level}s are held by every chosen model ({per_model})"
+               + ("; imported spaces keep their own segments and are compared only where they coincide" if imported
+                  else "") + f". Each map is turned and scaled (orthogonal Procrustes) onto {chosen[0]}'s, so the "
+               "same region sits in the same place.")
     if shared < 4:
         st.warning("Too few shared points to compare; extract these models on the same collection.")
         st.stop()
