@@ -418,3 +418,19 @@ def test_search_opens_on_the_segment_more_like_this_names(small_db, monkeypatch)
     family = Store(small_db).rows(np.array([20])).iloc[0]["family"]
     assert f"share the query's family (*{family}*)" in precision
     assert "family: **" in texts(at)  # each result shows its label
+
+
+def test_chosen_values_get_the_colours_and_the_clicked_segment_is_drawn(page):
+    import json
+
+    page.selectbox[0].set_value("toy").run()
+    next(s for s in page.selectbox if s.label == "Colour by").set_value("family").run()
+    chosen = next(m for m in page.multiselect if m.label == "Values with a colour")
+    assert chosen.options == ["bell", "drum", "flute"]
+    chosen.set_value(["flute"]).run()
+    assert not page.exception, [e.value for e in page.exception]
+    spec = json.loads(page.get("vega_lite_chart")[0].proto.spec)
+    scale = spec["hconcat"][0]["layer"][0]["encoding"]["color"]["scale"]
+    assert scale["domain"] == ["flute", "other"] and scale["range"][1] == ex.GREY_VALUES["other"]
+    at = select(page, {"pick": [{"id": 5}]})
+    assert len(at.get("vega_lite_chart")) == 2  # the maps and the clicked segment's spectrogram and waveform
