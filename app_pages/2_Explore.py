@@ -255,7 +255,7 @@ else:
                 ui.player(row, label=row["name"])
             if level == "segment":
                 with r3:
-                    ui.look(row, compact=True, width=300)
+                    ui.look(row, compact=True, width=260)
         st.dataframe(table, hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------- export

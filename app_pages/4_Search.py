@@ -62,7 +62,7 @@ def show(results: list[dict], query_label=None) -> None:
             with b:
                 ui.player(r)
             with c:
-                ui.look(r, compact=True, width=300)
+                ui.look(r, compact=True, width=260)
 
 
 def run_query(query: np.ndarray, label: str, exclude_track=None, query_label=None) -> None:
