@@ -10,6 +10,7 @@ from core import clips
 from core import explore as ex
 from core.cluster import ClusterError, default_min_cluster_size
 from core.preview import CONTEXT_S
+from core.wording import count_label
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
@@ -244,7 +245,7 @@ else:
 
     if len(table) > 1:
         n_tracks = table["path"].nunique()
-        st.subheader(f"Selection: {ex.count_label(len(table), level)} from {ex.count_label(n_tracks, 'track')}")
+        st.subheader(f"Selection: {count_label(len(table), level)} from {count_label(n_tracks, 'track')}")
         shown = table.head(N_PLAYERS)
         if len(table) > N_PLAYERS:
             st.caption(f"Players for the first {N_PLAYERS} of {len(table):,} selected; the table below lists all {len(table):,}.")

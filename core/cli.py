@@ -23,6 +23,7 @@ from core.jsonable import jsonable
 from core.models.base import model_table, normalise_key
 from core.paths import display
 from core.store import Store
+from core.wording import count_label
 
 OK, PARTIAL, NOTHING = 0, 1, 2
 
@@ -81,8 +82,6 @@ def cmd_extract(args) -> int:
         if not report.metadata_matched:
             print("warning: no metadata row matched; its 'path' column must name the files relative to the folder "
                   "given (or absolutely).", file=sys.stderr)
-    from core.explore import count_label
-
     summary = (f"{count_label(report.files, 'file')}: {report.stored} stored, {report.skipped} already up to date, "
                f"{len(report.failed_paths)} failed; {report.audio_s:.1f} s of audio in {report.seconds:.1f} s.")
     print(summary, file=sys.stderr)
@@ -108,8 +107,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from core.explore import count_label
-
     info = _existing_store(args.db).info()
     if args.json:
         _print_json(info)

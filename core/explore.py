@@ -153,11 +153,6 @@ def carry_selection(segments: pd.DataFrame, ids: Sequence[int], from_level: str,
     return [int(first[t]) for t in ids if t in first.index]
 
 
-def count_label(n: int, noun: str) -> str:
-    """``"1 track"``, ``"3 tracks"``: a count with its noun in the right number."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
 def projection_note(projection: dict) -> str:
     """A map's caption: how far its 2-D layout can be trusted, and what it cost.
 

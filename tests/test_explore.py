@@ -19,6 +19,7 @@ import ui
 from core import explore as ex
 from core.cluster import ClusterError, cached_clusters, cluster
 from core.store import Provenance, Store, TrackRecord
+from core.wording import count_label
 from tests.conftest import PROJECT_ROOT, tone
 
 PAGE = str(PROJECT_ROOT / "app_pages" / "2_Explore.py")
@@ -145,7 +146,7 @@ def test_views_difference_names_its_cause_and_a_level_switch_keeps_the_audio(two
     assert ex.carry_selection(segments, [3, 2, 1], "segment", "track") == [2, 1]
     assert ex.carry_selection(segments, [2, 1], "track", "segment") == [3, 1]
     assert ex.carry_selection(segments, [2], "segment", "segment") == [2]
-    assert ex.count_label(1, "track") == "1 track" and ex.count_label(1200, "segment") == "1,200 segments"
+    assert count_label(1, "track") == "1 track" and count_label(1200, "segment") == "1,200 segments"
 
 
 def test_top_tag_and_extra_colours_at_track_level(small_db):
