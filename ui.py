@@ -52,7 +52,7 @@ def span_label(name: str, start_s: float, end_s: float) -> str:
 def more_like_this(segment_id: int) -> None:
     """Open Search on its "More like this" tab with ``segment_id`` as the query."""
     st.session_state[PICKED_KEY] = int(segment_id)
-    st.switch_page("app_pages/4_Search.py", query_params={SEGMENT_PARAM: str(int(segment_id))})
+    st.switch_page("pages/4_Search.py", query_params={SEGMENT_PARAM: str(int(segment_id))})
 
 
 def picked_segment() -> int | None:

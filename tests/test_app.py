@@ -9,7 +9,7 @@ from core.demo import build
 from core.extract import extract, read_metadata_csv
 from tests.conftest import PROJECT_ROOT
 
-PAGES = ["streamlit_app.py", "app_pages/1_Extract.py", "app_pages/2_Explore.py", "app_pages/3_Compare.py", "app_pages/4_Search.py"]
+PAGES = ["streamlit_app.py", "pages/1_Extract.py", "pages/2_Explore.py", "pages/3_Compare.py", "pages/4_Search.py"]
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def run(page: str) -> AppTest:
 def test_pages_render_on_an_empty_store(empty_db, page):
     at = run(page)
     text = " ".join(m.value for m in [*at.markdown, *at.info, *at.caption])
-    if page == "app_pages/2_Explore.py":
+    if page == "pages/2_Explore.py":
         assert "Nothing to explore yet" in text
     if page == "streamlit_app.py":
         assert any(b.label == "Load the demo collection" for b in at.button)
@@ -62,7 +62,7 @@ def test_extract_page_runs_a_folder_and_lists_its_failures(tmp_path, monkeypatch
     (folder / "broken.wav").write_text("not audio")
     db = tmp_path / "x.duckdb"
     monkeypatch.setenv("AEB_DB", str(db))
-    at = run("app_pages/1_Extract.py")
+    at = run("pages/1_Extract.py")
     at.text_input[0].input(str(folder)).run()
     assert "dsp (128-D)" in at.multiselect[0].options
     at.multiselect[0].set_value(["dsp"]).run()
@@ -75,7 +75,7 @@ def test_extract_page_runs_a_folder_and_lists_its_failures(tmp_path, monkeypatch
 
 def test_explore_colours_and_plays_a_clicked_segment(demo_db, monkeypatch):
     monkeypatch.setenv("AEB_DB", str(demo_db))
-    at = run("app_pages/2_Explore.py")
+    at = run("pages/2_Explore.py")
     assert at.selectbox[0].value == "dsp"
     next(s for s in at.selectbox if s.label == "Colour by").set_value("family").run()
     assert not at.exception
@@ -90,7 +90,7 @@ def test_extract_page_refuses_a_missing_csv_and_reports_rows_matched(tmp_path, m
     folder.mkdir()
     sf.write(folder / "a.wav", tone(440, 4.0), 22050)
     monkeypatch.setenv("AEB_DB", str(tmp_path / "x.duckdb"))
-    at = run("app_pages/1_Extract.py")
+    at = run("pages/1_Extract.py")
     at.text_input[0].input(str(folder)).run()
     at.text_input[1].input(str(tmp_path / "missing.csv")).run()
     at.multiselect[0].set_value(["dsp"]).run()

@@ -16,7 +16,7 @@ from core.extract import extract, read_metadata_csv
 from core.store import Store
 from tests.conftest import PROJECT_ROOT, import_noisy_copy
 
-PAGE = str(PROJECT_ROOT / "app_pages/3_Compare.py")
+PAGE = str(PROJECT_ROOT / "pages/3_Compare.py")
 
 
 @pytest.fixture(scope="module")

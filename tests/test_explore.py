@@ -22,7 +22,7 @@ from core.store import Provenance, Store, TrackRecord
 from core.wording import count_label
 from tests.conftest import PROJECT_ROOT, tone
 
-PAGE = str(PROJECT_ROOT / "app_pages" / "2_Explore.py")
+PAGE = str(PROJECT_ROOT / "pages" / "2_Explore.py")
 FAMILIES = ("bell", "drum", "flute")
 TAGS = ["calm", "loud", "bright", "dark"]
 
@@ -376,7 +376,7 @@ def test_extra_colours_from_session_state(page, lazy):
 
 def test_search_page_tag_filter_returns_exactly_k_tagged_results(small_db, monkeypatch):
     monkeypatch.setenv("AEB_DB", str(small_db))
-    at = AppTest.from_file(str(PROJECT_ROOT / "app_pages" / "4_Search.py"), default_timeout=120)
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
     at.run()
     at.selectbox(key="search_space").select("toy").run()
     next(s for s in at.selectbox if s.label == "Tag").select("calm").run()
@@ -405,7 +405,7 @@ def test_switching_to_tracks_keeps_the_clicked_audio_and_more_like_this_opens_se
 
 def test_search_opens_on_the_segment_more_like_this_names(small_db, monkeypatch):
     monkeypatch.setenv("AEB_DB", str(small_db))
-    at = AppTest.from_file(str(PROJECT_ROOT / "app_pages" / "4_Search.py"), default_timeout=120)
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
     at.query_params[ui.SEGMENT_PARAM] = "20"
     at.run()
     at.selectbox(key="search_space").select("toy").run()

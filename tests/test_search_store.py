@@ -147,7 +147,7 @@ def test_search_page_more_like_this(collection, monkeypatch, sketched):
         monkeypatch.setattr(search, "SKETCH_MIN_VALUES", 0)
         monkeypatch.setattr(search, "build_sketch", lambda m: built.append(real(m)) or built[-1])
         st.cache_resource.clear()
-    at = AppTest.from_file(str(PROJECT_ROOT / "app_pages" / "4_Search.py"), default_timeout=120)
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
     at.run()
     assert not at.exception
     assert any("Text search needs a text–audio model" in i.value for i in at.info)
@@ -164,6 +164,6 @@ def test_search_page_more_like_this(collection, monkeypatch, sketched):
 
 def test_search_page_on_an_empty_store(tmp_path, monkeypatch):
     monkeypatch.setenv("AEB_DB", str(tmp_path / "empty.duckdb"))
-    at = AppTest.from_file(str(PROJECT_ROOT / "app_pages" / "4_Search.py"), default_timeout=60)
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=60)
     at.run()
     assert not at.exception and "Nothing to search yet" in at.info[0].value

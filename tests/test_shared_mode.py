@@ -40,7 +40,7 @@ def test_local_mode_reads_anything(shared, monkeypatch):
 
 
 def test_extract_page_refuses_a_folder_outside_the_root(shared):
-    at = AppTest.from_file(str(PROJECT_ROOT / "app_pages" / "1_Extract.py"), default_timeout=60)
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "1_Extract.py"), default_timeout=60)
     at.run()
     at.text_input[0].input("../private").run()
     assert not at.exception

@@ -38,7 +38,7 @@ else:
         hide_index=True, width="stretch",
     )
 
-st.page_link("app_pages/1_Extract.py", label="Extract: import audio and run models", icon="📥")
-st.page_link("app_pages/2_Explore.py", label="Explore: maps of an embedding space", icon="🗺️")
-st.page_link("app_pages/3_Compare.py", label="Compare: which model hears the collection best", icon="⚖️")
-st.page_link("app_pages/4_Search.py", label="Search: text, query by example, zero-shot labels", icon="🔎")
+st.page_link("pages/1_Extract.py", label="Extract: import audio and run models", icon="📥")
+st.page_link("pages/2_Explore.py", label="Explore: maps of an embedding space", icon="🗺️")
+st.page_link("pages/3_Compare.py", label="Compare: which model hears the collection best", icon="⚖️")
+st.page_link("pages/4_Search.py", label="Search: text, query by example, zero-shot labels", icon="🔎")
