@@ -1,44 +1,21 @@
-"""Home: what the store holds, and the demo collection for a first start."""
+"""The app's entrypoint: the pages in the sidebar, under the names people know them by.
+
+Streamlit would name the first page after this file ("streamlit app");
+declaring the pages here names it Home and keeps each page's address
+(``/Explore``, ``/Search``, …) as links and tests use them.  The pages stay
+in ``pages/``, the project's fixed layout; beside that folder Streamlit opens a
+session that starts on a deep link with the folder's own names, so only a
+visit through the front page is sure to say Home.
+"""
 
 import streamlit as st
 
-import ui
-from core.demo import load_demo
+PAGES = [
+    st.Page("pages/0_Home.py", title="Home", icon="🎧", default=True),
+    st.Page("pages/1_Extract.py", title="Extract", icon="📥", url_path="Extract"),
+    st.Page("pages/2_Explore.py", title="Explore", icon="🗺️", url_path="Explore"),
+    st.Page("pages/3_Compare.py", title="Compare", icon="⚖️", url_path="Compare"),
+    st.Page("pages/4_Search.py", title="Search", icon="🔎", url_path="Search"),
+]
 
-st.set_page_config(page_title="Audio embedding browser", page_icon="🎧", layout="wide")
-st.title("🎧 Audio embedding browser")
-st.write(
-    "Cut a collection of sounds or music into segments, embed every segment with several pretrained models, "
-    "and explore, compare and search those spaces. Start on **Extract**, then open **Explore**, **Compare** or **Search**."
-)
-
-store = ui.store()
-info = store.info()
-
-if info["tracks"] == 0:
-    st.info("The store is empty. Load the demo collection (144 labelled synthetic sounds in 8 families, made offline), "
-            "or import your own folder on the Extract page.")
-    if st.button("Load the demo collection", type="primary"):
-        with st.status("Building and embedding the demo collection…", expanded=True) as status:
-            bar = st.progress(0.0)
-            report = load_demo(store.path, progress=lambda d, n, p: bar.progress(d / n, text=f"{d}/{n} files"))
-            status.update(label=f"Demo loaded: {report.stored} clips in {report.seconds:.0f} s", state="complete")
-        st.rerun()
-else:
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Tracks", info["tracks"])
-    c2.metric("Segments", info["segments"])
-    c3.metric("Failed files", info["failures"])
-    c4.metric("Missing files", info["missing_files"])
-    grid = info["grid"]
-    st.caption(f"Segment grid: {grid['window_s']:g} s windows, {grid['hop_s']:g} s hop · database `{store.path.name}`")
-    spaces = store.spaces()
-    st.dataframe(
-        spaces[["space", "dim", "n", "adapter_version", "source", "created_at"]].rename(columns={"n": "vectors"}),
-        hide_index=True, width="stretch",
-    )
-
-st.page_link("pages/1_Extract.py", label="Extract: import audio and run models", icon="📥")
-st.page_link("pages/2_Explore.py", label="Explore: maps of an embedding space", icon="🗺️")
-st.page_link("pages/3_Compare.py", label="Compare: which model hears the collection best", icon="⚖️")
-st.page_link("pages/4_Search.py", label="Search: text, query by example, zero-shot labels", icon="🔎")
+st.navigation(PAGES).run()

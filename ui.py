@@ -18,18 +18,25 @@ from core import audio
 from core import explore as ex
 from core.config import settings
 from core.errors import AccessDenied, BadInput
-from core.models.base import load_model, model_table
+from core.models.base import embeds_text, load_model, model_table
 from core.paths import from_text
+from core.preview import Preview, preview_chart, segment_preview
 from core.store import Store
 
 #: ``st.session_state`` key holding the segment last clicked in Explore, which
 #: the Search page preselects for "more like this".
 PICKED_KEY = "explore_picked"
 
+#: The query parameter naming the segment Search opens on ("More like this"): unlike
+#: session state it survives a reload, and the address can be shared.
+SEGMENT_PARAM = "segment"
+
 #: ``st.session_state`` key through which other pages add colours to Explore:
 #: ``{name: pd.Series indexed by segment_id}`` (numbers or labels), or a
 #: function returning one, for colours that cost a scan and may never be used.
 EXTRA_COLOURS_KEY = "explore_extra_colours"
+
+_COLOUR_SLOTS_KEY = "explore_colour_slots"  # slot -> the name of the colour last offered in it
 
 #: How the reductions of :data:`core.reduce.METHODS` are named on screen.
 METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -41,6 +48,48 @@ LEVEL_LABELS = {"segment": "segments", "track": "tracks (mean of segments)"}
 def span_label(name: str, start_s: float, end_s: float) -> str:
     """How a moment of a track is named on screen: ``"file.wav · 3.0–6.0 s"``."""
     return f"{name} · {start_s:.1f}–{end_s:.1f} s"
+
+
+def more_like_this(segment_id: int) -> None:
+    """Open Search on its "More like this" tab with ``segment_id`` as the query."""
+    st.session_state[PICKED_KEY] = int(segment_id)
+    st.switch_page("pages/4_Search.py", query_params={SEGMENT_PARAM: str(int(segment_id))})
+
+
+def picked_segment() -> int | None:
+    """The segment "More like this" was asked for: from the address, else the last one clicked in Explore."""
+    value = st.query_params.get(SEGMENT_PARAM)
+    if value is not None and value.isdigit():
+        return int(value)
+    return st.session_state.get(PICKED_KEY)
+
+
+def offer_colour(slot: str, name: str, values) -> None:
+    """Offer Explore a colour named ``name``, replacing whatever was offered before in the same ``slot``.
+
+    One slot per kind of result (the latest search, zero-shot labels of a
+    model) keeps Explore's colour menu from growing with every query.
+    ``values`` is a series indexed by segment id, or a function returning one.
+    """
+    extra = st.session_state.setdefault(EXTRA_COLOURS_KEY, {})
+    slots = st.session_state.setdefault(_COLOUR_SLOTS_KEY, {})
+    if slots.get(slot) in extra:
+        del extra[slots[slot]]
+    extra[name] = values
+    slots[slot] = name
+
+
+def clap_note(spaces: pd.DataFrame) -> str:
+    """Where text search can be had: a stored CLAP space to switch to, CLAP to extract, or why CLAP cannot load here."""
+    stored = [s for s in spaces["space"] if embeds_text(s)]
+    if stored:
+        return f"Choose {', '.join(stored)} above."
+    status = catalogue_status()
+    clap = status[status["family"] == "clap"]
+    if clap["available"].any():
+        return f"Extract the collection with {clap.loc[clap['available'], 'key'].iloc[0]} on the Extract page."
+    reason = clap["reason"].iloc[0] if len(clap) else "no CLAP model is in the catalogue"
+    return f"CLAP cannot be used here: {reason}"
 
 
 def cfg():
@@ -86,16 +135,18 @@ def collection_or_stop(nothing_yet: str) -> tuple[Store, pd.DataFrame, tuple]:
     return opened, spaces, store_version(opened, spaces)
 
 
-def player(row, *, to_end: bool = False, label: str | None = None) -> None:
-    """Play exactly [start_s, end_s) of a stored segment, or from its start to the track's end, or say why it cannot.
+def player(row, *, to_end: bool = False, context_s: float = 0.0, label: str | None = None) -> None:
+    """Play exactly [start_s, end_s) of a stored segment (widened by ``context_s`` each side), or to the track's end.
 
     ``row`` is a segment as the store gives it (a Series or a dict): ``path``,
     ``path_escaped`` (see :mod:`core.paths`), ``start_s`` and ``end_s``.
+    Whatever goes wrong is said in one line instead of a player.
     """
     path = from_text(row["path"], bool(row.get("path_escaped", False)))
+    start = max(0.0, float(row["start_s"]) - context_s)
     try:
         resolved = cfg().check_readable(path)
-        data = audio.excerpt_wav(resolved, float(row["start_s"]), None if to_end else float(row["end_s"]))
+        data = audio.excerpt_wav(resolved, start, None if to_end else float(row["end_s"]) + context_s)
     except AccessDenied as exc:
         st.caption(f"🔇 {exc}")
         return
@@ -103,6 +154,30 @@ def player(row, *, to_end: bool = False, label: str | None = None) -> None:
         st.caption(f"🔇 Cannot play {label or row['path']}: {exc}.")
         return
     st.audio(data, format="audio/wav")
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _preview(path: str, start_s: float, end_s: float) -> Preview:
+    return segment_preview(path, start_s, end_s)
+
+
+def look(row, *, compact: bool = False, width: int = 640) -> None:
+    """The segment's log-mel spectrogram (and waveform unless ``compact``) with its context; or one line why not."""
+    path = from_text(row["path"], bool(row.get("path_escaped", False)))
+    try:
+        shown = _preview(str(cfg().check_readable(path)), float(row["start_s"]), float(row["end_s"]))
+    except (AccessDenied, audio.AudioError):
+        return  # the player beside it already says why
+    st.altair_chart(preview_chart(shown, width=width, compact=compact), width="content")
+
+
+def labelled(name: str, row, label_column: str | None) -> str:
+    """A result's heading: its span, and the chosen label column's value beside it."""
+    text = span_label(name, row["start_s"], row["end_s"])
+    if label_column:
+        value = row.get(label_column) if hasattr(row, "get") else None
+        text += f" · {label_column}: **{value if value is not None and value == value else '—'}**"
+    return text
 
 
 @st.cache_resource(show_spinner=False)

@@ -19,6 +19,7 @@ import numpy as np
 from core import spaces
 from core.compare import (
     MAX_POINTS,
+    N_RESAMPLES,
     SEED,
     TRUSTWORTHINESS_MAX_POINTS,
     metrics_table,
@@ -96,7 +97,8 @@ def store_metrics(
     recording would otherwise vote for each other; ``group`` adds a coarser
     exclusion (source recording, speaker).  Items lacking a label or group
     value are left out and counted, rather than made a class of their own.
-    The result is cached under the models, label, group, k, level and map
+    With a group column the bootstrap intervals resample whole groups.  The
+    result is cached under the models, label, group, k, level and map
     method.
 
     Parameters
@@ -126,7 +128,7 @@ def store_metrics(
     check_level(level)
     check_k(k)
     key = json.dumps({"models": models, "label": label, "group": group, "k": k, "level": level,
-                      "method": method, "max_points": max_points})
+                      "method": method, "max_points": max_points, "n_resamples": N_RESAMPLES})
     version = _versions(store, models)
     hit = store.get_cached(METRICS_KIND, key, version)
     if hit is not None:
@@ -142,7 +144,8 @@ def store_metrics(
             keep &= np.array([v is not None for v in values], dtype=bool)
     groups = ([track_ids[keep]] if level == "segment" else []) + ([extra[keep]] if extra is not None else [])
     table = metrics_table({m: v[keep] for m, v in vectors.items()}, labels=None if labels is None else labels[keep],
-                          groups=groups or None, k=k, max_points=max_points)
+                          groups=groups or None, k=k, max_points=max_points,
+                          resample_groups=None if extra is None else extra[keep])
     if method:
         for m in models:
             table[m]["trustworthiness"] = _map_trustworthiness(store, m, method, level)

@@ -25,6 +25,7 @@ from core.models.base import model_table, normalise_key
 from core.models.precision import BF16_MIN_COSINE, PRECISIONS
 from core.paths import display
 from core.store import Store
+from core.wording import count_label
 
 OK, PARTIAL, NOTHING = 0, 1, 2
 
@@ -87,9 +88,8 @@ def cmd_extract(args) -> int:
 
     def progress(done: int, total: int, name: str) -> None:
         nonlocal bar
-        if bar is None:
-            bar = tqdm(total=None, unit="file", dynamic_ncols=True, file=sys.stderr)
-        bar.total = total
+        if bar is None:  # with its total from the start: a bar of unknown length prints a stray "0file" line
+            bar = tqdm(total=total, unit="file", dynamic_ncols=True, file=sys.stderr)
         bar.set_postfix_str(name.rsplit("/", 1)[-1][-30:], refresh=False)
         bar.update(1)
 
@@ -113,7 +113,7 @@ def cmd_extract(args) -> int:
         if not report.metadata_matched:
             print("warning: no metadata row matched; its 'path' column must name the files relative to the folder "
                   "given (or absolutely).", file=sys.stderr)
-    summary = (f"{report.files} files: {report.stored} stored, {report.skipped} already up to date, "
+    summary = (f"{count_label(report.files, 'file')}: {report.stored} stored, {report.skipped} already up to date, "
                f"{len(report.failed_paths)} failed; {report.audio_s:.1f} s of audio in {report.seconds:.1f} s.")
     print(summary, file=sys.stderr)
     if report.failures:
@@ -142,13 +142,21 @@ def cmd_info(args) -> int:
     if args.json:
         _print_json(info)
     else:
-        print(f"{info['tracks']} tracks, {info['segments']} segments, grid {info['grid']}")
+        print(f"{count_label(info['tracks'], 'track')}, {count_label(info['segments'], 'segment')}, "
+              f"grid {_grid_text(info['grid'])}")
         for space, n in info["embeddings"].items():
-            print(f"  {space}: {n} vectors")
-        print(f"{info['failures']} failed files in the latest runs; {info['missing_files']} tracks whose files are gone")
+            print(f"  {space}: {count_label(n, 'vector')}")
+        print(f"{count_label(info['failures'], 'failed file')} in the latest runs; "
+              f"{count_label(info['missing_files'], 'track')} whose files are gone")
         for p in info["missing_paths"]:
             print(f"  missing: {display(p)}")
     return OK
+
+
+def _grid_text(grid: dict | None) -> str:
+    if not grid or grid.get("window_s") is None:
+        return "not set (nothing extracted yet, or only imported vectors)"
+    return f"{grid['window_s']:g} s windows every {grid['hop_s']:g} s"
 
 
 def cmd_project(args) -> int:
@@ -173,7 +181,14 @@ def cmd_project(args) -> int:
 
 
 def _stored_space(store: Store, key: str) -> str:
+    """A stored space's key; a model that is not stored and cannot load here says why, not only that it is missing."""
+    from core.models.base import why_unavailable
+
     space = normalise_key(key)
+    if store.space(space) is None:
+        reason = why_unavailable(space)
+        if reason:
+            raise UsageError(f"No embeddings for {space!r} in {store.path.name}, and none can be made here: {reason}")
     store.require_space(space)
     return space
 
@@ -181,16 +196,15 @@ def _stored_space(store: Store, key: str) -> str:
 def cmd_search(args) -> int:
     from core import spaces
     from core.config import settings
-    from core.models.base import get_entry, load_model, split_key
+    from core.models.base import embeds_text, load_model, split_key
     from core.search import embed_clip, index_for, search_store
 
     store = _existing_store(args.db)
     key = _stored_space(store, args.model)
-    model_key, output = split_key(key)
-    entry = get_entry(model_key)
+    model_key, _ = split_key(key)
     space = spaces.load(store, key, "segment")
     if args.text is not None:
-        if "text" not in entry.capabilities or output:
+        if not embeds_text(key):
             raise UsageError(f"{key} embeds audio only; text search needs a text-audio model such as clap-htsat-unfused.")
         query = load_model(model_key).embed_text([args.text])[0]
     else:
@@ -225,16 +239,26 @@ def cmd_metrics(args) -> int:
     if args.json:
         _print_json(table)
         return OK
-    columns = sorted({name for m in models for name in table[m]})
+    columns = list(dict.fromkeys(name for m in models for name, v in table[m].items()
+                                 if not isinstance(v, (dict, list)) and name not in ("chance", "majority")))
     print(f"{'model':<28}" + "".join(f"{c:>16}" for c in columns))
     for m in models:
         print(f"{m:<28}" + "".join(f"{_number(table[m].get(c)):>16}" for c in columns))
+    for m in models:
+        if "ci95" in table[m]:
+            print(f"{m}: 95% intervals " + ", ".join(f"{metric} [{_number(lo)}, {_number(hi)}]"
+                                                    for metric, (lo, hi) in table[m]["ci95"].items()))
+    if args.label:
+        first = table[models[0]]
+        print(f"chance (label of a random other item) {_number(first['chance'])}, "
+              f"majority label {_number(first['majority'])}")
     for pair, values in table["pairs"].items():
         print(f"{pair}: CKA {_number(values['cka'])}, Jaccard@{args.k} {_number(values['jaccard_at_k'])}")
     info = table["info"]
     scored = f"a sample of {info['sampled']:,}" if info["sampled"] else "all"
     took = "cached" if info["cached"] else f"{info['seconds']:.1f} s"
-    print(f"{info['n']:,} {args.level}s shared by the models, {scored} scored ({took})", file=sys.stderr)
+    dropped = f"; {info['dropped']:,} without a label or group value left out" if info.get("dropped") else ""
+    print(f"{info['n']:,} {args.level}s shared by the models, {scored} scored ({took}){dropped}", file=sys.stderr)
     return OK
 
 
@@ -243,12 +267,44 @@ def _number(value) -> str:
 
 
 def cmd_export(args) -> int:
-    from core.exchange import export_parquet
-
     store = _existing_store(args.db)
-    n = export_parquet(store, _stored_space(store, args.model), args.out)
-    print(f"wrote {n} rows to {args.out}", file=sys.stderr)
-    return OK
+    space = _stored_space(store, args.model)
+    if args.clips is None:
+        from core.exchange import export_parquet
+
+        if args.ids:
+            raise UsageError("--ids chooses segments to cut as clips; pass --clips DIR with it.")
+        n = export_parquet(store, space, args.out)
+        print(f"wrote {n} rows to {args.out}", file=sys.stderr)
+        return OK
+    return _export_clips(store, space, args)
+
+
+def _export_clips(store: Store, space: str, args) -> int:
+    """One clip per segment of ``space`` (or of the ``--ids`` CSV) and ``segments.csv``; exit 1 when some failed."""
+    import numpy as np
+    import pandas as pd
+
+    from core.clips import SEGMENTS_CSV, match_ids, write_clips
+
+    ids = store.vectors(space)[0]
+    if args.ids:
+        if not Path(args.ids).is_file():
+            raise UsageError(f"{args.ids} does not exist.")
+        try:
+            wanted = pd.read_csv(args.ids)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{args.ids} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+        chosen = match_ids(store.segments_frame(with_metadata=False), wanted)
+        outside = chosen[~np.isin(chosen, ids)]
+        if len(outside):
+            raise UsageError(f"{len(outside)} segments of {args.ids} have no {space} vector; export them with their model.")
+        ids = chosen
+    written, failures = write_clips(store.rows(ids), args.clips)
+    print(f"wrote {written} clips and {SEGMENTS_CSV} to {display(args.clips)}", file=sys.stderr)
+    for line in failures:
+        print(f"  failed: {line}", file=sys.stderr)
+    return PARTIAL if failures else OK
 
 
 def cmd_import(args) -> int:
@@ -346,10 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)
 
-    p = sub.add_parser("export", help="write a model's embeddings to Parquet")
+    p = sub.add_parser("export", help="write a model's embeddings to Parquet, or its segments as audio clips")
     p.add_argument("--model", required=True)
     db_arg(p)
-    p.add_argument("--out", required=True)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="Parquet file of the embeddings")
+    target.add_argument("--clips", metavar="DIR", help="folder for one WAV clip per segment and segments.csv")
+    p.add_argument("--ids", metavar="CSV", help="with --clips: only the segments named by path,start_s "
+                                                "(the app's selection CSV, search --json)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", help="store precomputed embeddings from Parquet")

@@ -16,9 +16,11 @@ reading stored spaces and caching the results is :mod:`core.analyses`'s work.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from core.errors import BadInput, check_k, check_level
 from core.vectors import normalize
@@ -39,6 +41,12 @@ _BLOCK_VALUES = 1 << 24
 
 SEED = 0
 
+#: Resamples of every bootstrap interval (:func:`bootstrap_ci`).
+N_RESAMPLES = 1_000
+
+#: Item weights held at once by :func:`bootstrap_ci` (32 MB of float32).
+_BOOTSTRAP_BLOCK_VALUES = 1 << 23
+
 #: One line per metric, for the UI.
 EXPLANATIONS = {
     "knn_acc": "Share of items whose k nearest neighbours (cosine, own group excluded) vote for their own label; "
@@ -55,6 +63,10 @@ EXPLANATIONS = {
                        "(cosine); 1 means the map invents no false neighbours.",
     "cka": "Debiased linear CKA: how similar the two spaces' overall geometry is, from 0 (unrelated) to 1 "
            "(identical up to rotation and scale).",
+    "chance": "Accuracy of the label of a random other item (Σ p² over the labels): what k=1 scores in a space "
+              "that knows nothing; compare k-NN accuracy with it, not with 0.",
+    "ci95": "95 % bootstrap interval (1,000 resamples of the items, or of whole groups when a group column is set): "
+            "two models whose intervals overlap may not differ.",
     "jaccard_at_k": "Mean overlap of each item's k nearest neighbours in the two spaces (Jaccard); "
                     "1 − this is how much the models disagree about what sounds alike.",
 }
@@ -211,6 +223,179 @@ def knn_classification(indices: np.ndarray, labels: np.ndarray, *, k: int | None
         "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)),
         "predictions": predictions,
     }
+
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    groups: np.ndarray | None = None,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = SEED,
+) -> np.ndarray:
+    """Percentile bootstrap interval of statistics over ``n`` items, resampling items or whole groups.
+
+    Slices of one recording are not independent evidence: with ``groups``
+    (source file, speaker) whole groups are drawn with replacement and each
+    brings all its items, so the interval reflects how many independent
+    sources were scored, not how many slices.  A resample is passed to
+    ``statistic`` as item weights (how many times each item was drawn), so a
+    statistic that is a weighted sum scores every resample of a block in one
+    matrix product; any sklearn metric taking ``sample_weight`` works too.
+    The same ``seed``, ``n`` and ``groups`` give the same resamples, so
+    intervals of several statistics or models are paired.
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(weights) -> np.ndarray [shape=(b,) or (b, m)]`` for
+        ``weights`` np.ndarray [shape=(b, n), dtype=float32]; NaN values
+        (a resample where the statistic is undefined) are ignored.
+    n : int > 0
+        Items scored.
+    groups : np.ndarray [shape=(n,)], optional
+        The group of each item; resample groups instead of items.
+    n_resamples : int > 0
+    confidence : float in (0, 1)
+    seed : int
+
+    Returns
+    -------
+    interval : np.ndarray [shape=(2,) or (m, 2), dtype=float64]
+        Low and high percentile of the resampled statistics; NaN where every
+        resample was NaN.
+    """
+    if n < 1 or n_resamples < 1 or not 0 < confidence < 1:
+        raise CompareError(f"A bootstrap needs items, resamples and a confidence in (0, 1); got n={n}, "
+                           f"n_resamples={n_resamples}, confidence={confidence}.")
+    if groups is None:
+        units, n_units = np.arange(n), n
+    else:
+        units, uniques = _codes(groups, n, "group")
+        n_units = len(uniques)
+    rng = np.random.default_rng(seed)
+    step = max(1, _BOOTSTRAP_BLOCK_VALUES // max(n, n_units))
+    values = []
+    for start in range(0, n_resamples, step):
+        b = min(step, n_resamples - start)
+        drawn = rng.integers(0, n_units, size=(b, n_units), dtype=np.int64) + (np.arange(b) * n_units)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=b * n_units).reshape(b, n_units).astype(np.float32)
+        values.append(np.asarray(statistic(counts if groups is None else counts[:, units]), dtype=np.float64))
+    stats = np.concatenate(values)
+    tail = 100 * (1 - confidence) / 2
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as documented
+        interval = np.nanpercentile(stats, [tail, 100 - tail], axis=0)
+    return np.moveaxis(interval, 0, -1)
+
+
+def _one_hot(codes: np.ndarray, n_labels: int) -> np.ndarray:
+    """float32 indicator matrix [shape=(n, n_labels)]; a code of -1 (no prediction) has no column."""
+    out = np.zeros((len(codes), n_labels), dtype=np.float32)
+    rows = np.flatnonzero(codes >= 0)
+    out[rows, codes[rows]] = 1.0
+    return out
+
+
+def classification_scores(weights: np.ndarray, truth: np.ndarray, predicted: np.ndarray, n_labels: int) -> np.ndarray:
+    """Accuracy and macro-F1 of weighted items, for many weightings at once (the bootstrap's statistic).
+
+    With unit weights this is ``knn_classification``'s accuracy and
+    sklearn's macro-F1 over the labels present among the true labels; a
+    label absent from a resample is left out of its macro average, as
+    sklearn leaves out a label absent from the data.
+
+    Parameters
+    ----------
+    weights : np.ndarray [shape=(b, n)]
+    truth, predicted : np.ndarray [shape=(n,), dtype=int]
+        Label codes in ``[0, n_labels)``; ``-1`` in ``predicted`` is a
+        missing prediction, always wrong.
+
+    Returns
+    -------
+    np.ndarray [shape=(b, 2)]
+        Accuracy and macro-F1 of each weighting.
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    correct = (predicted == truth).astype(np.float32)
+    true_hot = _one_hot(truth, n_labels)
+    support = w @ true_hot
+    hits = w @ (true_hot * correct[:, None])
+    claimed = w @ _one_hot(predicted, n_labels)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = (w @ correct) / total
+        denom = support + claimed
+        f1 = np.where(denom > 0, 2 * hits / np.where(denom > 0, denom, 1), 0.0)
+        present = support > 0
+        macro = (f1 * present).sum(axis=1) / present.sum(axis=1)
+    return np.stack([accuracy, macro], axis=1)
+
+
+def label_report(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """How k-NN votes fare per label, what chance would score, and the confusion behind it.
+
+    Parameters
+    ----------
+    labels : np.ndarray [shape=(n,)]
+        True labels, none missing.
+    predictions : np.ndarray [shape=(n,)]
+        From :func:`knn_classification`: label values, ``None`` where no
+        neighbour was left.
+
+    Returns
+    -------
+    dict
+        ``per_class`` ({label: share of its items predicted right}),
+        ``chance`` (Σ p², the accuracy of the label of a random other item:
+        what a space with no information scores with k=1), ``majority`` (the
+        largest label's share: what always answering it scores), and
+        ``confusion`` (``labels``: the label names in order, ``counts``:
+        list of rows, true label by predicted label, with a last column
+        ``"(no neighbour)"`` when some item had none).
+    """
+    y, uniques = _codes(labels, len(np.asarray(labels)), "label")
+    names = [str(u) for u in uniques]
+    index = {name: i for i, name in enumerate(names)}
+    pred = np.array([-1 if p is None else index.get(str(p), -1) for p in predictions], dtype=np.int64)
+    n_labels = len(names)
+    missing = bool((pred < 0).any())
+    counts = np.zeros((n_labels, n_labels + missing), dtype=np.int64)
+    np.add.at(counts, (y, np.where(pred >= 0, pred, n_labels)), 1)
+    sizes = counts.sum(axis=1)
+    share = sizes / max(1, sizes.sum())
+    return {
+        "per_class": {name: float(counts[i, i] / sizes[i]) for i, name in enumerate(names)},
+        "chance": float(np.sum(share ** 2)),
+        "majority": float(share.max(initial=0.0)),
+        "confusion": {"labels": names + (["(no neighbour)"] if missing else []), "counts": counts.tolist()},
+    }
+
+
+def classification_ci(labels: np.ndarray, predictions: np.ndarray, *, groups: np.ndarray | None = None,
+                      n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict:
+    """Bootstrap 95 % intervals of a k-NN classification's accuracy and macro-F1 (:func:`bootstrap_ci`).
+
+    Parameters
+    ----------
+    labels, predictions : np.ndarray [shape=(n,)]
+        As for :func:`label_report`.
+    groups : np.ndarray [shape=(n,)], optional
+        Resample whole groups (source recordings, speakers) instead of items.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy": [low, high], "macro_f1": [low, high]}``.
+    """
+    y, uniques = _codes(labels, len(np.asarray(labels)), "label")
+    index = {str(u): i for i, u in enumerate(uniques)}
+    pred = np.array([-1 if p is None else index.get(str(p), -1) for p in predictions], dtype=np.int64)
+    interval = bootstrap_ci(lambda w: classification_scores(w, y, pred, len(uniques)), len(y), groups=groups,
+                            n_resamples=n_resamples, seed=seed)
+    return {"accuracy": interval[0].tolist(), "macro_f1": interval[1].tolist()}
 
 
 def sample_rows(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -518,6 +703,8 @@ def metrics_table(
     maps: Mapping[str, np.ndarray] | None = None,
     max_points: int = MAX_POINTS,
     seed: int = SEED,
+    resample_groups: np.ndarray | None = None,
+    n_resamples: int = N_RESAMPLES,
 ) -> dict:
     """Every metric for several spaces of the same items, in the shape of the ``metrics`` command's JSON.
 
@@ -540,17 +727,29 @@ def metrics_table(
         2-D maps whose trustworthiness at k is added to their model.
     max_points : int
     seed : int
+        Of the sample and of the bootstrap.
+    resample_groups : np.ndarray [shape=(n,)], optional
+        The bootstrap intervals resample these groups (a user's group column)
+        rather than items.
+    n_resamples : int
+        Resamples of each bootstrap interval.
 
     Returns
     -------
     dict
-        ``{MODEL: {"hubness", "knn_acc_k1", "knn_acc_k{k}", "macro_f1",
-        "silhouette", "nmi", "ari", "trustworthiness"}, …,
-        "pairs": {"A|B": {"cka", "jaccard_at_k"}}, "info": {…}}``; label
-        metrics only with labels, trustworthiness only with a map.  ``info``
-        holds ``n`` (items given), ``sampled`` (items scored, or None when
-        all were), ``k``, ``seed``, ``groups_excluded``, and
-        ``trustworthiness_points`` (the sample size of trustworthiness).
+        ``{MODEL: {"knn_acc_k1", "knn_acc_k{k}", "macro_f1", "silhouette",
+        "nmi", "ari", "hubness", "trustworthiness", "chance", "majority",
+        "per_class", "ci95", "confusion"}, …, "pairs": {"A|B": {"cka",
+        "jaccard_at_k"}}, "info": {…}}``, scalars first, accuracy first.
+        Label metrics only with labels: ``chance`` and ``majority`` as in
+        :func:`label_report`, ``per_class`` and ``confusion`` at k, ``ci95``
+        ``{metric: [low, high]}`` for the k-NN accuracies and macro-F1
+        (:func:`classification_ci`).  Trustworthiness only with a map.
+        ``info`` holds ``n`` (items given), ``sampled`` (items scored, or
+        None when all were), ``k``, ``seed``, ``groups_excluded``,
+        ``resampled`` (``"groups"`` or ``"items"``, with labels),
+        ``n_resamples`` and ``trustworthiness_points`` (the sample size of
+        trustworthiness).
     """
     names = list(spaces)
     if not names:
@@ -565,6 +764,7 @@ def metrics_table(
     rows = sample_rows(n, max_points, seed)
     group_rows = [np.asarray(g)[rows] for g in _group_columns(groups)] or None
     label_rows = None if labels is None else np.asarray(labels)[rows]
+    boot_rows = None if resample_groups is None else np.asarray(resample_groups)[rows]
 
     table: dict = {}
     neighbours: dict[str, np.ndarray] = {}
@@ -572,18 +772,26 @@ def metrics_table(
         x = np.asarray(spaces[name])[rows]
         idx, _ = knn(x, k=k, groups=group_rows)
         neighbours[name] = idx
-        row: dict = {"hubness": hubness(idx)}
+        row: dict = {}
+        nested: dict = {}
         if label_rows is not None:
+            intervals = {}
             for kv in sorted({1, k}):
                 scores = knn_classification(idx, label_rows, k=kv)
-                row[f"knn_acc_k{kv}"] = scores["accuracy"]
+                ci = classification_ci(label_rows, scores["predictions"], groups=boot_rows,
+                                       n_resamples=n_resamples, seed=seed)
+                row[f"knn_acc_k{kv}"], intervals[f"knn_acc_k{kv}"] = scores["accuracy"], ci["accuracy"]
                 if kv == k:
-                    row["macro_f1"] = scores["macro_f1"]
+                    row["macro_f1"], intervals["macro_f1"] = scores["macro_f1"], ci["macro_f1"]
+                    report = label_report(label_rows, scores["predictions"])
             row["silhouette"] = silhouette(x, label_rows)
             row.update(kmeans_agreement(x, label_rows, seed=seed))
+            nested = {"chance": report["chance"], "majority": report["majority"], "per_class": report["per_class"],
+                      "ci95": intervals, "confusion": report["confusion"]}
+        row["hubness"] = hubness(idx)
         if maps is not None and name in maps:
             row["trustworthiness"] = trustworthiness(spaces[name], maps[name], k=k, seed=seed)
-        table[name] = row
+        table[name] = {**row, **nested}
 
     wide = {name: np.asarray(spaces[name])[rows].astype(np.float64) for name in names}
     self_hsic = {name: _self_hsic(x) for name, x in wide.items()}
@@ -600,9 +808,41 @@ def metrics_table(
         "k": k,
         "seed": seed,
         "groups_excluded": groups is not None,
+        **({"resampled": "groups" if resample_groups is not None else "items", "n_resamples": n_resamples}
+           if labels is not None else {}),
         "trustworthiness_points": min(n, TRUSTWORTHINESS_MAX_POINTS) if maps else None,
     }
     return table
+
+
+def metric_rows(table: Mapping, models: Sequence[str]) -> pd.DataFrame:
+    """:func:`metrics_table`'s scalars as one row per model, each interval beside its metric as ``[low, high]``.
+
+    The columns keep the table's order (accuracy first); ``chance`` and
+    ``majority`` are the label's, the same for every model, and are said once
+    by the page rather than repeated per row.
+    """
+    rows = []
+    for m in models:
+        row = {}
+        for name, value in table[m].items():
+            if name in ("chance", "majority") or isinstance(value, (dict, list)):
+                continue
+            row[name] = value
+            if name in table[m].get("ci95", {}):
+                low, high = table[m]["ci95"][name]
+                row[f"{name} 95% CI"] = f"[{low:.3f}, {high:.3f}]"
+        rows.append(row)
+    return pd.DataFrame(rows, index=list(models))
+
+
+def confusion_frame(confusion: Mapping) -> pd.DataFrame:
+    """:func:`label_report`'s confusion as long rows (``true``, ``predicted``, ``count``, ``share`` of the true label)."""
+    labels, counts = confusion["labels"], np.asarray(confusion["counts"], dtype=np.int64)
+    sizes = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    true, predicted = np.meshgrid(np.arange(counts.shape[0]), np.arange(counts.shape[1]), indexing="ij")
+    return pd.DataFrame({"true": np.asarray(labels)[true.ravel()], "predicted": np.asarray(labels)[predicted.ravel()],
+                         "count": counts.ravel(), "share": (counts / sizes).ravel()})
 
 
 def point_neighbours(ids: np.ndarray, track_ids: np.ndarray, vectors: np.ndarray, item: int, *, k: int = 10,

@@ -26,18 +26,33 @@ import pandas as pd
 
 from core.cluster import cached_clusters
 from core.errors import BadInput
-from core.paths import playlist_entry
 from core.spaces import read_vectors
 from core.store import Store
 
-#: A categorical colour keeps this many categories; the long tail becomes "other".
+#: A categorical colour gives this many values a colour; the rest are drawn grey as "other".
 MAX_CATEGORIES = 20
+
+#: Labels of the values folded together, of a missing value and of HDBSCAN's noise.
+OTHER, MISSING, NOISE = "other", "(missing)", "noise"
+
+#: Categories that carry no class and are drawn in greys rather than a palette colour.
+GREY_VALUES = {OTHER: "#c4c4c4", NOISE: "#dcdcdc", MISSING: "#a3a3a3"}
+
+#: tableau10 and tableau20, their greys swapped for cyan and olive, so that only what carries no class is grey.
+_TABLEAU10 = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+              "#17becf")
+_TABLEAU20 = ("#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#59a14f", "#8cd17d", "#b6992d", "#f1ce63", "#499894",
+              "#86bcb6", "#e15759", "#ff9d9a", "#17becf", "#bcbd22", "#d37295", "#fabfd2", "#b07aa1", "#d4a6c8",
+              "#9d7660", "#d7b5a6")
 
 #: Points drawn per chart before a stratified sample takes over.  In headless Chromium on
 #: 2 idle cores (bench/bench_explore.py) two linked views of 10k points paint in about 4.3 s
 #: and answer a click in about 0.8 s; at 20k they took 5.9 s and up to 1.5 s, past the
 #: 5 s / 1 s targets.  Users can raise it; the caption always says when a sample is drawn.
 DISPLAY_CAP = 10_000
+
+#: Width of one column of a categorical legend, which sits below the maps.
+LEGEND_COLUMN_PX = 170
 
 #: The name under which the page hands :func:`chart_data`'s rows to the spec (``spec["datasets"]``).
 DATASET = "points"
@@ -95,6 +110,49 @@ def coinciding(ids_a: np.ndarray, ids_b: np.ndarray) -> int:
     return int(len(np.intersect1d(ids_a, ids_b)))
 
 
+def views_difference(frame: pd.DataFrame, level: str = "segment") -> str | None:
+    """Why two views of :func:`linked_frame` draw different points, or None when they draw the same.
+
+    Two models extracted on different files differ by whole tracks; only
+    imported vectors, which keep their own segments, can differ inside a
+    track that both views hold.  The sentence names the cause it sees.
+    """
+    in_a, in_b = frame["x0"].notna().to_numpy(), frame["x1"].notna().to_numpy()
+    both, only_a, only_b = int((in_a & in_b).sum()), int((in_a & ~in_b).sum()), int((~in_a & in_b).sum())
+    if not only_a and not only_b:
+        return None
+    tracks = frame["track_id"].to_numpy()
+    shared_tracks = np.intersect1d(tracks[in_a], tracks[in_b])
+    inside = np.isin(tracks[in_a ^ in_b], shared_tracks).any()
+    cause = ("imported vectors keep their own segments" if inside
+             else "the two models were extracted on different files")
+    return (f"The views hold different {level}s ({cause}): {both:,} in both views (same path, start and end), "
+            f"{only_a:,} only in A and {only_b:,} only in B, each drawn in its own view only.")
+
+
+def carry_selection(segments: pd.DataFrame, ids: Sequence[int], from_level: str, to_level: str) -> list[int]:
+    """The points of ``to_level`` that hold a selection made at ``from_level``.
+
+    A segment becomes its track and a track its first segment, so that
+    switching levels keeps the same audio rather than the same id (segment
+    101 is not track 101).
+
+    Parameters
+    ----------
+    segments : pd.DataFrame
+        ``segment_id``, ``track_id`` and ``start_s`` of every segment (:meth:`core.store.Store.segment_table`).
+    ids : sequence of int
+        Selected ids at ``from_level``, clicked first.
+    """
+    if from_level == to_level:
+        return list(ids)
+    by_segment = segments.set_index("segment_id")["track_id"]
+    if to_level == "track":
+        return list(dict.fromkeys(int(by_segment[i]) for i in ids if i in by_segment.index))
+    first = segments.sort_values("start_s", kind="stable").drop_duplicates("track_id").set_index("track_id")["segment_id"]
+    return [int(first[t]) for t in ids if t in first.index]
+
+
 def projection_note(projection: dict) -> str:
     """A map's caption: how far its 2-D layout can be trusted, and what it cost.
 
@@ -145,23 +203,61 @@ def disagreement_points(store: Store, maps: dict, scored: dict, *, models: Seque
 # ---------------------------------------------------------------------- colours
 
 
-def colour_column(values: pd.Series, max_categories: int = MAX_CATEGORIES) -> pd.Series:
-    """Numbers stay numbers; text keeps its most frequent categories and folds the rest into 'other'.
+def colour_column(values: pd.Series, keep: np.ndarray | None = None, max_categories: int = MAX_CATEGORIES,
+                  chosen: Sequence[str] | None = None) -> pd.Series:
+    """Numbers stay numbers; text gives up to ``max_categories`` values a colour and folds the rest into "other".
 
-    Labels come back as a pandas categorical so that the chart's Arrow
-    payload carries each label once, not once per point.
+    The values are ranked over the points shown (``keep``), not over the
+    whole collection: after a filter to eight categories all eight get a
+    colour.  ``chosen`` names the values to colour instead of the most
+    frequent ones.  Labels come back as a pandas categorical so that the
+    chart's Arrow payload carries each label once, not once per point; the
+    categories are the coloured values in rank order, then those drawn grey
+    (:data:`GREY_VALUES`).
+
+    Parameters
+    ----------
+    values : pd.Series [shape=(n,)]
+    keep : np.ndarray [shape=(n,), dtype=bool], optional
+        The points shown; all when omitted.
+    max_categories : int
+    chosen : sequence of str, optional
     """
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float32")
-    text = values.astype("string").fillna("(missing)")
-    counts = text.value_counts()
-    if len(counts) > max_categories:
-        keep = set(counts.index[: max_categories - 1])
-        text = text.where(text.isin(keep), "other")
-        order = [*counts.index[: max_categories - 1], "other"]
-    else:
-        order = list(counts.index)
+    text = values.astype("string").fillna(MISSING)
+    counts = (text if keep is None else text[np.asarray(keep, dtype=bool)]).value_counts()
+    ranked = [v for v in counts.index if v not in GREY_VALUES]
+    coloured = ranked[:max_categories] if chosen is None else [v for v in chosen if v in counts.index][:max_categories]
+    text = text.where(text.isin(set(coloured) | set(GREY_VALUES) - {OTHER}), OTHER)
+    present = set(text if keep is None else text[np.asarray(keep, dtype=bool)])
+    order = [*coloured, *[g for g in GREY_VALUES if g in present]]
+    order += sorted(set(text) - set(order))  # hidden by the filter: drawn nowhere, but a valid category
     return pd.Categorical(text, categories=order)
+
+
+def colour_values(values: pd.Series, keep: np.ndarray | None = None) -> list[str]:
+    """Every text value among the points shown, most frequent first: the choice of values to colour."""
+    text = values.astype("string").fillna(MISSING)
+    counts = (text if keep is None else text[np.asarray(keep, dtype=bool)]).value_counts()
+    return [v for v in counts.index if v not in GREY_VALUES]
+
+
+def colour_range(categories: Sequence[str]) -> list[str]:
+    """The colour of each category: tableau10 (up to ten values) or tableau20, grey for :data:`GREY_VALUES`.
+
+    Grey marks what carries no class: the folded tail, HDBSCAN's noise and
+    missing values, so they never take a colour a real value would need.
+    """
+    palette = _TABLEAU10 if sum(c not in GREY_VALUES for c in categories) <= 10 else _TABLEAU20
+    colours, i = [], 0
+    for c in categories:
+        if c in GREY_VALUES:
+            colours.append(GREY_VALUES[c])
+        else:
+            colours.append(palette[i % len(palette)])
+            i += 1
+    return colours
 
 
 def top_tag(ids: np.ndarray, scores: np.ndarray, tag_names: list[str]) -> pd.Series:
@@ -218,7 +314,7 @@ def derived_colour(store: Store, *, space: str, ids: np.ndarray, level: str, kin
         title, description = f"top tag ({space})", ""
     else:
         found = cached_clusters(store, space, level, kind, k=k, min_cluster_size=min_cluster_size)
-        values = pd.Series(found["labels"], index=found["ids"]).map(lambda v: "noise" if v < 0 else f"cluster {v}")
+        values = pd.Series(found["labels"], index=found["ids"]).map(lambda v: NOISE if v < 0 else f"cluster {v}")
         title, description = "cluster", f"Clusters: {found['description']}, model {space}."
     return title, values.reindex(ids).reset_index(drop=True), description
 
@@ -356,21 +452,6 @@ def selection_table(frame: pd.DataFrame, ids: list[int], coordinate_names: dict[
     return table[[*first, *[c for c in table.columns if c not in first]]]
 
 
-def m3u8(table: pd.DataFrame) -> str:
-    """An extended M3U playlist (UTF-8) of the tracks in a selection, each once, in selection order.
-
-    A name that is not UTF-8 or holds a control character is written as a
-    ``file://`` URI (:func:`core.paths.playlist_entry`), which keeps its exact bytes.
-    """
-    lines = ["#EXTM3U"]
-    for _, row in table.drop_duplicates("path").iterrows():
-        duration = row.get("track_duration_s")
-        seconds = int(round(duration)) if duration is not None and pd.notna(duration) else -1
-        name = str(row["name"]).replace("\n", " ").replace("\r", " ")
-        lines += [f"#EXTINF:{seconds},{name}", playlist_entry(str(row["path"]), bool(row.get("path_escaped", False)))]
-    return "\n".join(lines) + "\n"
-
-
 def to_csv_bytes(table: pd.DataFrame) -> bytes:
     return table.to_csv(index=False).encode("utf-8")
 
@@ -448,7 +529,10 @@ def linked_spec(n_points: int, titles: Sequence[str], colour: Sequence[str] | st
     stores = selections(len(titles), drag)
     chosen = {"or": [{"param": s, "empty": False} for s in stores]}
     anything = " || ".join(f"length(data('{s}_store'))" for s in stores)
-    colour_enc = _colour_encoding(colour, colour_title)
+    # Below the maps the legend never widens the chart past the column (at 1400 px two maps and a legend beside
+    # them overflowed); it takes as many columns as fit under the maps.
+    total_width = len(titles) * width + 24 * (len(titles) - 1)
+    colour_enc = _colour_encoding(colour, colour_title, max(1, total_width // LEGEND_COLUMN_PX))
     views = []
     for i, title in enumerate(titles):
         x = alt.X(f"x{i}:Q", axis=None, scale=alt.Scale(zero=False))
@@ -479,12 +563,13 @@ def linked_spec(n_points: int, titles: Sequence[str], colour: Sequence[str] | st
     return spec
 
 
-def _colour_encoding(colour, title: str | None):
+def _colour_encoding(colour, title: str | None, columns: int):
     if colour is None:
         return None
     if colour == "numeric":
-        return alt.Color("colour:Q", title=title, scale=alt.Scale(scheme="viridis"))
-    scheme = "tableau10" if len(colour) <= 10 else "tableau20"
-    return alt.Color("colour:N", title=title, sort=list(colour), scale=alt.Scale(scheme=scheme),
-                     legend=alt.Legend(columns=1 if len(colour) <= 12 else 2, symbolLimit=MAX_CATEGORIES + 1,
-                                       labelLimit=140))
+        return alt.Color("colour:Q", title=title, scale=alt.Scale(scheme="viridis"),
+                         legend=alt.Legend(orient="bottom", direction="horizontal", titleLimit=0))
+    return alt.Color("colour:N", title=title, sort=list(colour),
+                     scale=alt.Scale(domain=list(colour), range=colour_range(colour)),
+                     legend=alt.Legend(orient="bottom", direction="horizontal", columns=min(columns, len(colour)),
+                                       symbolLimit=0, labelLimit=LEGEND_COLUMN_PX - 30, titleLimit=0))

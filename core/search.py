@@ -679,16 +679,40 @@ def _search_index(index, space, query: np.ndarray, k: int, level: str,
 
 
 def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None = None, *,
-               max_samples: int | None = None) -> np.ndarray:
+               max_samples: int | None = None, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
     """A query vector for an audio file: the normalised mean of its segment embeddings on the store's grid.
 
     ``space`` picks one of the adapter's outputs (default: its main space).
-    The clip is decoded whole, so ``max_samples`` (sample values, frames ×
-    channels; default :data:`core.audio.DEFAULT_MAX_SAMPLES`) bounds it: a
-    server taking clips from strangers passes a small one.
+    ``start_s``/``end_s`` choose a region of the clip (the grid starts at
+    ``start_s``); the default is all of it.  The clip's region is decoded
+    whole, so ``max_samples`` (sample values, frames × channels; default
+    :data:`core.audio.DEFAULT_MAX_SAMPLES`) bounds it: a server taking clips
+    from strangers passes a small one.
+
+    A stored file uploaded again scores a little below 1 against its own
+    segments: the query is the mean of all its segments, not one of them,
+    and a lossy file (MP3, Ogg) may decode to slightly different samples.
     """
     from core import audio
 
-    y, sr = audio.load(path, dtype=adapter.entry.input_dtype, max_samples=max_samples or audio.DEFAULT_MAX_SAMPLES)
+    y, sr = audio.load(path, offset_s=start_s, duration_s=None if end_s is None else end_s - start_s,
+                       dtype=adapter.entry.input_dtype, max_samples=max_samples or audio.DEFAULT_MAX_SAMPLES)
     segments = audio.segment_grid(len(y) / sr, window_s, hop_s)
     return mean_embedding(adapter.embed(y, sr, segments)[space or adapter.entry.key])
+
+
+def precision_at_k(results: list[dict], column: str, query_value) -> float | None:
+    """Share of the results whose ``column`` holds the query's value: how good this one search was.
+
+    Parameters
+    ----------
+    results : list of dict
+        :func:`search_store`'s results (their ``metadata``).
+    column : str
+        A metadata column.
+    query_value
+        The query's value in it; None (or NaN) when the query has none, and then so has the precision.
+    """
+    if query_value is None or query_value != query_value or not results:
+        return None
+    return sum(str(r["metadata"].get(column)) == str(query_value) for r in results) / len(results)

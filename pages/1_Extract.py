@@ -10,7 +10,7 @@ from core.audio import DEFAULT_HOP_S, DEFAULT_WINDOW_S
 from core.demo import build as build_demo
 from core.errors import AccessDenied, AEBError, BadInput
 from core.extract import extract, read_metadata_csv
-from core.models.base import default_device, devices
+from core.models.base import default_device, devices, unavailable_families
 from core.models.precision import PRECISIONS
 
 st.set_page_config(page_title="Extract · Audio embedding browser", page_icon="📥", layout="wide")
@@ -70,10 +70,10 @@ st.caption("Suggested: **aisfx** or **CLAP** for general sounds; **MusiCNN**, **
 default = [k for k in ("aisfx", "musicnn-msd") if k in set(available["key"])][:1] or ["dsp"]
 models = st.multiselect("Models to run", list(available["key"]), default=default,
                         format_func=lambda k: f"{k} ({int(status.set_index('key').loc[k, 'dim'])}-D)")
-unavailable = status[~status["available"]]
-if len(unavailable):
-    with st.expander(f"{len(unavailable)} models unavailable here"):
-        st.dataframe(unavailable[["key", "reason"]], hide_index=True, width="stretch")
+missing = unavailable_families(status.to_dict("records"))
+if missing:  # in full where models are picked: a model absent from the list must say why
+    st.warning("Not available here, so not in the list:\n" + "\n".join(
+        f"- **{family}** ({', '.join(keys)}): {reason}" for family, (keys, reason) in missing.items()))
 with st.expander("Model information and licences"):
     st.dataframe(status[["key", "dim", "licence", "weights", "description"]], hide_index=True, width="stretch")
 

@@ -1,11 +1,16 @@
 """Explore: two linked maps of the embedding spaces. Select in one, see the same segments in the other, listen, export."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 import ui
+from core import clips
 from core import explore as ex
 from core.cluster import ClusterError, default_min_cluster_size
+from core.preview import CONTEXT_S
+from core.wording import count_label
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
@@ -17,13 +22,21 @@ DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
 METADATA = ui.metadata_names(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 N_PLAYERS = 10
+CARRIED_KEY = "explore_selection"  # (level, ids) of the last selection, carried across a switch of level
 
-top = st.columns([2, 2, 2, 2])
-single = top[0].toggle("Single view", help="One map instead of two side by side, for small screens.")
-level = top[1].radio("Points", list(ui.LEVEL_LABELS), horizontal=True, format_func=ui.LEVEL_LABELS.get)
-drag = top[2].radio("Drag to", ["select", "zoom"], horizontal=True,
+# The map's layout sits in the sidebar, so that the maps start on the first screen.
+with st.sidebar:
+    st.markdown("**Map layout**")
+    single = st.toggle("Single view", help="One map instead of two side by side, for small screens.")
+    drag = st.radio("Drag to", ["select", "zoom"], horizontal=True,
                     format_func=lambda v: "select a box" if v == "select" else "pan (wheel zooms)")
-map_width = top[3].select_slider("Map size", [360, 440, 520, 640, 800], value=440 if not single else 800)
+    # The default fits the main column of a 1400 px window (two maps of 440 px and their gap); wider screens
+    # may take the larger sizes.
+    map_width = st.select_slider("Map size", [480, 640, 800, 960] if single else [320, 400, 440, 480, 520],
+                                 value=800 if single else 440,
+                                 help="Sizes above the default need a window wider than 1400 px.")
+    cap = int(st.number_input("Points drawn", 1_000, 500_000, ex.DISPLAY_CAP, 5_000,
+                              help="Above this count the map draws a stratified sample and says so."))
 
 
 def view_controls(i: int, column) -> dict:
@@ -83,18 +96,6 @@ def projection(view: dict, column) -> dict:
 
 view_columns = st.columns(1 if single else 2)
 views = [view_controls(i, col) for i, col in enumerate(view_columns)]
-projections = [projection(v, col) for v, col in zip(views, view_columns)]
-for col, proj in zip(view_columns, projections):
-    col.caption(f"{len(proj['ids']):,} points · " + ex.projection_note(proj))
-if len(views) == 2 and views[0]["space"] != views[1]["space"]:
-    ids_a, ids_b = projections[0]["ids"], projections[1]["ids"]
-    shared = ex.coinciding(ids_a, ids_b)
-    if shared < max(len(ids_a), len(ids_b)):
-        st.caption(f"⚠️ The views' segments differ (imported vectors keep their own): {shared:,} in both views "
-                   f"(same path, start and end), {len(ids_a) - shared:,} only in A and {len(ids_b) - shared:,} only in B, "
-                   "each drawn in its own view only.")
-
-
 @st.cache_resource(max_entries=4, show_spinner=False)
 def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
     """Every point with every view's coordinates; read-only, shared by the reruns that clicks cause."""
@@ -102,21 +103,28 @@ def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
     return ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in projs], level=level)
 
 
-keys = tuple(view_key(v) for v in views)
-frame = linked(DB, VERSION, level, keys)
 
 # ---------------------------------------------------------------------------- colour and filter
 extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
 colour_options = ["(none)", *METADATA, *[f"top tag · {s}" for s in ex.tagged_spaces(spaces)],
                   "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
-c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+c0, c1, c2, c3 = st.columns([3, 3, 2, 2])
+level = c0.radio("Points", list(ui.LEVEL_LABELS), horizontal=True, format_func=ui.LEVEL_LABELS.get)
 colour_choice = c1.selectbox("Colour by", colour_options,
                              help="Metadata, a tagger's top tag, clusters found in the embedding space, or scores sent by the Search page.")
 trajectory = c2.toggle("Trajectory", disabled=level == "track",
                        help="Join the clicked track's segments in time order, in every view.")
-cap = int(c3.number_input("Points drawn", 1_000, 500_000, ex.DISPLAY_CAP, 5_000,
-                          help="Above this count the map draws a stratified sample and says so."))
-name_filter = c4.text_input("File name contains", "")
+name_filter = c3.text_input("File name contains", "")
+
+projections = [projection(v, col) for v, col in zip(views, view_columns)]
+for col, proj in zip(view_columns, projections):
+    col.caption(f"{len(proj['ids']):,} points · " + ex.projection_note(proj))
+keys = tuple(view_key(v) for v in views)
+frame = linked(DB, VERSION, level, keys)
+if len(views) == 2 and views[0]["space"] != views[1]["space"]:
+    difference = ex.views_difference(frame, level)
+    if difference:
+        st.caption(difference)
 
 with st.expander("Filter by metadata", expanded=False):
     f1, f2 = st.columns([1, 3])
@@ -173,73 +181,114 @@ elif colour_choice.startswith("from Search · "):
     colour_key = (colour_choice, int(pd.util.hash_pandas_object(values).sum()))
 
 keep = ex.filter_mask(frame, None if filter_column == "(none)" else filter_column, filter_values, filter_range, name_filter)
+coloured = None
+if colour_values is not None and not pd.api.types.is_numeric_dtype(colour_values):
+    coloured = st.multiselect(
+        "Values with a colour", ex.colour_values(colour_values, keep), key=f"coloured-{colour_key}",
+        max_selections=ex.MAX_CATEGORIES, placeholder=f"the {ex.MAX_CATEGORIES} most frequent among the points shown",
+        help=f"Up to {ex.MAX_CATEGORIES} values get a colour; the others are drawn grey as “other”.") or None
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, cap: int, _frame, _keep, _colour):
+def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, coloured: tuple | None, cap: int,
+          _frame, _keep, _colour):
     """The chart's rows, built once per (views, colour, filter, cap): a click reruns the page but reuses them."""
-    colour = ex.colour_column(_colour) if _colour is not None else None
+    colour = ex.colour_column(_colour, _keep, chosen=coloured) if _colour is not None else None
     return ex.chart_data(_frame, _keep, cap=cap, strata="colour", colour=colour)
 
 
 filter_key = (filter_column, tuple(filter_values or ()), filter_range, name_filter)
-data, note = drawn(keys, VERSION, colour_key, filter_key, cap, frame, keep, colour_values)
+data, note = drawn(keys, VERSION, colour_key, filter_key, None if coloured is None else tuple(coloured), cap, frame,
+                   keep, colour_values)
 if data.empty:
     st.warning(f"No point passes the filters ({note}).")
     st.stop()
 
 st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
 chosen = ui.linked_maps(data, [f"{'AB'[i]}: {v['space']} · {ui.METHOD_LABELS[v['method']]}" for i, v in enumerate(views)],
-                        key=f"map-{len(views)}-{drag}", colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
+                        key=f"map-{len(views)}-{drag}-{level}",
+                        colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
                         colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment", width=map_width)
+# Each level has its own chart, so ids of one level are never read as the other's; a selection follows a switch.
+carried = st.session_state.get(CARRIED_KEY)
+if not chosen and carried and carried[0] != level:
+    chosen = ex.carry_selection(pd.DataFrame(ui.row_labels(DB, VERSION).segments), carried[1], carried[0], level)
+st.session_state[CARRIED_KEY] = (level, chosen)
 
 # ---------------------------------------------------------------------------- listening
 coordinates = {f"{a}{i}": f"{a}_{'AB'[i]}_{v['space']}_{v['method']}" for i, v in enumerate(views) for a in "xy"}
 table = ex.selection_table(frame, chosen, coordinates)
+label_column = colour_choice if colour_choice in METADATA else None  # shown beside each item
 if table.empty:
     st.caption("Nothing selected.")
 else:
     first = table.iloc[0]
     st.subheader(f"▶ {first['name']}")
     p1, p2 = st.columns([3, 1])
+    context = p2.toggle(f"Player includes ±{CONTEXT_S:g} s", disabled=level == "track",
+                        help="Hear the segment with the context drawn around it.")
     with p1:
-        ui.player(first, label=first["name"])
-        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{first['path']}`")
+        ui.player(first, label=first["name"], context_s=CONTEXT_S if context and level == "segment" else 0.0)
+        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{first['path']}`"
+                   + (f"; outlined in red inside ±{CONTEXT_S:g} s of context" if level == "segment" else ""))
+        if level == "segment":
+            ui.look(first, width=640)
     if p2.button("Play the whole track from here", key=f"whole-{first['id']}"):
         with p1:
             ui.player(first, to_end=True, label=first["name"])
     if level == "segment":
         st.session_state[ui.PICKED_KEY] = int(first["id"])
-        p2.markdown('<a href="Search" target="_self">🔎 More like this</a>', unsafe_allow_html=True)
+        if p2.button("🔎 More like this", key=f"like-{first['id']}"):
+            ui.more_like_this(int(first["id"]))
     meta = {c: first[c] for c in METADATA if c in first.index and pd.notna(first[c])}
     if meta:
         st.dataframe(pd.DataFrame([meta]), hide_index=True)
 
     if len(table) > 1:
         n_tracks = table["path"].nunique()
-        st.subheader(f"Selection: {len(table):,} {level}s from {n_tracks:,} tracks")
+        st.subheader(f"Selection: {count_label(len(table), level)} from {count_label(n_tracks, 'track')}")
         shown = table.head(N_PLAYERS)
         if len(table) > N_PLAYERS:
             st.caption(f"Players for the first {N_PLAYERS} of {len(table):,} selected; the table below lists all {len(table):,}.")
         for _, row in shown.iterrows():
-            r1, r2 = st.columns([2, 3])
-            r1.write(ui.span_label(f"**{row['name']}**", row["start_s"], row["end_s"]))
+            r1, r2, r3 = st.columns([2, 2, 2])
+            r1.write(ui.labelled(f"**{row['name']}**", row, label_column))
             with r2:
                 ui.player(row, label=row["name"])
+            if level == "segment":
+                with r3:
+                    ui.look(row, compact=True, width=260)
         st.dataframe(table, hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------- export
 st.subheader("Export")
-e1, e2, e3, e4 = st.columns(4)
-stem = "selection"
-e1.download_button("Playlist (M3U8)", ex.m3u8(table) if len(table) else "", f"{stem}.m3u8", "audio/x-mpegurl",
-                   disabled=table.empty, on_click="ignore", help="The selected tracks, each once.")
-e2.download_button("Segments (CSV)", ex.to_csv_bytes(table) if len(table) else b"", f"{stem}.csv", "text/csv",
-                   disabled=table.empty, on_click="ignore", help="Selected points with their coordinates and metadata.")
-e3.download_button("Segments (Parquet)", (lambda: ex.to_parquet_bytes(table)), f"{stem}.parquet",
-                   "application/octet-stream", disabled=table.empty, on_click="ignore")
-export_space = e4.selectbox("Embeddings of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]),
-                            label_visibility="collapsed")
-e4.download_button(f"Embeddings of {export_space} (Parquet)", lambda: ex.space_parquet_bytes(ui.Store(DB), export_space),
-                   f"{export_space.replace('/', '_')}.parquet", "application/octet-stream", on_click="ignore",
-                   help="All vectors of the model with segments and metadata, as `python -m core export` writes them.")
+st.caption("Clips, playlists and lists play or mark exactly the selected segments; the CSV and Parquet hold the "
+           "selection's rows with their coordinates and metadata.")
+stem, none = "selection", table.empty
+e = st.columns(6)
+e[0].download_button("Clips (ZIP)", lambda: clips.clips_zip(table, resolve=ui.cfg().check_readable), f"{stem}.zip",
+                     "application/zip", disabled=none, on_click="ignore", key="export-zip",
+                     help="One WAV per selected segment, cut exactly, with segments.csv of their metadata.")
+e[1].download_button("Playlist (M3U8)", clips.m3u8(table) if not none else "", f"{stem}.m3u8", "audio/x-mpegurl",
+                     disabled=none, on_click="ignore", help="Each entry plays only its segment in VLC (start and stop options).")
+e[2].download_button("mpv EDL", clips.mpv_edl(table) if not none else b"", f"{stem}.edl", "text/plain", disabled=none,
+                     on_click="ignore", help="`mpv selection.edl` plays the segments one after the other.")
+e[3].download_button("Segments (CSV)", ex.to_csv_bytes(table) if not none else b"", f"{stem}.csv", "text/csv",
+                     disabled=none, on_click="ignore", help="`python -m core export --clips DIR --ids` takes this file.")
+e[4].download_button("Segments (Parquet)", (lambda: ex.to_parquet_bytes(table)), f"{stem}.parquet",
+                     "application/octet-stream", disabled=none, on_click="ignore")
+export_space = e[5].selectbox("Embeddings of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]),
+                              label_visibility="collapsed")
+e[5].download_button(f"Embeddings of {export_space} (Parquet)", lambda: ex.space_parquet_bytes(ui.Store(DB), export_space),
+                     f"{export_space.replace('/', '_')}.parquet", "application/octet-stream", on_click="ignore",
+                     help="All vectors of the model with segments and metadata, as `python -m core export` writes them.")
+if level == "segment" and not none:
+    t1, t2, t3 = st.columns([3, 1, 1])
+    tracks = list(dict.fromkeys(table["path"]))
+    track = t1.selectbox("Labels of one track's selected segments", tracks, format_func=lambda p: p.rsplit("/", 1)[-1])
+    one = table[table["path"] == track]
+    track_stem = Path(track).stem
+    t2.download_button("Audacity labels", clips.audacity_labels(one, label_column), f"{track_stem}.labels.txt",
+                       "text/plain", on_click="ignore", help="File › Import › Labels… in Audacity, with the track open.")
+    t3.download_button("REAPER regions", clips.reaper_regions(one, label_column), f"{track_stem}.regions.csv",
+                       "text/csv", on_click="ignore", help="Import in REAPER's Region/Marker Manager.")

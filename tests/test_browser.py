@@ -21,7 +21,7 @@ import pytest
 from core.demo import build
 from core.extract import extract, read_metadata_csv
 from core.store import Store
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, import_noisy_copy
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -71,6 +71,7 @@ def app(tmp_path_factory):
     csv = build(folder)
     db = tmp_path_factory.mktemp("db") / "demo.duckdb"
     extract([folder], ["dsp"], db=db, metadata=read_metadata_csv(csv, [folder]))
+    import_noisy_copy(db)
     proc, url = start_app(db, tmp_path_factory.getbasetemp() / "aeb-cache")
     yield url, db
     proc.terminate()
@@ -116,3 +117,114 @@ def test_click_plays_that_segment_and_highlights_it_in_the_other_view(app):
         assert highlighted[1].first.get_attribute("aria-label") == target
         assert float(views.nth(1).locator("path[aria-label]:not([stroke='#111111'])").first.get_attribute("opacity")) < 0.5
         browser.close()
+
+
+@pytest.fixture
+def page():
+    """A Chromium page at 1400 × 1000, the window the app was tried in."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser.close()
+
+
+def open_explore(page, url: str):
+    """Explore at 1400 × 1000, once its two maps are drawn; returns the views' mark groups."""
+    page.goto(f"{url}/Explore")
+    views = page.locator("[data-testid=stVegaLiteChart] g.mark-symbol")
+    views.first.locator("path[aria-label]").first.wait_for(timeout=180_000)
+    return views
+
+
+def click_point(page, view) -> str:
+    target = topmost_point(page, view)
+    box = view.locator(f"path[aria-label='{target}']").bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.locator("audio").first.wait_for(timeout=60_000)
+    return target
+
+
+def test_more_like_this_lands_on_the_clicked_segment(app, page):
+    url, db = app
+    segments = Store(db).segments_frame().set_index("segment_id")
+    target = click_point(page, open_explore(page, url).nth(0))
+    row = segments.loc[int(target)]
+    page.get_by_role("button", name="More like this").click()
+    page.wait_for_url(f"**/Search?segment={target}", timeout=60_000)
+    name = f"{Path(row['path']).name} · {row['start_s']:.1f}–{row['end_s']:.1f} s"
+    page.get_by_text(f"Query: {name}").wait_for(timeout=60_000)
+    assert page.get_by_role("tab", name="More like this").get_attribute("aria-selected") == "true"
+    page.get_by_text("Explore can colour every point by this query").wait_for(timeout=60_000)
+    page.wait_for_function("() => document.querySelectorAll('audio').length >= 11", timeout=60_000)  # query + 10
+
+
+def test_switching_segments_to_tracks_keeps_the_same_audio(app, page):
+    url, db = app
+    segments = Store(db).segments_frame().set_index("segment_id")
+    target = click_point(page, open_explore(page, url).nth(0))
+    name = Path(segments.loc[int(target), "path"]).name
+    heading = page.locator("h3", has_text="▶")
+    assert name in heading.first.inner_text()
+    page.get_by_text("tracks (mean of segments)").click()
+    page.get_by_text("Play the whole track from here").wait_for(timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+    assert heading.first.inner_text() == f"▶ {name}"  # its track, not the track whose id was the segment's
+    track = segments.loc[int(target), "track_duration_s"]
+    page.get_by_text(f"0.00–{track:.2f} s of").first.wait_for(timeout=10_000)
+
+
+@pytest.mark.parametrize("path", ["", "Extract", "Explore", "Compare", "Search"])
+def test_no_page_scrolls_sideways_at_1400_by_1000(app, path, page):
+    url, _ = app
+    page.goto(f"{url}/{path}")
+    page.locator("h1").first.wait_for(timeout=120_000)
+    if path in ("Explore", "Compare"):
+        page.locator("[data-testid=stVegaLiteChart] svg, [data-testid=stVegaLiteChart] canvas").first.wait_for(
+            timeout=180_000)
+    if path == "Compare":
+        page.get_by_text("Debiased linear CKA").first.wait_for(timeout=180_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
+    page.wait_for_timeout(1_000)
+    overflow = page.evaluate("""() => {
+        const main = document.querySelector('[data-testid=stMain]');
+        const right = main.getBoundingClientRect().right;
+        const wide = [...document.querySelectorAll('[data-testid=stVegaLiteChart], [data-testid=stDataFrame]')]
+            .filter(e => e.getBoundingClientRect().right > right + 1).length;
+        return {page: document.documentElement.scrollWidth - window.innerWidth,
+                main: main.scrollWidth - main.clientWidth, wide};
+    }""")
+    assert overflow == {"page": 0, "main": 0, "wide": 0}, overflow
+    if not path:  # a deep link opened first falls back to the pages/ folder's own names (see streamlit_app.py)
+        nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+        assert "Home" in nav and "streamlit app" not in nav
+
+
+def test_a_zip_export_holds_the_selected_clips_with_their_durations(app, page):
+    import io
+    import zipfile
+
+    import pandas as pd
+    import soundfile as sf
+
+    url, db = app
+    segments = Store(db).segments_frame().set_index("segment_id")
+    box = open_explore(page, url).nth(0).bounding_box()  # the points of view A: a box over its left half
+    page.mouse.move(box["x"] - 2, box["y"] - 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] + 2, steps=8)
+    page.mouse.up()
+    heading = page.locator("h3", has_text="Selection:")
+    heading.first.wait_for(timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Clips (ZIP)").click()
+    archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
+    table = pd.read_csv(io.BytesIO(archive.read("segments.csv")))
+    selected = int(heading.first.inner_text().split()[1].replace(",", ""))
+    assert len(table) == selected and len(archive.namelist()) == selected + 1
+    for _, row in table.iterrows():
+        segment = segments[(segments["path"] == row["path"]) & (segments["start_s"] == row["start_s"])].iloc[0]
+        expected = min(segment["end_s"], segment["track_duration_s"]) - segment["start_s"]
+        assert sf.info(io.BytesIO(archive.read(row["clip"]))).duration == pytest.approx(expected, abs=1e-3)

@@ -210,9 +210,21 @@ def test_metrics_table_shape_and_known_values():
     spaces = {"a": x, "a-rotated": x @ ortho_group.rvs(32, random_state=16), "noise": noise}
     track = np.arange(300) // 3
     table = metrics_table(spaces, labels=labels, groups=track, k=5, maps={"a": x[:, :2]})
-    assert set(table["a"]) == {"hubness", "knn_acc_k1", "knn_acc_k5", "macro_f1", "silhouette", "nmi", "ari",
-                               "trustworthiness"}
+    assert list(table["a"]) == ["knn_acc_k1", "knn_acc_k5", "macro_f1", "silhouette", "nmi", "ari", "hubness",
+                                "trustworthiness", "chance", "majority", "per_class", "ci95", "confusion"]
     assert table["a"]["knn_acc_k5"] > 0.95 and table["noise"]["knn_acc_k5"] < 0.6
+    shares = np.bincount(labels) / len(labels)
+    assert table["noise"]["chance"] == pytest.approx(np.sum(shares ** 2))
+    assert table["noise"]["majority"] == pytest.approx(shares.max())
+    assert set(table["a"]["per_class"]) == {"0", "1", "2"} and min(table["a"]["per_class"].values()) > 0.9
+    for name in ("a", "noise"):
+        for metric in ("knn_acc_k1", "knn_acc_k5", "macro_f1"):
+            low, high = table[name]["ci95"][metric]
+            assert low <= table[name][metric] <= high
+    low, high = table["noise"]["ci95"]["knn_acc_k5"]
+    assert low < table["noise"]["chance"] + 0.15 and high - low < 0.2
+    assert np.sum(table["a"]["confusion"]["counts"]) == 300
+    assert table["info"]["resampled"] == "items" and table["info"]["n_resamples"] == 1000
     assert table["pairs"]["a|a-rotated"] == pytest.approx({"cka": 1.0, "jaccard_at_k": 1.0})
     assert abs(table["pairs"]["a|noise"]["cka"]) < 0.1
     assert table["info"]["sampled"] is None and table["info"]["groups_excluded"]
@@ -231,3 +243,101 @@ def test_metrics_table_samples_large_collections_and_says_so():
 def test_metrics_table_refuses_spaces_of_different_items():
     with pytest.raises(CompareError, match="same segments"):
         metrics_table({"a": np.ones((10, 3)), "b": np.ones((9, 3))})
+
+
+# Certainty: bootstrap intervals, per-label accuracy, chance
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    rng = np.random.default_rng(5)
+    x = rng.normal(2.0, 1.0, 2_000)
+    low, high = compare.bootstrap_ci(lambda w: (w @ x) / w.sum(axis=1), len(x))
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    assert low == pytest.approx(x.mean() - half, abs=0.25 * half)
+    assert high == pytest.approx(x.mean() + half, abs=0.25 * half)
+    again = compare.bootstrap_ci(lambda w: (w @ x) / w.sum(axis=1), len(x))
+    assert np.array_equal(again, [low, high])  # seed 0: the same resamples every time
+
+
+def test_bootstrap_by_group_draws_whole_groups_and_widens_for_correlated_items():
+    rng = np.random.default_rng(6)
+    groups = np.repeat(np.arange(20), 50)  # 20 sources of 50 near-identical slices each
+    x = np.repeat(rng.normal(0, 1, 20), 50) + rng.normal(0, 0.01, 1_000)
+    seen = []
+
+    def mean(w):
+        seen.append(w)
+        return (w @ x) / w.sum(axis=1)
+
+    by_item = compare.bootstrap_ci(mean, len(x))
+    by_group = compare.bootstrap_ci(mean, len(x), groups=groups)
+    weights = seen[-1]
+    assert weights.shape[1] == 1_000 and np.all(weights.sum(axis=1) == 1_000)
+    for row in weights[:50]:  # every slice of a source is drawn as often as the others
+        assert np.all(row.reshape(20, 50).std(axis=1) == 0)
+    assert (by_group[1] - by_group[0]) > 4 * (by_item[1] - by_item[0])
+
+
+def test_bootstrap_of_several_statistics_and_nan_resamples():
+    x = np.arange(10, dtype=float)
+    interval = compare.bootstrap_ci(lambda w: np.stack([(w @ x) / 10, np.full(len(w), np.nan)], axis=1), 10,
+                                    n_resamples=200)
+    assert interval.shape == (2, 2) and interval[0, 0] < 4.5 < interval[0, 1] and np.isnan(interval[1]).all()
+    with pytest.raises(CompareError, match="bootstrap"):
+        compare.bootstrap_ci(lambda w: w.sum(axis=1), 0)
+
+
+def test_weighted_classification_scores_are_sklearns():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 5, 300)
+    predicted = np.where(rng.random(300) < 0.6, truth, rng.integers(-1, 5, 300))
+    weights = rng.integers(0, 3, (4, 300)).astype(np.float32)
+    weights[0] = 1
+    weights[1, truth == 2] = 0  # a label absent from a resample leaves its macro average
+    scores = compare.classification_scores(weights, truth, predicted, 5)
+    for w, (accuracy, macro) in zip(weights, scores):
+        present = np.unique(truth[w > 0])
+        assert accuracy == pytest.approx(np.average(predicted == truth, weights=w))
+        assert macro == pytest.approx(f1_score(truth, predicted, labels=present, average="macro", zero_division=0,
+                                               sample_weight=w))
+
+
+def test_label_report_gives_per_class_accuracy_chance_and_confusion():
+    labels = np.array(["a"] * 6 + ["b"] * 3 + ["c"], dtype=object)
+    predictions = np.array(["a"] * 4 + ["b", None] + ["b", "b", "a"] + ["c"], dtype=object)
+    report = compare.label_report(labels, predictions)
+    assert report["per_class"] == pytest.approx({"a": 4 / 6, "b": 2 / 3, "c": 1.0})
+    assert report["chance"] == pytest.approx(0.6 ** 2 + 0.3 ** 2 + 0.1 ** 2)
+    assert report["majority"] == pytest.approx(0.6)
+    assert report["confusion"] == {"labels": ["a", "b", "c", "(no neighbour)"],
+                                   "counts": [[4, 1, 0, 1], [1, 2, 0, 0], [0, 0, 1, 0]]}
+    interval = compare.classification_ci(labels, predictions)
+    accuracy = np.mean(predictions == labels)
+    assert interval["accuracy"][0] <= accuracy <= interval["accuracy"][1]
+
+
+def test_chance_is_what_a_space_without_information_scores():
+    rng = np.random.default_rng(8)
+    labels = rng.choice(["dog", "rain", "bell"], size=3_000, p=[0.6, 0.3, 0.1])
+    idx, _ = knn(rng.standard_normal((3_000, 16)).astype(np.float32), k=1)
+    predictions = knn_classification(idx, labels, k=1)["predictions"]
+    report = compare.label_report(labels, predictions)
+    interval = compare.classification_ci(labels, predictions)
+    assert interval["accuracy"][0] < report["chance"] < interval["accuracy"][1]
+    assert report["chance"] < report["majority"]
+
+
+def test_metric_rows_put_each_interval_beside_its_metric_and_confusion_is_long():
+    from core.compare import confusion_frame, metric_rows
+
+    table = {"a": {"knn_acc_k1": 0.5, "macro_f1": 0.4, "hubness": 1.0, "chance": 0.3, "majority": 0.6,
+                   "per_class": {"x": 1.0}, "ci95": {"knn_acc_k1": [0.41, 0.6], "macro_f1": [0.3, 0.5]}}}
+    rows = metric_rows(table, ["a"])
+    assert list(rows.columns) == ["knn_acc_k1", "knn_acc_k1 95% CI", "macro_f1", "macro_f1 95% CI", "hubness"]
+    assert rows.loc["a", "knn_acc_k1 95% CI"] == "[0.410, 0.600]"
+    frame = confusion_frame({"labels": ["x", "y", "(no neighbour)"], "counts": [[3, 1, 0], [0, 2, 2]]})
+    assert len(frame) == 6 and frame["count"].sum() == 8
+    row = frame[(frame["true"] == "y") & (frame["predicted"] == "(no neighbour)")].iloc[0]
+    assert row["count"] == 2 and row["share"] == 0.5

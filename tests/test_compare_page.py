@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -14,10 +12,9 @@ from core import cli
 from core.analyses import store_metrics
 from core.compare import CompareError
 from core.demo import build
-from core.exchange import export_parquet, import_parquet
 from core.extract import extract, read_metadata_csv
 from core.store import Store
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, import_noisy_copy
 
 PAGE = str(PROJECT_ROOT / "pages/3_Compare.py")
 
@@ -29,15 +26,7 @@ def two_models(tmp_path_factory):
     csv = build(folder)
     db = tmp_path_factory.mktemp("db") / "demo.duckdb"
     extract([folder], ["dsp"], db=db, metadata=read_metadata_csv(csv, [folder]))
-    store = Store(db)
-    exported = db.parent / "dsp.parquet"
-    export_parquet(store, "dsp", exported)
-    table = pq.read_table(exported)
-    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
-    noisy = vectors + np.random.default_rng(0).normal(scale=vectors.std(), size=vectors.shape).astype(np.float32)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(noisy.reshape(-1)), noisy.shape[1])
-    pq.write_table(table.set_column(table.column_names.index("vector"), "vector", column), exported)
-    import_parquet(store, exported, "noisy")
+    import_noisy_copy(db)
     return db
 
 
@@ -85,6 +74,13 @@ def test_page_maps_disagreement_and_metrics(two_models, monkeypatch):
     assert table.loc["dsp (baseline)", "knn_acc_k1"] == 0.0
     explained = " ".join(m.value for m in at.markdown)
     assert "knn_acc" in explained and "cka" in explained
+    assert list(table.columns[:3]) == ["knn_acc_k1", "knn_acc_k1 95% CI", "knn_acc_k10"]  # accuracy first
+    assert table.loc["noisy", "knn_acc_k10 95% CI"].startswith("[")
+    assert "**Chance** for *family*: 0.1" in explained and "whole groups of family" in explained
+    assert next(s for s in at.selectbox if s.key == "per-label-model").value == "dsp"
+    # maps, the clicked segment's preview and its 2 × 10 neighbours' (compact), per-label accuracy, confusion, CKA
+    assert len(at.get("vega_lite_chart")) == 1 + 1 + 20 + 3
+    assert "family: **" in " ".join(m.value for m in at.markdown)  # the label column beside each neighbour
 
 
 def test_metrics_command_prints_the_design_shape(two_models, capsys):
@@ -97,6 +93,13 @@ def test_metrics_command_prints_the_design_shape(two_models, capsys):
     assert set(out["pairs"]["dsp|noisy"]) == {"cka", "jaccard_at_k"}
     assert 0 < out["pairs"]["dsp|noisy"]["cka"] < 1
     assert out["info"]["n"] == 294 and out["info"]["sampled"] is None and out["info"]["level"] == "segment"
+    from core.demo import FAMILIES
+    assert set(out["dsp"]["per_class"]) == set(FAMILIES) and all(0 <= v <= 1 for v in out["dsp"]["per_class"].values())
+    for metric in ("knn_acc_k1", "knn_acc_k10", "macro_f1"):
+        low, high = out["dsp"]["ci95"][metric]
+        assert low <= out["dsp"][metric] <= high
+    assert 0 < out["dsp"]["chance"] <= out["dsp"]["majority"] <= 1
+    assert out["info"]["resampled"] == "items" and out["info"]["n_resamples"] == 1000
 
     rc = cli.main(["metrics", "--model", "noisy", "--level", "track", "-k", "3", "--db", str(two_models), "--json"])
     assert rc == 0
@@ -154,3 +157,14 @@ def test_large_collections_are_sampled_and_say_so(two_models):
     assert table["info"]["sampled"] == 100 and table["info"]["n"] == 294 and "trustworthiness" not in table["dsp"]
     scored = store_disagreement(store, "dsp", "noisy", k=5, max_points=100)
     assert scored["sampled"] == 100 and len(scored["disagreement"]) == 100 and scored["n"] == 294
+
+
+def test_cli_says_why_a_missing_model_cannot_be_made_and_prints_the_grid(two_models, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["search", "--model", "clap-htsat-unfused", "--text", "a dog", "--db", str(two_models)]) == 2
+    err = capsys.readouterr().err
+    assert "none can be made here" in err and "Hugging Face cache" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["info", "--db", str(two_models)]) == 0
+    out = capsys.readouterr().out
+    assert "144 tracks, 294 segments, grid 3 s windows every 3 s" in out and "{" not in out

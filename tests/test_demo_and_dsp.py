@@ -63,3 +63,12 @@ def test_demo_maps_show_structure_by_family(tmp_path):
     # 5-NN family accuracy on the 2-D map, never with a segment of the same track on both sides
     acc = cross_val_score(KNeighborsClassifier(5), xy, family, groups=tracks, cv=GroupKFold(5)).mean()
     assert acc > 0.6, acc  # chance is 1/8
+
+
+@pytest.mark.slow
+def test_the_demo_embeds_a_general_model_and_the_baseline(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    report = demo.load_demo(db, folder=tmp_path / "demo")
+    assert report.stored == len(demo.clip_specs()) and not report.failures
+    stored = set(Store(db).spaces()["space"])
+    assert demo.DEMO_BASELINE in stored and len(stored & set(demo.DEMO_MODELS)) == 1  # Compare opens with two models

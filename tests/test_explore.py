@@ -19,6 +19,7 @@ import ui
 from core import explore as ex
 from core.cluster import ClusterError, cached_clusters, cluster
 from core.store import Provenance, Store, TrackRecord
+from core.wording import count_label
 from tests.conftest import PROJECT_ROOT, tone
 
 PAGE = str(PROJECT_ROOT / "pages" / "2_Explore.py")
@@ -66,7 +67,7 @@ def page(small_db, monkeypatch):
 
 
 def select(at: AppTest, selection: dict) -> AppTest:
-    at.session_state["map-2-select"] = {"selection": {"pick": [], "brush0": {}, "brush1": {}, **selection}}  # two views, drag selects
+    at.session_state["map-2-select-segment"] = {"selection": {"pick": [], "brush0": {}, "brush1": {}, **selection}}  # two views, drag selects
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -105,10 +106,47 @@ def test_linked_frame_joins_views_on_segment_ids_and_leaves_missing_points_out(t
 def test_colour_column_folds_the_long_tail_into_other_and_keeps_numbers():
     values = pd.Series([f"c{i}" for i in range(30)] + ["c0"] * 10)
     folded = ex.colour_column(values, max_categories=5)
-    assert list(folded.categories) == ["c0", *folded.categories[1:4], "other"] and len(folded.categories) == 5
-    assert (pd.Series(folded) == "other").sum() == 26
+    assert list(folded.categories) == ["c0", *folded.categories[1:5], "other"] and len(folded.categories) == 6
+    assert (pd.Series(folded) == "other").sum() == 25
     assert ex.colour_column(pd.Series([1, 2, None])).dtype == np.float32
     assert list(ex.colour_column(pd.Series(["a", None])).categories) == ["a", "(missing)"]
+
+
+def test_colours_are_counted_over_the_points_shown_and_can_be_chosen():
+    # 50 points of 30 common values, 8 rare ones shown after a filter: all 8 get a colour, none is "other"
+    values = pd.Series([f"common{i % 30}" for i in range(300)] + [f"rare{i}" for i in range(8)] * 2)
+    keep = values.str.startswith("rare").to_numpy()
+    folded = ex.colour_column(values, keep)
+    shown = pd.Series(folded)[keep]
+    assert set(shown) == {f"rare{i}" for i in range(8)} and list(folded.categories)[:8] == sorted(set(shown))
+    assert ex.colour_values(values, keep) == sorted(set(shown))
+    chosen = ex.colour_column(values, keep, chosen=["rare3", "rare5"])
+    assert list(chosen.categories) == ["rare3", "rare5", "other"] and (pd.Series(chosen)[keep] == "other").sum() == 12
+    # up to 20 values get a colour, noise and missing values are grey, the rest grey as "other"
+    many = pd.Series([f"v{i:02d}" for i in range(25)] * 2 + ["noise", None])
+    folded = ex.colour_column(many)
+    assert list(folded.categories)[:20] == [f"v{i:02d}" for i in range(20)]
+    assert list(folded.categories)[20:] == ["other", "noise", "(missing)"]
+    colours = ex.colour_range(list(folded.categories))
+    assert len(set(colours[:20])) == 20 and colours[20:] == [ex.GREY_VALUES[c] for c in ("other", "noise", "(missing)")]
+    assert not set(colours[:20]) & set(ex.GREY_VALUES.values())
+
+
+def test_views_difference_names_its_cause_and_a_level_switch_keeps_the_audio(two_tracks):
+    frame = ex.linked_frame(two_tracks, [(np.array([1, 2]), np.zeros((2, 2), np.float32)),
+                                         (np.array([3]), np.zeros((1, 2), np.float32))])
+    assert "the two models were extracted on different files" in ex.views_difference(frame)
+    assert "2 only in A and 1 only in B" in ex.views_difference(frame)
+    frame = ex.linked_frame(two_tracks, [(np.array([1, 2, 3]), np.zeros((3, 2), np.float32)),
+                                         (np.array([1, 3]), np.zeros((2, 2), np.float32))])
+    assert "imported vectors keep their own segments" in ex.views_difference(frame)
+    frame = ex.linked_frame(two_tracks, [(np.array([1, 2]), np.zeros((2, 2), np.float32))] * 2)
+    assert ex.views_difference(frame) is None
+    segments = two_tracks.segments_frame()  # segments 1, 2 of track 1; segment 3 of track 2
+    assert ex.carry_selection(segments, [3, 2, 1], "segment", "track") == [2, 1]
+    assert ex.carry_selection(segments, [2, 1], "track", "segment") == [3, 1]
+    assert ex.carry_selection(segments, [2], "segment", "segment") == [2]
+    assert count_label(1, "track") == "1 track" and count_label(1200, "segment") == "1,200 segments"
 
 
 def test_top_tag_and_extra_colours_at_track_level(small_db):
@@ -219,8 +257,6 @@ def test_exports_hold_the_selection():
     table = pd.DataFrame({"id": [1, 2, 3], "name": ["a.wav", "a.wav", "b é.wav"], "start_s": [0, 3, 0.0],
                           "end_s": [3, 6, 3.0], "path": ["/m/a.wav", "/m/a.wav", "/m/b é.wav"],
                           "track_duration_s": [6.0, 6.0, None], "x_A": [0.5, 1, 2], "family": ["x", "x", "y"]})
-    playlist = ex.m3u8(table)
-    assert playlist.splitlines() == ["#EXTM3U", "#EXTINF:6,a.wav", "/m/a.wav", "#EXTINF:-1,b é.wav", "/m/b é.wav"]
     csv = pd.read_csv(io.BytesIO(ex.to_csv_bytes(table)))
     assert csv["x_A"].tolist() == [0.5, 1, 2] and csv["family"].tolist() == ["x", "x", "y"]
     parquet = pq.read_table(io.BytesIO(ex.to_parquet_bytes(table))).to_pandas()
@@ -354,3 +390,52 @@ def test_search_page_tag_filter_returns_exactly_k_tagged_results(small_db, monke
     found = [m.value for m in at.markdown if "score **" in m.value]
     # the query is bell_00's first segment; "calm" tags tracks 0, 4 and 8, and its own track is excluded
     assert len(found) == 5 and all(("drum_04.wav" in f) or ("flute_08.wav" in f) for f in found), found
+
+
+def test_switching_to_tracks_keeps_the_clicked_audio_and_more_like_this_opens_search(page):
+    page.selectbox[0].set_value("toy").run()
+    at = select(page, {"pick": [{"id": 5}]})  # drum_01.wav, its second segment
+    assert at.subheader[0].value == "▶ drum_01.wav"
+    at.radio[0].set_value("track").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.subheader[0].value == "▶ drum_01.wav"  # its track, not track 5
+    at.radio[0].set_value("segment").run()
+    assert at.subheader[0].value == "▶ drum_01.wav"
+    assert at.session_state[ui.PICKED_KEY] == 4  # the track's first segment, carried back
+    more = next(b for b in at.button if b.label == "🔎 More like this")
+    more.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_search_opens_on_the_segment_more_like_this_names(small_db, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(small_db))
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
+    at.query_params[ui.SEGMENT_PARAM] = "20"
+    at.run()
+    at.selectbox(key="search_space").select("toy").run()
+    assert not at.exception, [e.value for e in at.exception]
+    segment = next(s for s in at.selectbox if s.label == "Segment")
+    assert segment.value == 20
+    assert len(at.get("audio")) == 1 + 10  # searched at once: the query and its results play
+    next(s for s in at.selectbox if s.label == "Label column").set_value("family").run()
+    assert not at.exception, [e.value for e in at.exception]
+    precision = next(m.value for m in at.markdown if m.value.startswith("**Precision@10"))
+    family = Store(small_db).rows(np.array([20])).iloc[0]["family"]
+    assert f"share the query's family (*{family}*)" in precision
+    assert "family: **" in texts(at)  # each result shows its label
+
+
+def test_chosen_values_get_the_colours_and_the_clicked_segment_is_drawn(page):
+    import json
+
+    page.selectbox[0].set_value("toy").run()
+    next(s for s in page.selectbox if s.label == "Colour by").set_value("family").run()
+    chosen = next(m for m in page.multiselect if m.label == "Values with a colour")
+    assert chosen.options == ["bell", "drum", "flute"]
+    chosen.set_value(["flute"]).run()
+    assert not page.exception, [e.value for e in page.exception]
+    spec = json.loads(page.get("vega_lite_chart")[0].proto.spec)
+    scale = spec["hconcat"][0]["layer"][0]["encoding"]["color"]["scale"]
+    assert scale["domain"] == ["flute", "other"] and scale["range"][1] == ex.GREY_VALUES["other"]
+    at = select(page, {"pick": [{"id": 5}]})
+    assert len(at.get("vega_lite_chart")) == 2  # the maps and the clicked segment's spectrogram and waveform

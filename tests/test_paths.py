@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from core import audio, cli, explore
+from core import audio, cli, clips, explore
 from core.exchange import export_parquet, import_parquet
 from core.extract import extract
 from core.paths import display, from_text, playlist_entry, to_text
@@ -95,7 +95,8 @@ def test_a_name_that_is_not_utf8_round_trips_through_store_player_json_parquet_a
     from urllib.parse import unquote_to_bytes
 
     assert line.startswith("file://") and unquote_to_bytes(line[len("file://"):]) == exact
-    assert line in explore.m3u8(frame)
+    assert line in clips.m3u8(frame)
+    assert b"%%%d%%%s,0.000," % (len(exact), exact) in clips.mpv_edl(frame)
 
     # and a rerun finds it stored: nothing to do
     assert extract([folder], ["dsp"], db=db).skipped == 1

@@ -230,3 +230,29 @@ def test_sketch_falls_back_to_the_scan_when_nothing_is_left(clustered, sketch):
 def test_a_sketch_of_other_vectors_is_refused(clustered, sketch):
     with pytest.raises(SearchError, match="rebuild"):
         search(clustered[0][:100], clustered[0][0], sketch=sketch)
+
+
+def test_precision_at_k_is_the_share_of_results_with_the_querys_label():
+    from core.search import precision_at_k
+
+    results = [{"metadata": {"family": "drum"}}, {"metadata": {"family": "bell"}}, {"metadata": {}},
+               {"metadata": {"family": "drum"}}]
+    assert precision_at_k(results, "family", "drum") == 0.5
+    assert precision_at_k(results, "family", None) is None and precision_at_k(results, "family", float("nan")) is None
+    assert precision_at_k([], "family", "drum") is None
+
+
+def test_a_region_of_a_clip_embeds_as_that_region_alone(tmp_path):
+    import soundfile as sf
+
+    from core.models.base import load_model
+    from core.search import embed_clip
+    from tests.conftest import tone
+
+    y = np.concatenate([tone(300, 3.0), tone(900, 3.0), tone(2000, 3.0)])
+    sf.write(tmp_path / "whole.wav", y, 22050)
+    sf.write(tmp_path / "middle.wav", y[3 * 22050:6 * 22050], 22050)
+    dsp = load_model("dsp")
+    region = embed_clip(dsp, tmp_path / "whole.wav", 3.0, 3.0, start_s=3.0, end_s=6.0)
+    assert np.allclose(region, embed_clip(dsp, tmp_path / "middle.wav", 3.0, 3.0), atol=1e-5)
+    assert not np.allclose(region, embed_clip(dsp, tmp_path / "whole.wav", 3.0, 3.0), atol=1e-3)

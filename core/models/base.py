@@ -375,6 +375,44 @@ def devices() -> list[str]:
     return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
+def unavailable_families(rows: Sequence[dict]) -> dict[str, tuple[list[str], str]]:
+    """The models that cannot load here, one entry per family: its keys and the first key's reason.
+
+    Offline, the four CLAP checkpoints fail for one reason; people read it
+    once, by family, where they pick models, rather than in a table of rows.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        :func:`model_table`'s rows.
+    """
+    families: dict[str, tuple[list[str], str]] = {}
+    for row in rows:
+        if not row["available"]:
+            keys, reason = families.setdefault(row["family"], ([], row["reason"]))
+            keys.append(row["key"])
+    return families
+
+
+def embeds_text(space: str) -> bool:
+    """Whether queries in words can be searched in ``space``: a text-audio model's main space (not a layer or tag output)."""
+    model_key, output = split_key(space)
+    try:
+        return "text" in get_entry(model_key).capabilities and not output
+    except ModelError:
+        return False
+
+
+def why_unavailable(key: str) -> str | None:
+    """Why ``key``'s model cannot be loaded here, or None when it can (or is no catalogue model)."""
+    try:
+        entry = get_entry(split_key(key)[0])
+    except ModelError:
+        return None
+    ok, reason = availability(entry)
+    return None if ok else reason
+
+
 def default_device() -> str:
     """CUDA when present, else CPU; overridable with AEB_DEVICE."""
     forced = os.environ.get("AEB_DEVICE")
