@@ -13,7 +13,6 @@ from core.errors import BadInput
 from core.models.base import ModelError, embeds_text, get_entry, split_key
 from core.search import (SearchError, cosine_scores, embed_clip, exclude_below, precision_at_k, search_store,
                          zero_shot)
-from core.store import metadata_columns
 
 st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
 st.title("🔎 Search")
@@ -27,7 +26,7 @@ level = c3.radio("Rank", ["segment", "track"], horizontal=True,
                  help="Tracks are ranked by their best segment: a track that holds the moment you look for once "
                       "ranks high however long it is, and the result plays exactly that moment.")
 exclude_own = c4.checkbox("Exclude the query's own track", value=True)
-label_column = c5.selectbox("Label column", ["(none)", *metadata_columns(ui.segments_frame(str(store.path), version))],
+label_column = c5.selectbox("Label column", ["(none)", *ui.metadata_names(str(store.path), version)],
                             help="Shown beside each result; a query from the collection also gets its precision@k: "
                                  "the share of results with its label.")
 label_column = None if label_column == "(none)" else label_column
