@@ -122,7 +122,7 @@ with tabs[1]:
         if pos >= len(space.ids) or space.ids[pos] != sid:
             st.error(f"This segment has no {key} vector.")
         else:
-            query_row = store.rows(np.array([sid])).iloc[0]
+            query_row = ui.row_labels(str(store.path), version).rows(np.array([sid])).iloc[0]
             q1, q2 = st.columns([2, 4])
             with q1:
                 st.markdown(f"Query: {ui.labelled(Path(query_row['path']).name, query_row, label_column)}")

@@ -153,11 +153,11 @@ def test_bad_input_gets_one_line_errors_and_the_batch_goes_on(tmp_path, capsys):
     db = tmp_path / "x.duckdb"
     code, out = run_cli("extract", d, "--model", "dsp", "--db", db, capsys=capsys)
     assert code == 1
-    failed = {line.split(" [")[0].strip() for line in out.err.splitlines() if line.startswith("  ")}
+    reported = [line for line in out.err.splitlines() if line.startswith("  ") and "]: " in line]  # not the bar
+    failed = {line.split(" [")[0].strip() for line in reported}
     assert failed == {str(d / n) for n in ("truncated.flac", "zero.wav", "text.wav", "nan.wav")}
-    for line in out.err.splitlines():
-        if line.startswith("  "):
-            assert len(line.split("]: ", 1)[1]) < 100, line
+    for line in reported:
+        assert len(line.split("]: ", 1)[1]) < 100, line
     info = Store(db).info()
     assert info["tracks"] == 6 and info["failures"] == 4  # good, tiny, silent, u8, alaw, odd_rate
     tracks = Store(db).tracks_frame().set_index("path")
