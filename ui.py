@@ -7,8 +7,12 @@ rerun after a click re-reads nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import secrets
+import shutil
 import time
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -16,10 +20,10 @@ import streamlit as st
 
 from core import audio
 from core import explore as ex
+from core import uploads
 from core.config import settings
 from core.errors import AccessDenied, BadInput
 from core.models.base import load_model, model_table
-from core.paths import from_text
 from core.store import Store
 
 #: ``st.session_state`` key holding the segment last clicked in Explore, which
@@ -43,13 +47,31 @@ def span_label(name: str, start_s: float, end_s: float) -> str:
     return f"{name} · {start_s:.1f}–{end_s:.1f} s"
 
 
+#: ``st.session_state`` key of the visitor's own upload folder (see :func:`save_query_clip`).
+VISITOR_KEY = "visitor_folder"
+
+#: ``st.session_state`` key of the maps a visitor computed: kept for the session, never in a shared store.
+VISITOR_MAPS_KEY = "visitor_maps"
+
+
 def cfg():
-    """Read on every rerun (cheap), so a changed environment is never shadowed by a cache."""
-    return settings()
+    """Read on every rerun (cheap), so a changed environment is never shadowed by a cache.
+
+    ``AEB_DB`` naming a published collection opens it as ``AEB_COLLECTION``
+    would.  In shared mode a failure shows its message only, never a
+    traceback with the server's paths.
+    """
+    found = settings()
+    if not found.read_only and found.db.is_file() and opened_store(str(found.db)).published:
+        found = dataclasses.replace(found, collection=found.db.parent, shared_mode=True)
+    if found.shared_mode:
+        st.set_option("client.showErrorDetails", "none")
+    return found
 
 
 def store() -> Store:
-    return opened_store(str(cfg().db))
+    found = cfg()
+    return opened_store(str(found.db), found.read_only)
 
 
 @st.cache_resource(show_spinner="Loading model…")
@@ -92,23 +114,31 @@ def player(row, *, to_end: bool = False, label: str | None = None) -> None:
     ``row`` is a segment as the store gives it (a Series or a dict): ``path``,
     ``path_escaped`` (see :mod:`core.paths`), ``start_s`` and ``end_s``.
     """
-    path = from_text(row["path"], bool(row.get("path_escaped", False)))
+    settings_ = cfg()
+    path = store().file(row["path"], bool(row.get("path_escaped", False)))
     try:
-        resolved = cfg().check_readable(path)
+        resolved = settings_.check_readable(path)
         data = audio.excerpt_wav(resolved, float(row["start_s"]), None if to_end else float(row["end_s"]))
     except AccessDenied as exc:
         st.caption(f"🔇 {exc}")
         return
     except audio.AudioError as exc:
-        st.caption(f"🔇 Cannot play {label or row['path']}: {exc}.")
+        st.caption(f"🔇 Cannot play {label or settings_.visible(row['path'])}: {exc}.")
         return
     st.audio(data, format="audio/wav")
 
 
 @st.cache_resource(show_spinner=False)
-def opened_store(db: str) -> Store:
+def opened_store(db: str, read_only: bool = False) -> Store:
     """One Store per file for the server's life: opening one runs the schema statements, which a click should not pay."""
-    return Store(db)
+    return Store(db, read_only=read_only)
+
+
+def visible_paths(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``path`` column as a visitor may see it (:meth:`core.config.Settings.visible`), for tables and exports."""
+    if "path" not in frame.columns or not cfg().shared_mode:
+        return frame
+    return frame.assign(path=frame["path"].map(cfg().visible))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading vectors…")
@@ -189,11 +219,12 @@ def segment_names(db: str, version: tuple) -> pd.Series:
 def save_upload(upload, subfolder: str = "") -> Path:
     """Keep an uploaded file on disk, where the models and the player can read it, and return its path.
 
-    The file goes to ``<uploads>/<subfolder>/<hash of its bytes>/<its name>``:
+    The file goes to ``<uploads>/<subfolder>/<hash of its bytes>/<its base name>``:
     the same file uploaded twice is written once, two files of one name
     never overwrite each other, and the name the user knows is kept for
     messages and exports.  Shared mode lets the app read under the uploads
-    folder only.
+    folder only.  Every page that takes uploads checks them here again,
+    since Streamlit's own limit (``server.maxUploadSize``) may be set higher.
 
     Parameters
     ----------
@@ -205,17 +236,43 @@ def save_upload(upload, subfolder: str = "") -> Path:
     Raises
     ------
     BadInput
-        The file is larger than ``AEB_MAX_UPLOAD_MB``; nothing is written.
+        The file is larger than ``AEB_MAX_UPLOAD_MB`` (or Streamlit's own
+        limit), its name is not a plain file name, or the uploads would
+        exceed ``AEB_UPLOAD_QUOTA_MB``; nothing is written.
     """
-    limit_mb = cfg().max_upload_mb
+    found = cfg()
+    name = uploads.safe_name(upload.name)
+    limit_mb = min(found.max_upload_mb, int(st.get_option("server.maxUploadSize")))
     if upload.size > limit_mb * 2**20:
-        raise BadInput(f"{upload.name} is larger than {limit_mb} MB and was skipped.")
+        raise BadInput(f"{name} is larger than {limit_mb} MB and was skipped.")
+    uploads.sweep(found.uploads, found.upload_ttl_s)
     data = upload.getvalue()
-    target = cfg().uploads / subfolder / hashlib.blake2b(data, digest_size=8).hexdigest() / Path(upload.name).name
+    target = found.uploads / subfolder / hashlib.blake2b(data, digest_size=8).hexdigest() / name
     if not target.exists():
+        uploads.check_quota(found.uploads, len(data), found.upload_quota_mb)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     return target
+
+
+class _VisitorFolder:
+    """A visitor's own upload folder, deleted with the session that holds this object (Streamlit drops it at the end)."""
+
+    def __init__(self, path: Path):
+        self.relative = path
+        weakref.finalize(self, shutil.rmtree, cfg().uploads / path, True)
+
+
+def save_query_clip(upload) -> Path:
+    """:func:`save_upload` into this visitor's own folder: a random id, so that no name reaches another visitor's clip.
+
+    The folder goes with the session, or after ``AEB_UPLOAD_TTL_S`` when the
+    end of a session is never seen (a server restart).
+    """
+    folder = st.session_state.get(VISITOR_KEY)
+    if folder is None:
+        folder = st.session_state[VISITOR_KEY] = _VisitorFolder(Path(uploads.VISITORS) / secrets.token_hex(16))
+    return save_upload(upload, str(folder.relative))
 
 
 def linked_maps(data: pd.DataFrame, titles: list[str], *, key: str, colour: list[str] | str | None = None,

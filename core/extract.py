@@ -196,6 +196,7 @@ def extract(
     batch_tracks: int = 32,
     batch_seconds: float = 5.0,
     max_samples: int = audio.DEFAULT_MAX_SAMPLES,
+    inside: Callable[[Path], bool] | None = None,
 ) -> ExtractReport:
     """Embed files (and the audio files inside folders) with models into a store.
 
@@ -222,6 +223,9 @@ def extract(
     max_samples : int > 0
         Each file's budget of decoded sample values (frames × channels); a
         file above it is a failure, found before it is decoded.
+    inside : callable, optional
+        A shared app's root check (:meth:`core.config.Settings.allows`): a
+        file or folder that resolves outside is a failure, never read.
 
     Raises
     ------
@@ -251,7 +255,7 @@ def extract(
     done = {a.entry.key: store.tracks_with_space(a.entry.key) for a in adapters}
     states = store.track_states()
     run_id = store.start_run(keys)
-    files, problems = audio.find_audio_files(paths)
+    files, problems = audio.find_audio_files(paths, inside)
     entries: list[tuple[Path, str | None]] = [(f, None) for f in files] + problems
     report.files = len(entries)
     metadata = metadata or {}

@@ -11,6 +11,7 @@ from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
 st.title("🗺️ Explore")
 store, spaces, VERSION = ui.collection_or_stop("Nothing to explore yet: extract a collection first")
+CFG = ui.cfg()
 
 DB = str(store.path)
 DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
@@ -58,7 +59,11 @@ def _projections() -> dict:
 
 
 def projection(view: dict, column) -> dict:
+    """A view's map: read from the store once per server, or (shared mode) computed within a visitor's budget for this session only."""
     key = view_key(view)
+    visitor = st.session_state.setdefault(ui.VISITOR_MAPS_KEY, {})
+    if key in visitor:
+        return visitor[key]
     memo = _projections()
     if key not in memo:
         label = f"{ui.METHOD_LABELS[view['method']]} of {view['space']}"
@@ -70,14 +75,19 @@ def projection(view: dict, column) -> dict:
             started["progress"] = ui.step_progress(started["status"])
 
         try:
-            memo[key] = cached_projection(store, view["space"], view["method"], level=level, params=view["params"],
-                                          on_compute=announce, progress=lambda *step: started["progress"](*step))
+            found = cached_projection(store, view["space"], view["method"], level=level, params=view["params"],
+                                      on_compute=announce, progress=lambda *step: started["progress"](*step),
+                                      max_points=CFG.visitor_max_points if CFG.shared_mode else None)
         except ReduceError as exc:
             box.error(str(exc))
             st.stop()
+        kept = found["cached"] or not CFG.shared_mode
+        (memo if kept else visitor)[key] = found
         if "status" in started:
-            started["status"].update(label=f"{label}: computed in {memo[key]['seconds']:.1f} s and stored",
+            where = "stored" if kept else "kept for this visit only"
+            started["status"].update(label=f"{label}: computed in {found['seconds']:.1f} s and {where}",
                                      state="complete", expanded=False)
+        return found
     return memo[key]
 
 
@@ -96,14 +106,13 @@ if len(views) == 2 and views[0]["space"] != views[1]["space"]:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
+def linked(db: str, version: tuple, level: str, keys: tuple, _projs: list) -> pd.DataFrame:
     """Every point with every view's coordinates; read-only, shared by the reruns that clicks cause."""
-    projs = [_projections()[k] for k in keys]
-    return ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in projs], level=level)
+    return ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in _projs], level=level)
 
 
 keys = tuple(view_key(v) for v in views)
-frame = linked(DB, VERSION, level, keys)
+frame = linked(DB, VERSION, level, keys, projections)
 
 # ---------------------------------------------------------------------------- colour and filter
 extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
@@ -136,7 +145,7 @@ with st.expander("Filter by metadata", expanded=False):
 def derived_colour(db: str, version: tuple, level: str, keys: tuple, kind: str, space: str, k: int,
                    min_size: int | None) -> tuple[str, pd.Series, str]:
     """:func:`core.explore.derived_colour` for the drawn points, kept for the reruns that clicks cause."""
-    ids = linked(db, version, level, keys)["id"].to_numpy()
+    ids = linked(db, version, level, keys, projections)["id"].to_numpy()
     return ex.derived_colour(ui.opened_store(db), space=space, ids=ids, level=level, kind=kind, k=k,
                              min_cluster_size=min_size)
 
@@ -204,7 +213,7 @@ else:
     p1, p2 = st.columns([3, 1])
     with p1:
         ui.player(first, label=first["name"])
-        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{first['path']}`")
+        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{CFG.visible(first['path'])}`")
     if p2.button("Play the whole track from here", key=f"whole-{first['id']}"):
         with p1:
             ui.player(first, to_end=True, label=first["name"])
@@ -226,12 +235,13 @@ else:
             r1.write(ui.span_label(f"**{row['name']}**", row["start_s"], row["end_s"]))
             with r2:
                 ui.player(row, label=row["name"])
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.dataframe(ui.visible_paths(table), hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------- export
 st.subheader("Export")
 e1, e2, e3, e4 = st.columns(4)
 stem = "selection"
+table = ui.visible_paths(table)  # exports name files as a visitor may see them
 e1.download_button("Playlist (M3U8)", ex.m3u8(table) if len(table) else "", f"{stem}.m3u8", "audio/x-mpegurl",
                    disabled=table.empty, on_click="ignore", help="The selected tracks, each once.")
 e2.download_button("Segments (CSV)", ex.to_csv_bytes(table) if len(table) else b"", f"{stem}.csv", "text/csv",
@@ -240,6 +250,8 @@ e3.download_button("Segments (Parquet)", (lambda: ex.to_parquet_bytes(table)), f
                    "application/octet-stream", disabled=table.empty, on_click="ignore")
 export_space = e4.selectbox("Embeddings of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]),
                             label_visibility="collapsed")
-e4.download_button(f"Embeddings of {export_space} (Parquet)", lambda: ex.space_parquet_bytes(ui.Store(DB), export_space),
+visible = CFG.visible if CFG.shared_mode else None
+e4.download_button(f"Embeddings of {export_space} (Parquet)",
+                   lambda: ex.space_parquet_bytes(ui.Store(DB), export_space, visible),
                    f"{export_space.replace('/', '_')}.parquet", "application/octet-stream", on_click="ignore",
                    help="All vectors of the model with segments and metadata, as `python -m core export` writes them.")

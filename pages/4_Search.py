@@ -118,8 +118,8 @@ with tabs[2]:
         up = st.file_uploader("A clip (embedded on the fly with the same model)", type=None)
         if up is not None:
             try:
-                query = embed_clip(ui.adapter(model_key), ui.save_upload(up, "queries"), *store.grid(), space=key,
-                                   max_samples=ui.cfg().max_samples)
+                query = embed_clip(ui.adapter(model_key), ui.save_query_clip(up), *store.grid(), space=key,
+                                   max_samples=ui.cfg().query_budget)
             except BadInput as exc:  # too large: the message names the file
                 st.error(str(exc))
             except Exception as exc:  # decoding or model errors get one visible line
