@@ -202,10 +202,23 @@ def step_progress(container):
     return progress
 
 
+@st.cache_resource(show_spinner=False)
+def text_tower(key: str):
+    """A text–audio model's text tower alone (see ``ClapAdapter.text_only``), loaded once for every visitor."""
+    return load_model(key).text_only()
+
+
 @st.cache_data(max_entries=1024, show_spinner=False)
 def text_embedding(model_key: str, text: str):
-    """Text vectors are cached: typing the same query twice costs nothing."""
-    return adapter(model_key).embed_text([text])[0]
+    """Text vectors are cached: typing the same query twice costs nothing.
+
+    The first query on a fresh server downloads the model's checkpoint (one
+    file on the hub); the spinner says so, since it takes a while.
+    """
+    with st.spinner(f"Loading {model_key} for text search: the first query downloads its checkpoint once and keeps "
+                    "only its text tower in memory…"):
+        tower = text_tower(model_key)
+    return tower.embed_text([text])[0]
 
 
 @st.cache_data(max_entries=2, show_spinner=False)

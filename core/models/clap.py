@@ -145,6 +145,8 @@ class ClapAdapter(hf.HubAdapter):
         """
         import torch
 
+        if self.model.audio_model is None:
+            raise ModelError(f"{self.entry.key} was loaded for text queries only; load it again to embed audio.")
         chunks, owner = self.chunks(audio, sr, segments)
         rows = []
         for start in range(0, len(chunks), self.batch_size):
@@ -162,6 +164,21 @@ class ClapAdapter(hf.HubAdapter):
         sums = np.zeros((n, per_chunk.shape[1]), dtype=np.float64)
         np.add.at(sums, owner, per_chunk)
         return {self.entry.key: normalize(sums)}
+
+    def text_only(self) -> "ClapAdapter":
+        """Free the audio tower and its projection, for a server that answers text queries only.
+
+        A public app on a small machine (Streamlit Community Cloud) holds
+        the text tower alone: text search needs nothing else, and the audio
+        tower's weights would be memory taken from the visitors.  The
+        adapter then refuses :meth:`embed`.
+        """
+        import gc
+
+        self.model.audio_model = None
+        self.model.audio_projection = None
+        gc.collect()
+        return self
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Embed texts into the audio space.
