@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -14,10 +12,9 @@ from core import cli
 from core.analyses import store_metrics
 from core.compare import CompareError
 from core.demo import build
-from core.exchange import export_parquet, import_parquet
 from core.extract import extract, read_metadata_csv
 from core.store import Store
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, import_noisy_copy
 
 PAGE = str(PROJECT_ROOT / "pages/3_Compare.py")
 
@@ -29,15 +26,7 @@ def two_models(tmp_path_factory):
     csv = build(folder)
     db = tmp_path_factory.mktemp("db") / "demo.duckdb"
     extract([folder], ["dsp"], db=db, metadata=read_metadata_csv(csv, [folder]))
-    store = Store(db)
-    exported = db.parent / "dsp.parquet"
-    export_parquet(store, "dsp", exported)
-    table = pq.read_table(exported)
-    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
-    noisy = vectors + np.random.default_rng(0).normal(scale=vectors.std(), size=vectors.shape).astype(np.float32)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(noisy.reshape(-1)), noisy.shape[1])
-    pq.write_table(table.set_column(table.column_names.index("vector"), "vector", column), exported)
-    import_parquet(store, exported, "noisy")
+    import_noisy_copy(db)
     return db
 
 

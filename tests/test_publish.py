@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
@@ -17,11 +14,10 @@ import ui
 from core import cli
 from core.config import COLLECTION_STORE
 from core.errors import StoreError
-from core.exchange import export_parquet, import_parquet
 from core.extract import extract, read_metadata_csv
 from core.publish import publish
 from core.store import Store
-from tests.conftest import PROJECT_ROOT, tone_files
+from tests.conftest import PROJECT_ROOT, import_noisy_copy, tone_files
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +30,7 @@ def source(tmp_path_factory):
                   "take": [i % 3 for i in range(12)]}).to_csv(csv, index=False)
     db = base / "src.duckdb"
     extract([folder], ["dsp"], db=db, metadata=read_metadata_csv(csv, [folder]))
-    store = Store(db)
-    exported = base / "dsp.parquet"
-    export_parquet(store, "dsp", exported)
-    table = pq.read_table(exported)
-    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
-    noisy = vectors + np.random.default_rng(0).normal(scale=vectors.std(), size=vectors.shape).astype(np.float32)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(noisy.reshape(-1)), noisy.shape[1])
-    pq.write_table(table.set_column(table.column_names.index("vector"), "vector", column), exported)
-    import_parquet(store, exported, "noisy")
+    import_noisy_copy(db)
     return base, folder, db
 
 

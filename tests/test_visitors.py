@@ -11,6 +11,7 @@ import time
 import duckdb
 import pytest
 import soundfile as sf
+from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 import ui
@@ -187,6 +188,7 @@ def test_no_absolute_path_reaches_the_rendered_pages(shared_root, tmp_path):
         shown += [e.value.to_csv() for e in at.dataframe]
         assert shown and not [s for s in shown if str(tmp_path) in s], page
     assert any("leak.wav" in e.value.to_csv() for e in extract_page.dataframe)  # failures are listed, relatively
+    assert config.get_option("client.showErrorDetails") == "none"  # and a failure shows no traceback
 
 
 def test_a_visitors_map_is_not_written_into_the_shared_store(shared_root, tmp_path):
