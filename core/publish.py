@@ -20,7 +20,6 @@ limit asked for.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ from core.config import COLLECTION_STORE
 from core.errors import BadInput, check_choice
 from core.paths import display, to_text
 from core.reduce import METHODS, cached_projection
-from core.store import Provenance, Store, _insert_vectors, _new_space
+from core.store import Provenance, Store
 
 AUDIO_FOLDER = "audio"
 AUDIO_MODES = ("ogg", "copy", "none")
@@ -202,30 +201,17 @@ def _copy_store(source: Store, target: Path, spaces: list[str], audio_mode: str,
             report.audio_files += audio_mode != "none"
     report.tracks = len(tracks)
 
+    provenances = []
+    for space in spaces:
+        row = source.require_space(space)
+        tags = row["tag_names"]
+        provenances.append(Provenance(space, row["model"], int(row["dim"]), row["adapter_version"],
+                                      row["weights_sha256"], row["source"], tuple(tags) if tags else None))
+    texts = [to_text(names[t]) for t in tracks.index]
     store = Store(target)
-    grid = source.grid()
-    info = {s: source.require_space(s) for s in spaces}
-    with store.transaction() as con:
-        if grid is not None:
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('window_s', ?), ('hop_s', ?)", [str(grid[0]), str(grid[1])])
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('published_at', ?)",
-                    [dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")])
-        texts = [to_text(names[t]) for t in tracks.index]
-        con.register("pub_tracks", tracks.reset_index().assign(
-            path=[t for t, _ in texts], path_escaped=[e for _, e in texts],
-            metadata=[m if isinstance(m, str) else None for m in tracks["metadata"]]))
-        con.execute("INSERT INTO tracks (track_id, path, content_hash, duration_s, sample_rate, channels, format, "
-                    "metadata, added_at, path_escaped) SELECT track_id, path, content_hash, duration_s, sample_rate, "
-                    "channels, format, metadata::JSON, added_at, path_escaped FROM pub_tracks")
-        con.register("pub_segments", rows[["segment_id", "track_id", "idx", "start_s", "end_s"]].assign(
-            on_grid=rows["idx"].to_numpy() >= 0))
-        con.execute("INSERT INTO segments SELECT segment_id, track_id, idx, start_s, end_s, on_grid FROM pub_segments")
-        for space in spaces:
-            row = info[space]
-            tags = row["tag_names"]
-            prov = Provenance(space, row["model"], int(row["dim"]), row["adapter_version"], row["weights_sha256"],
-                              row["source"], tuple(tags) if tags else None)
-            _insert_vectors(con, _new_space(con, prov), *vectors[space])
+    store.fill_published(source.grid(), tracks.reset_index().assign(path=[t for t, _ in texts],
+                                                                      path_escaped=[e for _, e in texts]),
+                         rows, [(p, *vectors[p.space]) for p in provenances])
     return store
 
 

@@ -980,6 +980,34 @@ class Store:
 
     # ------------------------------------------------------------------ bulk vectors
 
+    def fill_published(self, grid: tuple[float, float] | None, tracks: pd.DataFrame, segments: pd.DataFrame,
+                       spaces: list[tuple[Provenance, np.ndarray, np.ndarray]]) -> None:
+        """Write a new published collection in one transaction: its grid, tracks, segments and spaces, ids kept.
+
+        Parameters
+        ----------
+        tracks : pd.DataFrame
+            Rows of :meth:`tracks_frame`, ``path`` already relative to the store's folder.
+        segments : pd.DataFrame
+            ``segment_id``, ``track_id``, ``idx`` (-1 for imported segments), ``start_s``, ``end_s``.
+        spaces : list of (Provenance, ids, vectors)
+            Each space's segment ids (shape (n,)) and vectors (shape (n, dim)).
+        """
+        with self.transaction() as con:
+            if grid is not None:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('window_s', ?), ('hop_s', ?)", [str(grid[0]), str(grid[1])])
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('published_at', ?)", [_now().isoformat(timespec="seconds")])
+            con.register("pub_tracks", tracks.assign(
+                metadata=[m if isinstance(m, str) else None for m in tracks["metadata"]]))
+            con.execute("INSERT INTO tracks (track_id, path, content_hash, duration_s, sample_rate, channels, format, "
+                        "metadata, added_at, path_escaped) SELECT track_id, path, content_hash, duration_s, sample_rate, "
+                        "channels, format, metadata::JSON, added_at, path_escaped FROM pub_tracks")
+            con.register("pub_segments", segments[["segment_id", "track_id", "idx", "start_s", "end_s"]].assign(
+                on_grid=segments["idx"].to_numpy() >= 0))
+            con.execute("INSERT INTO segments SELECT segment_id, track_id, idx, start_s, end_s, on_grid FROM pub_segments")
+            for prov, ids, vectors in spaces:
+                _insert_vectors(con, _new_space(con, prov), ids, vectors)
+
     def add_imported(self, prov: Provenance, frame: pd.DataFrame, vectors: np.ndarray, *, replace: bool = False) -> int:
         """Store precomputed vectors with their own segments (``path, start_s, end_s``), in one transaction.
 
