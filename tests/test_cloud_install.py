@@ -9,7 +9,6 @@ unreachable (see README, "Share on Community Cloud").
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,12 @@ import pytest
 
 from core.publish import publish
 from tests.conftest import PROJECT_ROOT
+from tests.test_browser import free_port
 from tests.test_publish import source  # noqa: F401  (the fixture)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
+@pytest.mark.install
 def test_requirements_alone_install_and_serve_a_published_collection(source, tmp_path):  # noqa: F811
     _, _, db = source
     collection = tmp_path / "collection"
