@@ -9,6 +9,7 @@ sees is made here, once:
   failure rows (they name the publisher's files);
 * every projection at its default settings, at segment and track level, and
   the Compare page's metrics, disagreement and maps at its defaults;
+* the approximate search index of any space too large for exact search;
 * ``audio/``: what the segments cover, as compact mono Ogg Vorbis (the
   default), the original files (``copy``), or nothing (``none``: no playback).
 
@@ -258,8 +259,13 @@ def _write_ogg(original: Path, segments: np.ndarray, target: Path) -> None:
 
 
 def _precompute(store: Store, spaces: list[str], label: str | None, group: str | None, report: PublishReport) -> None:
-    """Every projection at its defaults at both levels, and Compare's defaults, stored so that visitors never wait."""
+    """Every projection at its defaults at both levels, Compare's defaults, and the search index of a space too large
+    for exact search (beside the store), so that visitors never wait and the read-only folder never needs a write."""
+    from core import spaces as sp
+    from core.search import index_for
+
     for space in spaces:
+        index_for(store, sp.load(store, space, "segment"))
         for level in ("segment", "track"):
             for method in METHODS:
                 cached_projection(store, space, method, level=level)
