@@ -7,8 +7,12 @@ rerun after a click re-reads nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import secrets
+import shutil
 import time
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -16,10 +20,10 @@ import streamlit as st
 
 from core import audio
 from core import explore as ex
+from core import uploads
 from core.config import settings
 from core.errors import AccessDenied, BadInput
 from core.models.base import embeds_text, load_model, model_table
-from core.paths import from_text
 from core.preview import Preview, preview_chart, segment_preview
 from core.store import Store
 
@@ -92,13 +96,31 @@ def clap_note(spaces: pd.DataFrame) -> str:
     return f"CLAP cannot be used here: {reason}"
 
 
+#: ``st.session_state`` key of the visitor's own upload folder (see :func:`save_query_clip`).
+VISITOR_KEY = "visitor_folder"
+
+#: ``st.session_state`` key of the maps a visitor computed: kept for the session, never in a shared store.
+VISITOR_MAPS_KEY = "visitor_maps"
+
+
 def cfg():
-    """Read on every rerun (cheap), so a changed environment is never shadowed by a cache."""
-    return settings()
+    """Read on every rerun (cheap), so a changed environment is never shadowed by a cache.
+
+    ``AEB_DB`` naming a published collection opens it as ``AEB_COLLECTION``
+    would.  In shared mode a failure shows its message only, never a
+    traceback with the server's paths.
+    """
+    found = settings()
+    if not found.read_only and found.db.is_file() and opened_store(str(found.db)).published:
+        found = dataclasses.replace(found, collection=found.db.parent, shared_mode=True)
+    if found.shared_mode:
+        st.set_option("client.showErrorDetails", "none")
+    return found
 
 
 def store() -> Store:
-    return opened_store(str(cfg().db))
+    found = cfg()
+    return opened_store(str(found.db), found.read_only)
 
 
 @st.cache_resource(show_spinner="Loading model…")
@@ -142,16 +164,17 @@ def player(row, *, to_end: bool = False, context_s: float = 0.0, label: str | No
     ``path_escaped`` (see :mod:`core.paths`), ``start_s`` and ``end_s``.
     Whatever goes wrong is said in one line instead of a player.
     """
-    path = from_text(row["path"], bool(row.get("path_escaped", False)))
+    settings_ = cfg()
+    path = store().file(row["path"], bool(row.get("path_escaped", False)))
     start = max(0.0, float(row["start_s"]) - context_s)
     try:
-        resolved = cfg().check_readable(path)
+        resolved = settings_.check_readable(path)
         data = audio.excerpt_wav(resolved, start, None if to_end else float(row["end_s"]) + context_s)
     except AccessDenied as exc:
         st.caption(f"🔇 {exc}")
         return
     except audio.AudioError as exc:
-        st.caption(f"🔇 Cannot play {label or row['path']}: {exc}.")
+        st.caption(f"🔇 Cannot play {label or settings_.visible(row['path'])}: {exc}.")
         return
     st.audio(data, format="audio/wav")
 
@@ -163,7 +186,7 @@ def _preview(path: str, start_s: float, end_s: float) -> Preview:
 
 def look(row, *, compact: bool = False, width: int = 640) -> None:
     """The segment's log-mel spectrogram (and waveform unless ``compact``) with its context; or one line why not."""
-    path = from_text(row["path"], bool(row.get("path_escaped", False)))
+    path = store().file(row["path"], bool(row.get("path_escaped", False)))
     try:
         shown = _preview(str(cfg().check_readable(path)), float(row["start_s"]), float(row["end_s"]))
     except (AccessDenied, audio.AudioError):
@@ -181,9 +204,16 @@ def labelled(name: str, row, label_column: str | None) -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def opened_store(db: str) -> Store:
+def opened_store(db: str, read_only: bool = False) -> Store:
     """One Store per file for the server's life: opening one runs the schema statements, which a click should not pay."""
-    return Store(db)
+    return Store(db, read_only=read_only)
+
+
+def visible_paths(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``path`` column as a visitor may see it (:meth:`core.config.Settings.visible`), for tables and exports."""
+    if "path" not in frame.columns or not cfg().shared_mode:
+        return frame
+    return frame.assign(path=frame["path"].map(cfg().visible))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading vectors…")
@@ -247,10 +277,23 @@ def step_progress(container):
     return progress
 
 
+@st.cache_resource(show_spinner=False)
+def text_tower(key: str):
+    """A text–audio model's text tower alone (see ``ClapAdapter.text_only``), loaded once for every visitor."""
+    return load_model(key).text_only()
+
+
 @st.cache_data(max_entries=1024, show_spinner=False)
 def text_embedding(model_key: str, text: str):
-    """Text vectors are cached: typing the same query twice costs nothing."""
-    return adapter(model_key).embed_text([text])[0]
+    """Text vectors are cached: typing the same query twice costs nothing.
+
+    The first query on a fresh server downloads the model's checkpoint (one
+    file on the hub); the spinner says so, since it takes a while.
+    """
+    with st.spinner(f"Loading {model_key} for text search: the first query downloads its checkpoint once and keeps "
+                    "only its text tower in memory…"):
+        tower = text_tower(model_key)
+    return tower.embed_text([text])[0]
 
 
 @st.cache_data(max_entries=2, show_spinner=False)
@@ -264,11 +307,12 @@ def segment_names(db: str, version: tuple) -> pd.Series:
 def save_upload(upload, subfolder: str = "") -> Path:
     """Keep an uploaded file on disk, where the models and the player can read it, and return its path.
 
-    The file goes to ``<uploads>/<subfolder>/<hash of its bytes>/<its name>``:
+    The file goes to ``<uploads>/<subfolder>/<hash of its bytes>/<its base name>``:
     the same file uploaded twice is written once, two files of one name
     never overwrite each other, and the name the user knows is kept for
     messages and exports.  Shared mode lets the app read under the uploads
-    folder only.
+    folder only.  Every page that takes uploads checks them here again,
+    since Streamlit's own limit (``server.maxUploadSize``) may be set higher.
 
     Parameters
     ----------
@@ -280,17 +324,43 @@ def save_upload(upload, subfolder: str = "") -> Path:
     Raises
     ------
     BadInput
-        The file is larger than ``AEB_MAX_UPLOAD_MB``; nothing is written.
+        The file is larger than ``AEB_MAX_UPLOAD_MB`` (or Streamlit's own
+        limit), its name is not a plain file name, or the uploads would
+        exceed ``AEB_UPLOAD_QUOTA_MB``; nothing is written.
     """
-    limit_mb = cfg().max_upload_mb
+    found = cfg()
+    name = uploads.safe_name(upload.name)
+    limit_mb = min(found.max_upload_mb, int(st.get_option("server.maxUploadSize")))
     if upload.size > limit_mb * 2**20:
-        raise BadInput(f"{upload.name} is larger than {limit_mb} MB and was skipped.")
+        raise BadInput(f"{name} is larger than {limit_mb} MB and was skipped.")
+    uploads.sweep(found.uploads, found.upload_ttl_s)
     data = upload.getvalue()
-    target = cfg().uploads / subfolder / hashlib.blake2b(data, digest_size=8).hexdigest() / Path(upload.name).name
+    target = found.uploads / subfolder / hashlib.blake2b(data, digest_size=8).hexdigest() / name
     if not target.exists():
+        uploads.check_quota(found.uploads, len(data), found.upload_quota_mb)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     return target
+
+
+class _VisitorFolder:
+    """A visitor's own upload folder, deleted with the session that holds this object (Streamlit drops it at the end)."""
+
+    def __init__(self, path: Path):
+        self.relative = path
+        weakref.finalize(self, shutil.rmtree, cfg().uploads / path, True)
+
+
+def save_query_clip(upload) -> Path:
+    """:func:`save_upload` into this visitor's own folder: a random id, so that no name reaches another visitor's clip.
+
+    The folder goes with the session, or after ``AEB_UPLOAD_TTL_S`` when the
+    end of a session is never seen (a server restart).
+    """
+    folder = st.session_state.get(VISITOR_KEY)
+    if folder is None:
+        folder = st.session_state[VISITOR_KEY] = _VisitorFolder(Path(uploads.VISITORS) / secrets.token_hex(16))
+    return save_upload(upload, str(folder.relative))
 
 
 def linked_maps(data: pd.DataFrame, titles: list[str], *, key: str, colour: list[str] | str | None = None,

@@ -152,7 +152,8 @@ def store_metrics(
         table["info"]["trustworthiness_points"] = min(max(per_model.values()), TRUSTWORTHINESS_MAX_POINTS)
     table["info"].update({"level": level, "label": label, "group": group, "method": method, "per_model": per_model,
                           "dropped": int((~keep).sum()), "seconds": time.perf_counter() - started})
-    store.put_cached(METRICS_KIND, key, version, table)
+    if not store.read_only:  # a published collection keeps what was computed at publish time only
+        store.put_cached(METRICS_KIND, key, version, table)
     table["info"]["cached"] = False
     return table
 
@@ -209,12 +210,13 @@ def store_disagreement(
     values = neighbour_disagreement(vectors[model_a][rows], vectors[model_b][rows], k=k, groups=groups)
     result = {"ids": ids[rows].tolist(), "disagreement": values.tolist(), "n": int(len(ids)),
               "sampled": int(len(rows)) if len(rows) < len(ids) else None, "k": k, "level": level}
-    store.put_cached(DISAGREEMENT_KIND, key, version, result)
+    if not store.read_only:  # a published collection keeps what was computed at publish time only
+        store.put_cached(DISAGREEMENT_KIND, key, version, result)
     return {**result, "cached": False}
 
 
 def store_maps(store: Store, models: Sequence[str], method: str, *, level: str = "segment",
-               params: dict | None = None) -> dict:
+               params: dict | None = None, max_points: int | None = None) -> dict:
     """Each model's 2-D map on the items all of them hold, turned and scaled onto the first model's map.
 
     Projections come from (or go to) the store's cache; only the alignment
@@ -228,11 +230,14 @@ def store_maps(store: Store, models: Sequence[str], method: str, *, level: str =
         ``ids`` (np.ndarray [shape=(n,)], shared, sorted), ``maps`` (model →
         np.ndarray [shape=(n, 2)]), ``per_model`` (model → items it holds),
         ``projections`` (model → :func:`core.reduce.cached_projection`'s dict).
+
+    ``max_points`` is a shared app's budget for a visitor's maps that the
+    store does not hold (see :func:`core.reduce.cached_projection`).
     """
     models = _check_models(store, models)
     projections = {}
     for m in models:
-        projections[m] = cached_projection(store, m, method, level=level, params=params)
+        projections[m] = cached_projection(store, m, method, level=level, params=params, max_points=max_points)
     ids = projections[models[0]]["ids"]
     for m in models[1:]:
         ids = np.intersect1d(ids, projections[m]["ids"], assume_unique=True)

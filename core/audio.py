@@ -30,7 +30,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -523,7 +523,8 @@ def excerpt_wav(path: str | Path, start_s: float, end_s: float | None = None, *,
     return buf.getvalue()
 
 
-def find_audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+def find_audio_files(paths: list[str | Path], inside: Callable[[Path], bool] | None = None
+                     ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every entry the user points at: audio files to decode, and those that cannot be tried, with the reason.
 
     Folders are walked recursively, each real folder once (a link back to a
@@ -533,6 +534,10 @@ def find_audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Pa
     broken links, link loops, FIFOs.  A path given explicitly is always an
     entry, whatever its name.  Names that are not UTF-8 are kept as Python
     decodes them (``surrogateescape``), and open like any other.
+
+    ``inside(resolved)``, where given (a shared app's root check), is asked
+    about every file and folder once links and ``..`` are resolved: a link
+    that leads out is a problem, named by its own path, and never followed.
 
     Returns
     -------
@@ -549,6 +554,8 @@ def find_audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Pa
 
     def entry(p: Path) -> None:
         problem = entry_problem(p)
+        if not problem and inside is not None and not inside(p.resolve()):
+            problem = "outside the allowed folder"
         if problem:
             problems.append((Path(os.path.abspath(p)), problem))
         else:
@@ -566,7 +573,10 @@ def find_audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Pa
             return
         for child in children:
             if os.path.isdir(child.path):  # follows links; False for broken links and loops
-                walk(Path(child.path))
+                if inside is not None and not inside(Path(child.path).resolve()):
+                    problems.append((Path(os.path.abspath(child.path)), "a link to a folder outside the allowed folder"))
+                else:
+                    walk(Path(child.path))
             elif Path(child.name).suffix.lower() in AUDIO_EXTENSIONS:
                 entry(Path(child.path))
 

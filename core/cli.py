@@ -317,6 +317,19 @@ def cmd_import(args) -> int:
     return OK
 
 
+def cmd_publish(args) -> int:
+    from core.publish import publish
+
+    store = _existing_store(args.db)
+    keys = [normalise_key(m) for m in args.model] if args.model else None
+    report = publish(store.path, args.out, models=keys, audio_mode=args.audio, max_mb=args.max_mb, label=args.label,
+                     group=args.group, progress=lambda line: print(line, file=sys.stderr))
+    print("\n".join(report.lines()))
+    for path, reason in report.missing_audio:
+        print(f"  no audio for {path}: {reason}", file=sys.stderr)
+    return PARTIAL if report.missing_audio else OK
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -418,6 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     db_arg(p)
     p.add_argument("--replace", action="store_true", help="replace the vectors the space already holds")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("publish", help="write a self-contained folder that a public app opens read-only")
+    db_arg(p)
+    p.add_argument("--out", required=True, help="a new folder (AEB_COLLECTION=DIR opens it)")
+    p.add_argument("--model", action="append", help="space to publish, with its other outputs; repeat; all by default")
+    p.add_argument("--audio", default="ogg", choices=["ogg", "copy", "none"],
+                   help="compact mono Ogg of what the segments cover (default), the original files, or no playback")
+    p.add_argument("--max-mb", type=float, help="refuse, writing nothing, when the folder would be larger")
+    p.add_argument("--label", help="metadata column of labels for the Compare metrics computed now")
+    p.add_argument("--group", help="metadata column whose groups the Compare metrics keep apart")
+    p.set_defaults(func=cmd_publish)
     return parser
 
 

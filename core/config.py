@@ -8,17 +8,31 @@
 ``AEB_MAX_UPLOAD_MB`` the size limit for one upload
 ``AEB_MAX_SAMPLES``   each file's decode budget in sample values (frames ×
                       channels, default 2e9); a file above it is refused
+``AEB_COLLECTION``    a folder written by ``core publish``: the app opens its
+                      store read-only and runs in shared mode
+``AEB_UPLOAD_QUOTA_MB`` the total size of every upload kept at once
+``AEB_UPLOAD_TTL_S``  how long a visitor's query clips are kept at most
+``AEB_QUERY_MAX_SAMPLES`` a query clip's decode budget in shared mode (default
+                      60 s of 48 kHz stereo), so a decompression bomb is refused
+``AEB_VISITOR_MAX_POINTS`` the most points a visitor's new map may have in shared
+                      mode (stored maps are free); computed one at a time
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from core.audio import DEFAULT_MAX_SAMPLES
 from core.errors import AccessDenied, BadInput
 from core.store import DEFAULT_DB
+
+#: A published collection's store, inside the folder ``AEB_COLLECTION`` names.
+COLLECTION_STORE = "collection.duckdb"
+
+#: A query clip's decode budget in shared mode: 60 s of 48 kHz stereo.
+QUERY_MAX_SAMPLES = 60 * 48_000 * 2
 
 
 def sample_count(text: str, name: str = "--max-samples") -> int:
@@ -45,10 +59,25 @@ class Settings:
     max_upload_mb: int
     cache: Path
     max_samples: int = DEFAULT_MAX_SAMPLES
+    collection: Path | None = None
+    upload_quota_mb: int = 500
+    upload_ttl_s: int = 3600
+    query_max_samples: int = QUERY_MAX_SAMPLES
+    visitor_max_points: int = 20_000
+
+    @property
+    def read_only(self) -> bool:
+        """A published collection: visitors change nothing in its store."""
+        return self.collection is not None
 
     @property
     def uploads(self) -> Path:
         return self.cache / "uploads"
+
+    @property
+    def query_budget(self) -> int:
+        """The decode budget of a visitor's query clip: small in shared mode, where strangers upload."""
+        return min(self.max_samples, self.query_max_samples) if self.shared_mode else self.max_samples
 
     @property
     def demo(self) -> Path:
@@ -58,7 +87,31 @@ class Settings:
         roots = [self.uploads.resolve(), self.demo.resolve()]
         if self.audio_root is not None:
             roots.insert(0, self.audio_root.resolve())
+        if self.collection is not None:
+            roots.insert(0, self.collection.resolve())
         return roots
+
+    def allows(self, path: str | Path) -> bool:
+        """Whether :meth:`check_readable` lets ``path`` (resolved first) through."""
+        try:
+            self.check_readable(path)
+        except AccessDenied:
+            return False
+        return True
+
+    def visible(self, path: str) -> str:
+        """A stored path as a visitor may see it: in shared mode, relative to its root, never absolute.
+
+        Published collections store relative paths, shown as they are; an
+        upload shows its own name only (its folder is a digest).
+        """
+        if not self.shared_mode or not os.path.isabs(path):
+            return path
+        pure = PurePosixPath(path)
+        for root in [r for r in (self.collection, self.audio_root) if r is not None] + [self.demo]:
+            if pure.is_relative_to(root):
+                return str(pure.relative_to(root))
+        return pure.name
 
     def check_readable(self, path: str | Path) -> Path:
         """Resolve a path and, in shared mode, refuse anything outside the allowed roots.
@@ -80,19 +133,37 @@ def db_path() -> Path:
     return Path(os.environ.get("AEB_DB") or DEFAULT_DB).expanduser()
 
 
+def _whole(name: str, default: int) -> int:
+    text = os.environ.get(name, str(default))
+    if not text.strip().isdigit():
+        raise BadInput(f"{name} must be a whole number, not {text!r}.")
+    return int(text)
+
+
 def settings() -> Settings:
     from core.models.weights import cache_dir
 
     shared = os.environ.get("AEB_SHARED_MODE", "").strip().lower() in ("1", "true", "yes", "on")
     root = os.environ.get("AEB_AUDIO_ROOT")
-    max_mb = os.environ.get("AEB_MAX_UPLOAD_MB", "200")
-    if not max_mb.strip().isdigit():
-        raise BadInput(f"AEB_MAX_UPLOAD_MB must be a whole number of megabytes, not {max_mb!r}.")
+    collection = os.environ.get("AEB_COLLECTION")
+    db = db_path()
+    if collection:
+        folder = Path(collection).expanduser().resolve()
+        if not (folder / COLLECTION_STORE).is_file():
+            raise BadInput(f"AEB_COLLECTION names {folder.name}, which holds no {COLLECTION_STORE}; "
+                           "point it at a folder written by `python -m core publish`.")
+        db = folder / COLLECTION_STORE
     return Settings(
-        db=db_path(),
-        shared_mode=shared,
+        db=db,
+        shared_mode=shared or bool(collection),
         audio_root=Path(root).expanduser().resolve() if root else None,
-        max_upload_mb=int(max_mb),
+        max_upload_mb=_whole("AEB_MAX_UPLOAD_MB", 200),
         cache=cache_dir(),
         max_samples=sample_count(os.environ.get("AEB_MAX_SAMPLES", str(DEFAULT_MAX_SAMPLES)), "AEB_MAX_SAMPLES"),
+        collection=folder if collection else None,
+        upload_quota_mb=_whole("AEB_UPLOAD_QUOTA_MB", 500),
+        upload_ttl_s=_whole("AEB_UPLOAD_TTL_S", 3600),
+        query_max_samples=sample_count(os.environ.get("AEB_QUERY_MAX_SAMPLES", str(QUERY_MAX_SAMPLES)),
+                                       "AEB_QUERY_MAX_SAMPLES"),
+        visitor_max_points=_whole("AEB_VISITOR_MAX_POINTS", 20_000),
     )

@@ -18,7 +18,7 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import altair as alt
 import numpy as np
@@ -462,13 +462,25 @@ def to_parquet_bytes(table: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def space_parquet_bytes(store, space: str) -> bytes:
-    """A space's embeddings as ``core export`` writes them, for a download button."""
+def space_parquet_bytes(store, space: str, visible: Callable[[str], str] | None = None) -> bytes:
+    """A space's embeddings as ``core export`` writes them, for a download button.
+
+    ``visible`` rewrites each path as the person downloading may see it (a
+    shared app shows no absolute path of its server).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from core.exchange import export_parquet
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "export.parquet"
         export_parquet(store, space, out)
+        if visible is not None:
+            table = pq.read_table(out)
+            at = table.schema.get_field_index("path")
+            paths = pa.array([visible(p) for p in table.column("path").to_pylist()], pa.string())
+            pq.write_table(table.set_column(at, "path", paths), out)
         return out.read_bytes()
 
 

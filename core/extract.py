@@ -184,6 +184,7 @@ def extract(
     workers: int = 0,
     batch_size: int | None = None,
     precision: str = "fp32",
+    inside: Callable[[Path], bool] | None = None,
 ) -> ExtractReport:
     """Embed files (and the audio files inside folders) with models into a store.
 
@@ -224,6 +225,9 @@ def extract(
         The networks' arithmetic; a model whose bfloat16 vectors were not
         verified runs in float32 (:mod:`core.models.precision`), and
         ``report.precisions`` says what each ran in.
+    inside : callable, optional
+        A shared app's root check (:meth:`core.config.Settings.allows`): a
+        file or folder that resolves outside is a failure, never read.
 
     Raises
     ------
@@ -259,7 +263,7 @@ def extract(
                 report.replaced_spaces.append(prov.space)
     keys = [a.entry.key for a in adapters]
     run_id = store.start_run(keys)
-    files, problems = audio.find_audio_files(paths)
+    files, problems = audio.find_audio_files(paths, inside)
     entries: list[tuple[Path, str | None]] = [(f, None) for f in files] + problems
     report.files = len(entries)
     metadata = metadata or {}

@@ -20,6 +20,7 @@ many points it was fit on, so that the screen can say so.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Callable
 
@@ -55,6 +56,9 @@ PLACE_BATCH = 20_000
 
 #: A projection that cannot run raises the family's :class:`~core.errors.BadInput`.
 ReduceError = BadInput
+
+#: Visitors of a shared app compute new maps one at a time: two t-SNE runs at once would double the peak memory.
+_VISITOR_JOB = threading.Lock()
 
 
 def canonical_params(method: str, params: dict | None = None) -> dict:
@@ -180,12 +184,23 @@ def _place(model, x: np.ndarray) -> np.ndarray:
 
 def cached_projection(store: Store, space: str, method: str, level: str = "segment", params: dict | None = None,
                       with_trust: bool = True, on_compute: Callable[[int], None] | None = None,
-                      progress: ProgressFn | None = None) -> dict:
+                      progress: ProgressFn | None = None, max_points: int | None = None) -> dict:
     """The projection of a space, from the store's cache or computed and stored.
 
     ``on_compute(n)`` is called before a computation starts (not on a cache
     hit), so that the app can say what it is waiting for; ``progress`` is
     passed to :func:`project`.
+
+    ``max_points`` is a visitor's budget in a shared app: a projection the
+    store does not hold is computed only for at most that many points, one
+    visitor at a time, and is returned without being stored (the store is
+    shared, or read-only).  A read-only store never stores one either.
+
+    Raises
+    ------
+    ReduceError
+        For an unknown method, or a computation over the budget or while
+        another visitor's runs.
 
     Returns
     -------
@@ -202,6 +217,24 @@ def cached_projection(store: Store, space: str, method: str, level: str = "segme
     if hit is not None:
         return {**hit, "cached": True}
     ids, x = read_vectors(store, space, level)
+    if max_points is None:
+        return _computed(store, space, method, level, params, ids, x, with_trust, on_compute, progress,
+                         keep=not store.read_only)
+    if len(ids) > max_points:
+        raise ReduceError(f"This shared app computes new maps of at most {max_points:,} points for a visitor, and this "
+                          f"one has {len(ids):,}; choose the default settings, whose maps are stored.")
+    if not _VISITOR_JOB.acquire(blocking=False):
+        raise ReduceError("Another visitor's map is being computed; try again in a moment.")
+    try:
+        return _computed(store, space, method, level, params, ids, x, with_trust, on_compute, progress, keep=False)
+    finally:
+        _VISITOR_JOB.release()
+
+
+def _computed(store: Store, space: str, method: str, level: str, params: dict, ids: np.ndarray, x: np.ndarray,
+              with_trust: bool, on_compute: Callable[[int], None] | None, progress: ProgressFn | None,
+              keep: bool) -> dict:
+    """:func:`cached_projection`'s computation, stored when ``keep``."""
     if on_compute is not None:
         on_compute(len(ids))
     t = time.perf_counter()
@@ -210,5 +243,7 @@ def cached_projection(store: Store, space: str, method: str, level: str = "segme
     if with_trust:
         info["trustworthiness"] = trustworthiness(x, xy, k=10)
         info["trust_sample"] = int(min(len(x), TRUSTWORTHINESS_MAX_POINTS))
-    store.put_projection(space, level, method, key, version, ids, xy, seconds, info)
+    if keep:
+        store.put_projection(space, level, method, json.dumps(params, sort_keys=True), store.data_version(space),
+                             ids, xy, seconds, info)
     return {"ids": ids, "xy": xy, "seconds": seconds, "info": info, "cached": False}

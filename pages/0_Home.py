@@ -15,7 +15,9 @@ st.write(
 store = ui.store()
 info = store.info()
 
-if info["tracks"] == 0:
+if info["tracks"] == 0 and store.read_only:
+    st.info("This published collection is empty.")
+elif info["tracks"] == 0:
     st.info("The store is empty. Load the demo collection (144 labelled synthetic sounds in 8 families, made offline), "
             "or import your own folder on the Extract page.")
     if st.button("Load the demo collection", type="primary"):

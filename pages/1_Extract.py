@@ -17,6 +17,10 @@ st.set_page_config(page_title="Extract · Audio embedding browser", page_icon="�
 st.title("📥 Extract")
 cfg = ui.cfg()
 store = ui.store()
+if store.read_only:
+    st.info("This is a published collection, shared read-only: nothing can be imported or extracted here. "
+            "Explore, Compare and Search work on what it holds.")
+    st.stop()
 
 # ---------------------------------------------------------------- source
 source = st.radio("Source", ["Folder", "Upload files", "Demo collection"], horizontal=True)
@@ -30,14 +34,16 @@ if source == "Folder":
         else:
             sub = st.text_input("Folder inside the audio root", value="", help="Relative to the configured audio folder.")
             folder_text = str(cfg.audio_root / sub)
+            shown_folder = sub or "the audio folder"  # never the server's absolute path
     else:
-        folder_text = st.text_input("Folder (searched recursively for audio files)", placeholder="/path/to/my/sounds")
+        folder_text = shown_folder = st.text_input("Folder (searched recursively for audio files)",
+                                                   placeholder="/path/to/my/sounds")
     csv_text = st.text_input("Metadata CSV (optional, with a 'path' column relative to the folder)")
     if (not cfg.shared_mode or cfg.audio_root is not None) and folder_text:
         try:
             folder = cfg.check_readable(folder_text)
             if not folder.is_dir():
-                st.error(f"{folder_text} is not a folder.")
+                st.error(f"{shown_folder} is not a folder.")
             else:
                 paths = [folder]
                 if csv_text:
@@ -109,6 +115,7 @@ if st.button("Run extraction", type="primary", disabled=blocked or not (paths an
             report = extract(paths, models, db=store.path, window_s=window, hop_s=hop, metadata=metadata,
                              adapters=adapters, max_samples=cfg.max_samples, workers=int(workers),
                              batch_size=int(batch_size) or None, precision=precision,
+                             inside=cfg.allows if cfg.shared_mode else None,
                              progress=lambda d, n, p: bar.progress(d / n, text=f"{d}/{n} · {Path(p).name}"))
         except AEBError as exc:
             box.update(label="Nothing was done", state="error")
@@ -130,4 +137,4 @@ st.subheader("Failed files (latest run of each model)")
 if failures.empty:
     st.write("None.")
 else:
-    st.dataframe(failures[["path", "model", "message", "failed_at"]], hide_index=True, width="stretch")
+    st.dataframe(ui.visible_paths(failures[["path", "model", "message", "failed_at"]]), hide_index=True, width="stretch")

@@ -16,6 +16,7 @@ from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
 st.title("🗺️ Explore")
 store, spaces, VERSION = ui.collection_or_stop("Nothing to explore yet: extract a collection first")
+CFG = ui.cfg()
 
 DB = str(store.path)
 DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
@@ -71,7 +72,11 @@ def _projections() -> dict:
 
 
 def projection(view: dict, column) -> dict:
+    """A view's map: read from the store once per server, or (shared mode) computed within a visitor's budget for this session only."""
     key = view_key(view)
+    visitor = st.session_state.setdefault(ui.VISITOR_MAPS_KEY, {})
+    if key in visitor:
+        return visitor[key]
     memo = _projections()
     if key not in memo:
         label = f"{ui.METHOD_LABELS[view['method']]} of {view['space']}"
@@ -83,24 +88,30 @@ def projection(view: dict, column) -> dict:
             started["progress"] = ui.step_progress(started["status"])
 
         try:
-            memo[key] = cached_projection(store, view["space"], view["method"], level=level, params=view["params"],
-                                          on_compute=announce, progress=lambda *step: started["progress"](*step))
+            found = cached_projection(store, view["space"], view["method"], level=level, params=view["params"],
+                                      on_compute=announce, progress=lambda *step: started["progress"](*step),
+                                      max_points=CFG.visitor_max_points if CFG.shared_mode else None)
         except ReduceError as exc:
             box.error(str(exc))
             st.stop()
+        kept = found["cached"] or not CFG.shared_mode
+        (memo if kept else visitor)[key] = found
         if "status" in started:
-            started["status"].update(label=f"{label}: computed in {memo[key]['seconds']:.1f} s and stored",
+            where = "stored" if kept else "kept for this visit only"
+            started["status"].update(label=f"{label}: computed in {found['seconds']:.1f} s and {where}",
                                      state="complete", expanded=False)
+        return found
     return memo[key]
 
 
 view_columns = st.columns(1 if single else 2)
 views = [view_controls(i, col) for i, col in enumerate(view_columns)]
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
-def linked(db: str, version: tuple, level: str, keys: tuple) -> pd.DataFrame:
+def linked(db: str, version: tuple, level: str, keys: tuple, _projs: list) -> pd.DataFrame:
     """Every point with every view's coordinates; read-only, shared by the reruns that clicks cause."""
-    projs = [_projections()[k] for k in keys]
-    return ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in projs], level=level)
+    return ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in _projs], level=level)
 
 
 
@@ -120,7 +131,7 @@ projections = [projection(v, col) for v, col in zip(views, view_columns)]
 for col, proj in zip(view_columns, projections):
     col.caption(f"{len(proj['ids']):,} points · " + ex.projection_note(proj))
 keys = tuple(view_key(v) for v in views)
-frame = linked(DB, VERSION, level, keys)
+frame = linked(DB, VERSION, level, keys, projections)
 if len(views) == 2 and views[0]["space"] != views[1]["space"]:
     difference = ex.views_difference(frame, level)
     if difference:
@@ -144,7 +155,7 @@ with st.expander("Filter by metadata", expanded=False):
 def derived_colour(db: str, version: tuple, level: str, keys: tuple, kind: str, space: str, k: int,
                    min_size: int | None) -> tuple[str, pd.Series, str]:
     """:func:`core.explore.derived_colour` for the drawn points, kept for the reruns that clicks cause."""
-    ids = linked(db, version, level, keys)["id"].to_numpy()
+    ids = linked(db, version, level, keys, projections)["id"].to_numpy()
     return ex.derived_colour(ui.opened_store(db), space=space, ids=ids, level=level, kind=kind, k=k,
                              min_cluster_size=min_size)
 
@@ -229,7 +240,7 @@ else:
                         help="Hear the segment with the context drawn around it.")
     with p1:
         ui.player(first, label=first["name"], context_s=CONTEXT_S if context and level == "segment" else 0.0)
-        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{first['path']}`"
+        st.caption(f"{first['start_s']:.2f}–{first['end_s']:.2f} s of `{CFG.visible(first['path'])}`"
                    + (f"; outlined in red inside ±{CONTEXT_S:g} s of context" if level == "segment" else ""))
         if level == "segment":
             ui.look(first, width=640)
@@ -258,28 +269,30 @@ else:
             if level == "segment":
                 with r3:
                     ui.look(row, compact=True, width=260)
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.dataframe(ui.visible_paths(table), hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------- export
 st.subheader("Export")
 st.caption("Clips, playlists and lists play or mark exactly the selected segments; the CSV and Parquet hold the "
            "selection's rows with their coordinates and metadata.")
 stem, none = "selection", table.empty
+shown = ui.visible_paths(table)  # what leaves the app names files as a visitor may see them; clips read the real ones
+visible = CFG.visible if CFG.shared_mode else None
 e = st.columns(6)
 e[0].download_button("Clips (ZIP)", lambda: clips.clips_zip(table, resolve=ui.cfg().check_readable), f"{stem}.zip",
                      "application/zip", disabled=none, on_click="ignore", key="export-zip",
                      help="One WAV per selected segment, cut exactly, with segments.csv of their metadata.")
-e[1].download_button("Playlist (M3U8)", clips.m3u8(table) if not none else "", f"{stem}.m3u8", "audio/x-mpegurl",
+e[1].download_button("Playlist (M3U8)", clips.m3u8(shown) if not none else "", f"{stem}.m3u8", "audio/x-mpegurl",
                      disabled=none, on_click="ignore", help="Each entry plays only its segment in VLC (start and stop options).")
-e[2].download_button("mpv EDL", clips.mpv_edl(table) if not none else b"", f"{stem}.edl", "text/plain", disabled=none,
+e[2].download_button("mpv EDL", clips.mpv_edl(shown) if not none else b"", f"{stem}.edl", "text/plain", disabled=none,
                      on_click="ignore", help="`mpv selection.edl` plays the segments one after the other.")
-e[3].download_button("Segments (CSV)", ex.to_csv_bytes(table) if not none else b"", f"{stem}.csv", "text/csv",
+e[3].download_button("Segments (CSV)", ex.to_csv_bytes(shown) if not none else b"", f"{stem}.csv", "text/csv",
                      disabled=none, on_click="ignore", help="`python -m core export --clips DIR --ids` takes this file.")
-e[4].download_button("Segments (Parquet)", (lambda: ex.to_parquet_bytes(table)), f"{stem}.parquet",
+e[4].download_button("Segments (Parquet)", (lambda: ex.to_parquet_bytes(shown)), f"{stem}.parquet",
                      "application/octet-stream", disabled=none, on_click="ignore")
 export_space = e[5].selectbox("Embeddings of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]),
                               label_visibility="collapsed")
-e[5].download_button(f"Embeddings of {export_space} (Parquet)", lambda: ex.space_parquet_bytes(ui.Store(DB), export_space),
+e[5].download_button(f"Embeddings of {export_space} (Parquet)", lambda: ex.space_parquet_bytes(ui.Store(DB), export_space, visible),
                      f"{export_space.replace('/', '_')}.parquet", "application/octet-stream", on_click="ignore",
                      help="All vectors of the model with segments and metadata, as `python -m core export` writes them.")
 if level == "segment" and not none:

@@ -33,7 +33,8 @@ k = int(top[3].slider("k (neighbours)", 1, 50, 10, help="k of Jaccard@k, of the 
 
 @st.cache_data(max_entries=8, show_spinner="Computing the maps (once; they are stored for next time)…")
 def maps(db: str, version: tuple, models: tuple, method: str, level: str) -> dict:
-    return an.store_maps(ui.opened_store(db), list(models), method, level=level)
+    budget = ui.cfg().visitor_max_points if ui.cfg().shared_mode else None  # stored maps are free; new ones within it
+    return an.store_maps(ui.opened_store(db), list(models), method, level=level, max_points=budget)
 
 
 @st.cache_data(max_entries=8, show_spinner="Finding every point's nearest neighbours in both models (once; they are stored)…")

@@ -140,8 +140,8 @@ with tabs[2]:
         up = st.file_uploader("A clip (embedded on the fly with the same model)", type=None)
         if up is not None:
             try:
-                saved = ui.save_upload(up, "queries")
-                duration = audio.info(saved, max_samples=ui.cfg().max_samples).duration_s
+                saved = ui.save_query_clip(up)
+                duration = audio.info(saved, max_samples=ui.cfg().query_budget).duration_s
             except (BadInput, audio.AudioError) as exc:  # too large, or not audio: one line naming the file
                 st.error(f"{up.name}: {exc}" if up.name not in str(exc) else str(exc))
             else:
@@ -155,7 +155,7 @@ with tabs[2]:
                            "Ogg, may also decode to slightly different samples).")
                 try:
                     query = embed_clip(ui.adapter(model_key), saved, *store.grid(), space=key,
-                                       max_samples=ui.cfg().max_samples, start_s=region[0], end_s=region[1])
+                                       max_samples=ui.cfg().query_budget, start_s=region[0], end_s=region[1])
                 except Exception as exc:  # decoding or model errors get one visible line
                     st.error(f"{up.name}: {exc}")
                 else:

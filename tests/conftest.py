@@ -61,6 +61,29 @@ def embed_in_blocks(adapter, path, segments: np.ndarray, block_s: float) -> tupl
     return rows, len(blocks)
 
 
+def import_noisy_copy(db: Path, key: str = "noisy") -> None:
+    """Import a copy of a store's dsp vectors with Gaussian noise (one standard deviation) as a second space ``key``.
+
+    Goes through the real export and import, so that two-model pages and
+    commands can be tested without a second model's weights.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.exchange import export_parquet, import_parquet
+    from core.store import Store
+
+    store = Store(db)
+    exported = db.parent / "dsp.parquet"
+    export_parquet(store, "dsp", exported)
+    table = pq.read_table(exported)
+    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+    noisy = vectors + np.random.default_rng(0).normal(scale=vectors.std(), size=vectors.shape).astype(np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(noisy.reshape(-1)), noisy.shape[1])
+    pq.write_table(table.set_column(table.column_names.index("vector"), "vector", column), exported)
+    import_parquet(store, exported, key)
+
+
 @pytest.fixture(scope="module")
 def session_cache(tmp_path_factory):
     """The same cache for module-scoped fixtures, which run before the per-test one below and load weights."""
@@ -116,26 +139,3 @@ class WatchedDsp:
     def finish(self, plan, outputs):
         return plan
 
-
-
-def import_noisy_copy(db: Path, name: str = "noisy") -> None:
-    """Import the store's dsp vectors plus Gaussian noise as a second model on the same segments.
-
-    Compare needs two models; a perturbed copy is one that no extraction has
-    to pay for and whose disagreement with dsp is known to be partial.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from core.exchange import export_parquet, import_parquet
-    from core.store import Store
-
-    store = Store(db)
-    exported = db.parent / "dsp.parquet"
-    export_parquet(store, "dsp", exported)
-    table = pq.read_table(exported)
-    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
-    noisy = vectors + np.random.default_rng(0).normal(scale=vectors.std(), size=vectors.shape).astype(np.float32)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(noisy.reshape(-1)), noisy.shape[1])
-    pq.write_table(table.set_column(table.column_names.index("vector"), "vector", column), exported)
-    import_parquet(store, exported, name)

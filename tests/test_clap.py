@@ -266,3 +266,14 @@ def test_every_padding_rule_of_the_extractor(padding, audio):
     inputs, lengths = stages.pad_ragged(chunks)
     ours = clap.log_mel(torch.from_numpy(inputs), torch.from_numpy(lengths), clap.MelSettings.of(extractor, "cpu"))
     assert np.abs(ours.numpy() - reference).max() <= 1e-4 * (reference.max() - reference.min())
+
+
+def test_text_only_keeps_the_text_tower_alone_and_gives_the_same_text_rows(tiny_folder, adapter):
+    tower = base.load_model(f"clap:{tiny_folder}", device="cpu")
+    full = sum(p.numel() for p in tower.model.parameters())
+    tower.text_only()
+    assert sum(p.numel() for p in tower.model.parameters()) < full
+    assert tower.model.audio_model is None
+    np.testing.assert_allclose(tower.embed_text(["a dog barking"]), adapter.embed_text(["a dog barking"]), atol=1e-6)
+    with pytest.raises(ModelError, match="text queries only"):
+        tower.embed(np.zeros(48_000, np.float32), 48_000, np.array([[0.0, 1.0]]))

@@ -134,9 +134,26 @@ class ClapAdapter(hf.HubAdapter):
         """The audio tower's projected output of each chunk, ``is_longer`` False for all (module docstring)."""
         import torch
 
+        if self.model.audio_model is None:
+            raise ModelError(f"{self.entry.key} was loaded for text queries only; load it again to embed audio.")
         is_longer = torch.zeros((len(features), 1), dtype=torch.bool, device=features.device)
         out = self.model.get_audio_features(input_features=features, is_longer=is_longer)
         return {"audio": out.pooler_output}
+
+    def text_only(self) -> "ClapAdapter":
+        """Free the audio tower and its projection, for a server that answers text queries only.
+
+        A public app on a small machine (Streamlit Community Cloud) holds
+        the text tower alone: text search needs nothing else, and the audio
+        tower's weights would be memory taken from the visitors.  The
+        adapter then refuses :meth:`embed`.
+        """
+        import gc
+
+        self.model.audio_model = None
+        self.model.audio_projection = None
+        gc.collect()
+        return self
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Embed texts into the audio space.
