@@ -21,14 +21,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
 from core import audio
 from core.errors import BadInput, StoreError
-from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
+from core.models.base import Adapter, ModelEntry, ModelError, get_entry, load_model, split_key
 from core.paths import display
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord, check_grid
 
@@ -139,7 +139,8 @@ def model_keys(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(split_key(k)[0] for k in keys))
 
 
-def _provenances(adapter: Adapter) -> list[Provenance]:
+def provenances(adapter: Adapter) -> list[Provenance]:
+    """The provenance of each space a loaded adapter fills: what decides whether stored vectors are still its."""
     entry = adapter.entry
     return [
         Provenance(space, entry.key, dim, adapter.version, adapter.weights_sha256,
@@ -148,18 +149,43 @@ def _provenances(adapter: Adapter) -> list[Provenance]:
     ]
 
 
-def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapters: list[Adapter],
-                 report: ExtractReport) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Run every adapter over a track's blocks; per-model errors are returned, not raised."""
-    vectors = {space: np.zeros((len(segments), dim), np.float32)
+def mix_dtype(entries: list[ModelEntry]) -> type:
+    """The dtype a track is decoded to for these models: float64 when any asks for it, cast down once per block."""
+    return np.float64 if any(np.dtype(e.input_dtype) == np.float64 for e in entries) else np.float32
+
+
+def embed_blocks(blocks: Iterable[audio.Block], n_segments: int, adapters: list[Adapter],
+                 add_time: Callable[[str, float], None]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Run every adapter over a track's blocks: the one embedding path of every engine.
+
+    Parameters
+    ----------
+    blocks : iterable of core.audio.Block
+        The track's blocks in order, mixed to :func:`mix_dtype` of ``adapters``
+        (or wider); each adapter gets them cast to its own input dtype.
+    n_segments : int
+        Rows of the track's grid.
+    add_time : callable
+        ``add_time(what, seconds)`` for ``decode`` and ``model:KEY``.
+
+    Returns
+    -------
+    vectors : dict
+        Space key -> float32[n_segments, dim].
+    errors : dict
+        Model key -> one line, for each adapter that failed on this track
+        (a bad shape, non-finite values, or anything it raised); its vectors
+        are then to be ignored.  A decoding error is raised, not returned:
+        it is the whole file's.
+    """
+    vectors = {space: np.zeros((n_segments, dim), np.float32)
                for a in adapters for space, dim in a.entry.spaces.items()}
     errors: dict[str, str] = {}
     wanted = {a.entry.key: np.dtype(a.entry.input_dtype) for a in adapters}
-    widest = np.float64 if np.dtype(np.float64) in wanted.values() else np.float32
     t0 = time.perf_counter()
-    for block in audio.iter_blocks(path, segments, meta=meta, dtype=widest):
-        mixes = {np.dtype(widest): block.audio}
-        report._add_time("decode", time.perf_counter() - t0)
+    for block in blocks:
+        mixes = {block.audio.dtype: block.audio}
+        add_time("decode", time.perf_counter() - t0)
         for adapter in adapters:
             key = adapter.entry.key
             if key in errors:
@@ -177,8 +203,8 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
                         raise ModelError("produced non-finite values")
                     vectors[space][block.index] = rows
             except Exception as exc:  # one model failing on one file must not stop the batch
-                errors[key] = str(exc) if isinstance(exc, ModelError) else _reason(exc)
-            report._add_time(f"model:{key}", time.perf_counter() - t1)
+                errors[key] = str(exc) if isinstance(exc, ModelError) else failure_reason(exc)
+            add_time(f"model:{key}", time.perf_counter() - t1)
         t0 = time.perf_counter()
     return vectors, errors
 
@@ -244,7 +270,7 @@ def extract(
     store = Store(db)
     store.ensure_grid(window_s, hop_s)
     for adapter in adapters:
-        for prov in _provenances(adapter):
+        for prov in provenances(adapter):
             if store.prepare_space(prov):
                 report.replaced_spaces.append(prov.space)
     keys = [a.entry.key for a in adapters]
@@ -288,11 +314,12 @@ def extract(
                     segments = store.track_segments(track_id)
                 else:
                     track_id, todo = None, list(adapters)
-                    segments = _grid(meta, window_s, hop_s, todo)
+                    segments = track_grid(meta, window_s, hop_s, [a.entry for a in todo])
                 if not todo:
                     report.skipped += 1
                 else:
-                    vectors, errors = _embed_track(path, meta, segments, todo, report)
+                    blocks = audio.iter_blocks(path, segments, meta=meta, dtype=mix_dtype([a.entry for a in todo]))
+                    vectors, errors = embed_blocks(blocks, len(segments), todo, report._add_time)
                     for key, message in errors.items():
                         report.failures.append(Failure(spath, key, message))
                     ok = [a for a in todo if a.entry.key not in errors]
@@ -305,7 +332,7 @@ def extract(
             except StoreError:
                 raise  # the store, not this file: nothing later could be written either
             except Exception as exc:  # whatever one file raises is that file's failure
-                report.failures.extend(Failure(spath, k, _reason(exc)) for k in keys)
+                report.failures.extend(Failure(spath, k, failure_reason(exc)) for k in keys)
             if pending and (len(pending) >= batch_tracks or time.perf_counter() - last_flush >= batch_seconds):
                 flush()
             if progress is not None:
@@ -321,17 +348,17 @@ def extract(
     return report
 
 
-def _grid(meta: audio.AudioInfo, window_s: float, hop_s: float, adapters: list[Adapter]) -> np.ndarray:
+def track_grid(meta: audio.AudioInfo, window_s: float, hop_s: float, entries: list[ModelEntry]) -> np.ndarray:
     """A new track's segments, refused (one file's failure) when its vectors would not fit :data:`MAX_TRACK_VALUES`."""
     n = audio.segment_count(meta.duration_s, window_s, hop_s)
-    values = n * sum(dim for a in adapters for dim in a.entry.spaces.values())
+    values = n * sum(dim for e in entries for dim in e.spaces.values())
     if values > MAX_TRACK_VALUES:
         raise audio.AudioError(f"the grid cuts its {meta.duration_s:,.0f} s into {n:,} segments, {values:,} vector values "
                                f"in all, more than {MAX_TRACK_VALUES:,} per file; use a longer --hop")
     return audio.segment_grid(meta.duration_s, window_s, hop_s)
 
 
-def _reason(exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
     """One line saying why a file failed."""
     if isinstance(exc, audio.AudioError):
         return str(exc)
