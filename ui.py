@@ -8,6 +8,7 @@ rerun after a click re-reads nothing.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from core import explore as ex
 from core.config import settings
 from core.errors import AccessDenied, BadInput
 from core.models.base import load_model, model_table
-from core.paths import from_text
+from core.paths import from_text, is_url
 from core.store import Store
 
 #: ``st.session_state`` key holding the segment last clicked in Explore, which
@@ -92,7 +93,16 @@ def player(row, *, to_end: bool = False, label: str | None = None) -> None:
     ``row`` is a segment as the store gives it (a Series or a dict): ``path``,
     ``path_escaped`` (see :mod:`core.paths`), ``start_s`` and ``end_s``.
     """
-    path = from_text(row["path"], bool(row.get("path_escaped", False)))
+    escaped = bool(row.get("path_escaped", False))
+    if not escaped and is_url(row["path"]):  # a track extracted from object storage or the web
+        if row["path"].lower().startswith(("http://", "https://")):  # the browser fetches it; whole seconds only
+            st.audio(row["path"], start_time=int(row["start_s"]),
+                     end_time=None if to_end else int(math.ceil(float(row["end_s"]))))
+        else:
+            st.caption(f"🔇 {label or row['path']} lies in object storage, which a browser cannot read; "
+                       "publish it over https to play it here.")
+        return
+    path = from_text(row["path"], escaped)
     try:
         resolved = cfg().check_readable(path)
         data = audio.excerpt_wav(resolved, float(row["start_s"]), None if to_end else float(row["end_s"]))

@@ -138,7 +138,8 @@ def cmd_info(args) -> int:
         print(f"{info['tracks']} tracks, {info['segments']} segments, grid {info['grid']}")
         for space, n in info["embeddings"].items():
             print(f"  {space}: {n} vectors")
-        print(f"{info['failures']} failed files in the latest runs; {info['missing_files']} tracks whose files are gone")
+        print(f"{info['failures']} failed files in the latest runs; {info['missing_files']} tracks whose files are gone"
+              + (f"; {info['remote_files']} remote tracks (URLs)" if info["remote_files"] else ""))
         for p in info["missing_paths"]:
             print(f"  missing: {display(p)}")
     return OK

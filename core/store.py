@@ -52,7 +52,7 @@ import pyarrow as pa
 
 from core.errors import BadInput, DimensionMismatch, GridMismatch, StoreError, check_level
 from core.jsonable import jsonable
-from core.paths import from_text, to_text
+from core.paths import from_text, is_url, to_text
 
 DEFAULT_DB = Path(__file__).resolve().parents[1] / "cache" / "embeddings.duckdb"
 SCHEMA_VERSION = 2
@@ -886,14 +886,19 @@ class Store:
         return int(row[0]) if row else 0
 
     def info(self) -> dict:
-        """Counts for ``core info``: tracks, segments, vectors per space, failures, missing files."""
+        """Counts for ``core info``: tracks, segments, vectors per space, failures, missing files.
+
+        URL tracks (object storage, the web) are counted as ``remote_files``, never as missing:
+        whether they can be reached is the player's concern, not the store's.
+        """
         with self.connect(read_only=True) as con:
             tracks = _one(con.execute("SELECT count(*) FROM tracks"))[0]
             segments = _one(con.execute("SELECT count(*) FROM segments"))[0]
             paths = con.execute("SELECT path, path_escaped FROM tracks WHERE content_hash IS NOT NULL").fetchall()
         spaces = self.spaces()
         failures = self.failures(latest_only=True)
-        missing = [p for p, escaped in paths if not os.path.exists(from_text(p, escaped))]
+        remote = [p for p, escaped in paths if not escaped and is_url(p)]
+        missing = [p for p, escaped in paths if not (not escaped and is_url(p)) and not os.path.exists(from_text(p, escaped))]
         return {
             "tracks": int(tracks),
             "segments": int(segments),
@@ -901,6 +906,7 @@ class Store:
             "failures": int(failures["path"].nunique()) if len(failures) else 0,
             "missing_files": len(missing),
             "missing_paths": missing,
+            "remote_files": len(remote),
             "grid": dict(zip(("window_s", "hop_s"), self.grid() or (None, None))),
             "db": str(self.path),
         }
