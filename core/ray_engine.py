@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -73,10 +74,13 @@ def start(address: str | None = None) -> None:
     (shipped as a runtime module), so a cluster needs its requirements only.
     """
     ray = _ray()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the command line draws its own
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
     package = str(Path(__file__).resolve().parent)
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
              runtime_env={"py_modules": [package], "env_vars": {k: v for k, v in os.environ.items()
                                                                 if k.startswith("AEB_")}})
 
@@ -375,11 +379,14 @@ def extract_ray(
     batch = batch_size or DEFAULT_BATCH
     gpus = ray.cluster_resources().get("GPU", 0)
     ds = entries(paths).map_batches(
-        _probe, batch_format="pandas", batch_size=batch, concurrency=workers,
+        _probe, batch_format="pandas", batch_size=batch,
+        compute=ray.data.TaskPoolStrategy(size=workers) if workers else None,
         fn_kwargs=dict(models=keys, spaces=spaces, window_s=window_s, hop_s=hop_s, max_samples=max_samples,
                        done=done))
+    pool = dict(size=workers) if workers else dict(min_size=1, max_size=int(gpus) or None)  # Ray scales it
     for key in keys:
-        ds = ds.map_batches(EmbedActor, batch_format="pandas", batch_size=batch, concurrency=workers or 1,
+        ds = ds.map_batches(EmbedActor, batch_format="pandas", batch_size=batch,
+                            compute=ray.data.ActorPoolStrategy(**pool),
                             num_gpus=1 if gpus else None, fn_constructor_args=(key, device, max_samples))
     ds = ds.map_batches(_write, batch_format="pandas", batch_size=batch, fn_kwargs=dict(run=run, folder=shards))
 
@@ -410,8 +417,8 @@ def _add_stored(done: dict, store: Store, provs: dict) -> dict:
     by_id = {tid: (p, h) for p, (tid, h) in states.items()}
     for key, ps in provs.items():
         live = store.space(key)
-        if live is None or (int(live["dim"]), str(live["adapter_version"]), str(live["weights_sha256"])) != (
-                ps[0].dim, ps[0].adapter_version, ps[0].weights_sha256):
+        if live is None or (int(live["dim"]), str(live["adapter_version"]), str(live["weights_sha256"]), live["source"]) != (
+                ps[0].dim, ps[0].adapter_version, ps[0].weights_sha256, ps[0].source):
             continue
         for tid in store.tracks_with_space(key):
             p, h = by_id[tid]

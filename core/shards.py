@@ -87,7 +87,8 @@ def _prov_dict(p: Provenance) -> dict:
 
 
 def _same(a: Provenance, b: Provenance) -> bool:
-    return (a.dim, a.adapter_version, a.weights_sha256) == (b.dim, b.adapter_version, b.weights_sha256)
+    """Vectors of ``a`` and ``b`` may share a space: same dimension, adapter version, weights and source."""
+    return (a.dim, a.adapter_version, a.weights_sha256, a.source) == (b.dim, b.adapter_version, b.weights_sha256, b.source)
 
 
 @dataclasses.dataclass

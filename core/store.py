@@ -474,14 +474,16 @@ class Store:
         file.  An interrupted run leaves the old vectors intact, and the next
         run with the same provenance resumes into the same staging table.
 
+        Imported vectors are another source: extracted ones replace them too.
+
         Returns
         -------
         bool
             True when the space's vectors will be replaced (old and new are never mixed).
         """
-        same = (prov.dim, prov.adapter_version, prov.weights_sha256)
+        same = (prov.dim, prov.adapter_version, prov.weights_sha256, prov.source)
         with self.transaction() as con:
-            query = "SELECT table_name, dim, adapter_version, weights_sha256 FROM {} WHERE space = ?"
+            query = "SELECT table_name, dim, adapter_version, weights_sha256, source FROM {} WHERE space = ?"
             live = _one(con.execute(query.format("spaces"), [prov.space]))
             staged = _one(con.execute(query.format("staged_spaces"), [prov.space]))
             if staged is not None and (live is None or tuple(live[1:]) == same or tuple(staged[1:]) != same):
