@@ -93,7 +93,7 @@ def cmd_extract(args) -> int:
         nonlocal bar
         if bar is None:
             bar = tqdm(total=None, unit="file", dynamic_ncols=True, file=sys.stderr)
-        bar.total = total
+        bar.total = total or None  # the Ray engine streams manifests: no total until the end
         bar.set_postfix_str(name.rsplit("/", 1)[-1][-30:], refresh=False)
         bar.update(1)
 
