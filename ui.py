@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import secrets
 import shutil
 import time
@@ -24,6 +25,7 @@ from core import uploads
 from core.config import settings
 from core.errors import AccessDenied, BadInput
 from core.models.base import embeds_text, load_model, model_table
+from core.paths import is_url
 from core.preview import Preview, preview_chart, segment_preview
 from core.store import Store
 
@@ -164,8 +166,17 @@ def player(row, *, to_end: bool = False, context_s: float = 0.0, label: str | No
     ``path_escaped`` (see :mod:`core.paths`), ``start_s`` and ``end_s``.
     Whatever goes wrong is said in one line instead of a player.
     """
+    escaped = bool(row.get("path_escaped", False))
+    if not escaped and is_url(row["path"]):  # a track extracted from object storage or the web
+        if row["path"].lower().startswith(("http://", "https://")):  # the browser fetches it; whole seconds only
+            st.audio(row["path"], start_time=int(row["start_s"]),
+                     end_time=None if to_end else int(math.ceil(float(row["end_s"]))))
+        else:
+            st.caption(f"🔇 {label or row['path']} lies in object storage, which a browser cannot read; "
+                       "publish it over https to play it here.")
+        return
     settings_ = cfg()
-    path = store().file(row["path"], bool(row.get("path_escaped", False)))
+    path = store().file(row["path"], escaped)
     start = max(0.0, float(row["start_s"]) - context_s)
     try:
         resolved = settings_.check_readable(path)

@@ -23,7 +23,7 @@ from core.errors import AEBError, BadInput
 from core.jsonable import jsonable
 from core.models.base import model_table, normalise_key
 from core.models.precision import BF16_MIN_COSINE, PRECISIONS
-from core.paths import display
+from core.paths import display, is_url
 from core.store import Store
 from core.wording import count_label
 
@@ -77,8 +77,13 @@ def cmd_extract(args) -> int:
     from core.extract import extract, read_metadata_csv
     from core.store import check_grid
 
+    if args.engine == "local":
+        for flag, value in (("--ray-address", args.ray_address), ("--shards", args.shards),
+                            ("--workers", args.workers), ("--batch-size", args.batch_size)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to --engine ray; add --engine ray or leave it out.")
     for p in args.paths:
-        if not os.path.lexists(Path(p).expanduser()):
+        if not (args.engine == "ray" and is_url(p)) and not os.path.lexists(Path(p).expanduser()):
             raise UsageError(f"{p} does not exist.")
     check_grid(args.segment, args.hop)
     max_samples = args.max_samples or settings().max_samples
@@ -88,15 +93,24 @@ def cmd_extract(args) -> int:
 
     def progress(done: int, total: int, name: str) -> None:
         nonlocal bar
-        if bar is None:  # with its total from the start: a bar of unknown length prints a stray "0file" line
-            bar = tqdm(total=total, unit="file", dynamic_ncols=True, file=sys.stderr)
+        if bar is None:  # with its total when known: a bar of unknown length prints a stray "0file" line
+            bar = tqdm(total=total or None, unit="file", dynamic_ncols=True, file=sys.stderr)
+        bar.total = total or None  # the Ray engine streams manifests: no total until the end
         bar.set_postfix_str(name.rsplit("/", 1)[-1][-30:], refresh=False)
         bar.update(1)
 
     try:
-        report = extract(args.paths, keys, db=args.db, window_s=args.segment, hop_s=args.hop,
-                         metadata=metadata, progress=progress, max_samples=max_samples, device=args.device,
-                         workers=args.workers, batch_size=args.batch_size, precision=args.precision)
+        if args.engine == "ray":
+            from core.ray_engine import extract_ray
+
+            report = extract_ray(args.paths, keys, shards=args.shards, db=args.db, window_s=args.segment,
+                                 hop_s=args.hop, max_samples=max_samples, workers=args.workers,
+                                 batch_size=args.batch_size, ray_address=args.ray_address, metadata=metadata,
+                                 progress=progress)
+        else:
+            report = extract(args.paths, keys, db=args.db, window_s=args.segment, hop_s=args.hop,
+                             metadata=metadata, progress=progress, max_samples=max_samples, device=args.device,
+                             workers=args.workers or 0, batch_size=args.batch_size, precision=args.precision)
     finally:
         if bar is not None:
             bar.close()
@@ -116,12 +130,29 @@ def cmd_extract(args) -> int:
     summary = (f"{count_label(report.files, 'file')}: {report.stored} stored, {report.skipped} already up to date, "
                f"{len(report.failed_paths)} failed; {report.audio_s:.1f} s of audio in {report.seconds:.1f} s.")
     print(summary, file=sys.stderr)
+    return _failed(report)
+
+
+def _failed(report) -> int:
+    """List a run's failed files on stderr; the exit code says whether there were any."""
     if report.failures:
         print("Failed files:", file=sys.stderr)
         for f in report.failures:
             print(f"  {display(f.path)} [{f.model}]: {f.message}", file=sys.stderr)
         return PARTIAL
     return OK
+
+
+def cmd_ingest(args) -> int:
+    from core.shards import ingest, parse_path_map
+
+    path_map = parse_path_map(args.path_map or [])
+    report = ingest(args.shards, args.db, path_map=path_map, replace=args.replace)
+    for space in report.replaced_spaces:
+        print(f"note: {space} was replaced by the shards' vectors (--replace).", file=sys.stderr)
+    print(f"{report.files} files in the shards: {report.stored} tracks stored, {report.skipped} already in the store, "
+          f"{len(report.failed_paths)} failed.", file=sys.stderr)
+    return _failed(report)
 
 
 def cmd_models(args) -> int:
@@ -147,7 +178,8 @@ def cmd_info(args) -> int:
         for space, n in info["embeddings"].items():
             print(f"  {space}: {count_label(n, 'vector')}")
         print(f"{count_label(info['failures'], 'failed file')} in the latest runs; "
-              f"{count_label(info['missing_files'], 'track')} whose files are gone")
+              f"{count_label(info['missing_files'], 'track')} whose files are gone"
+              + (f"; {count_label(info['remote_files'], 'remote track')} (URLs)" if info["remote_files"] else ""))
         for p in info["missing_paths"]:
             print(f"  missing: {display(p)}")
     return OK
@@ -367,13 +399,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse files holding more decoded sample values (seconds × rate × channels) than this "
                         "(default: AEB_MAX_SAMPLES or 2e9)")
     p.add_argument("--device", help="where the models run: cpu, cuda or cuda:N (default: a GPU when there is one)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=int, default=None,
                    help="processes that decode, mix and resample (default 0: this one; on a GPU machine, the CPU "
-                        "cores less one)")
-    p.add_argument("--batch-size", type=int, default=None, help="items per forward pass (default: each model's own)")
+                        "cores less one); with --engine ray: actors per model and CPU tasks at once")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="items per forward pass (default: each model's own); with --engine ray: files per batch "
+                        "and per shard")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the networks' arithmetic; bf16 applies to the models verified for it, the others run in fp32")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray Data, on this machine or a cluster (requirements-cluster.txt)")
+    p.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: start Ray here)")
+    p.add_argument("--shards", help="with --engine ray: folder (local, s3://, gs://) for the Parquet shards "
+                                    "(default: DB.shards beside the store)")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("ingest", help="take the Parquet shards of an --engine ray extraction into a store")
+    p.add_argument("shards", metavar="SHARDS_DIR")
+    db_arg(p)
+    p.add_argument("--path-map", action="append", metavar="OLD=NEW",
+                   help="rewrite path prefixes the shards hold (files now elsewhere); repeat for several")
+    p.add_argument("--replace", action="store_true",
+                   help="replace vectors the store holds for a model under another adapter version, weights or source")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("models", help="list the model catalogue")
     p.add_argument("--json", action="store_true")

@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ from core import audio
 from core.batcher import Batcher
 from core.errors import BadInput
 from core.models import precision as precisions
-from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
+from core.models.base import Adapter, ModelEntry, ModelError, get_entry, load_model, split_key
 from core.paths import display
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord, check_grid
 from core.workers import Block, Done, Feed, FileFailed, ModelFailed, Part, Task, Track, loader, reason
@@ -159,13 +159,74 @@ def model_keys(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(split_key(k)[0] for k in keys))
 
 
-def _provenances(adapter: Adapter, precision: str) -> list[Provenance]:
+def provenances(adapter: Adapter, precision: str = "fp32") -> list[Provenance]:
+    """The provenance of each space a loaded adapter fills: what decides whether stored vectors are still its."""
     entry = adapter.entry
     return [
         Provenance(space, entry.key, dim, precisions.version(adapter.version, precision), adapter.weights_sha256,
                    tag_names=tuple(adapter.tag_names[space]) if space in adapter.tag_names else None)
         for space, dim in entry.spaces.items()
     ]
+
+
+def mix_dtype(entries: list[ModelEntry]) -> type:
+    """The dtype a track is decoded to for these models: float64 when any asks for it, cast down once per block."""
+    return np.float64 if any(np.dtype(e.input_dtype) == np.float64 for e in entries) else np.float32
+
+
+def embed_blocks(blocks: Iterable[audio.Block], n_segments: int, adapters: list[Adapter],
+                 add_time: Callable[[str, float], None]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Run every adapter over a track's blocks: the one embedding path of every engine.
+
+    Parameters
+    ----------
+    blocks : iterable of core.audio.Block
+        The track's blocks in order, mixed to :func:`mix_dtype` of ``adapters``
+        (or wider); each adapter gets them cast to its own input dtype.
+    n_segments : int
+        Rows of the track's grid.
+    add_time : callable
+        ``add_time(what, seconds)`` for ``decode`` and ``model:KEY``.
+
+    Returns
+    -------
+    vectors : dict
+        Space key -> float32[n_segments, dim].
+    errors : dict
+        Model key -> one line, for each adapter that failed on this track
+        (a bad shape, non-finite values, or anything it raised); its vectors
+        are then to be ignored.  A decoding error is raised, not returned:
+        it is the whole file's.
+    """
+    vectors = {space: np.zeros((n_segments, dim), np.float32)
+               for a in adapters for space, dim in a.entry.spaces.items()}
+    errors: dict[str, str] = {}
+    wanted = {a.entry.key: np.dtype(a.entry.input_dtype) for a in adapters}
+    t0 = time.perf_counter()
+    for block in blocks:
+        mixes = {block.audio.dtype: block.audio}
+        add_time("decode", time.perf_counter() - t0)
+        for adapter in adapters:
+            key = adapter.entry.key
+            if key in errors:
+                continue
+            t1 = time.perf_counter()
+            try:
+                if wanted[key] not in mixes:  # cast once per block, not once per adapter
+                    mixes[wanted[key]] = block.audio.astype(wanted[key])
+                out = adapter.embed(mixes[wanted[key]], block.sr, block.segments, block.offset_s)
+                for space, dim in adapter.entry.spaces.items():
+                    rows = np.asarray(out[space], dtype=np.float32)
+                    if rows.shape != (len(block.index), dim):
+                        raise ModelError(f"returned shape {rows.shape}, expected {(len(block.index), dim)}")
+                    if not np.isfinite(rows).all():
+                        raise ModelError("produced non-finite values")
+                    vectors[space][block.index] = rows
+            except Exception as exc:  # one model failing on one file must not stop the batch
+                errors[key] = str(exc) if isinstance(exc, ModelError) else reason(exc)
+            add_time(f"model:{key}", time.perf_counter() - t1)
+        t0 = time.perf_counter()
+    return vectors, errors
 
 
 def extract(
@@ -258,7 +319,7 @@ def extract(
     store = Store(db)
     store.ensure_grid(window_s, hop_s)
     for adapter in adapters:
-        for prov in _provenances(adapter, report.precisions[adapter.entry.key]):
+        for prov in provenances(adapter, report.precisions[adapter.entry.key]):
             if store.prepare_space(prov):
                 report.replaced_spaces.append(prov.space)
     keys = [a.entry.key for a in adapters]

@@ -51,6 +51,15 @@ def from_text(text: str, escaped: bool) -> str:
     return os.fsdecode(unquote_to_bytes(text)) if escaped else text
 
 
+#: Schemes of tracks read from object storage or the web, stored as given rather than as file system paths.
+URL_SCHEMES = ("s3://", "gs://", "gcs://", "http://", "https://")
+
+
+def is_url(text: str | os.PathLike) -> bool:
+    """Whether a track name is a URL (``s3://``, ``gs://``, ``https://``, …) rather than a file system path."""
+    return isinstance(text, str) and text.lower().startswith(URL_SCHEMES)
+
+
 def display(path: str | os.PathLike) -> str:
     """One printable line naming a path: escaped as stored, with control characters (a newline) as ``\\xNN``."""
     text, _ = to_text(path)

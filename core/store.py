@@ -61,7 +61,7 @@ import pyarrow as pa
 
 from core.errors import BadInput, DimensionMismatch, GridMismatch, StoreError, check_level
 from core.jsonable import jsonable
-from core.paths import from_text, to_text
+from core.paths import from_text, is_url, to_text
 
 DEFAULT_DB = Path(__file__).resolve().parents[1] / "cache" / "embeddings.duckdb"
 SCHEMA_VERSION = 2
@@ -507,14 +507,16 @@ class Store:
         file.  An interrupted run leaves the old vectors intact, and the next
         run with the same provenance resumes into the same staging table.
 
+        Imported vectors are another source: extracted ones replace them too.
+
         Returns
         -------
         bool
             True when the space's vectors will be replaced (old and new are never mixed).
         """
-        same = (prov.dim, prov.adapter_version, prov.weights_sha256)
+        same = (prov.dim, prov.adapter_version, prov.weights_sha256, prov.source)
         with self.transaction() as con:
-            query = "SELECT table_name, dim, adapter_version, weights_sha256 FROM {} WHERE space = ?"
+            query = "SELECT table_name, dim, adapter_version, weights_sha256, source FROM {} WHERE space = ?"
             live = _one(con.execute(query.format("spaces"), [prov.space]))
             staged = _one(con.execute(query.format("staged_spaces"), [prov.space]))
             if staged is not None and (live is None or tuple(live[1:]) == same or tuple(staged[1:]) != same):
@@ -919,14 +921,19 @@ class Store:
         return int(row[0]) if row else 0
 
     def info(self) -> dict:
-        """Counts for ``core info``: tracks, segments, vectors per space, failures, missing files."""
+        """Counts for ``core info``: tracks, segments, vectors per space, failures, missing files.
+
+        URL tracks (object storage, the web) are counted as ``remote_files``, never as missing:
+        whether they can be reached is the player's concern, not the store's.
+        """
         with self.connect(read_only=True) as con:
             tracks = _one(con.execute("SELECT count(*) FROM tracks"))[0]
             segments = _one(con.execute("SELECT count(*) FROM segments"))[0]
             paths = con.execute("SELECT path, path_escaped FROM tracks WHERE content_hash IS NOT NULL").fetchall()
         spaces = self.spaces()
         failures = self.failures(latest_only=True)
-        missing = [p for p, escaped in paths if not self.file(p, escaped).exists()]
+        remote = [p for p, escaped in paths if not escaped and is_url(p)]
+        missing = [p for p, escaped in paths if not (not escaped and is_url(p)) and not self.file(p, escaped).exists()]
         return {
             "tracks": int(tracks),
             "segments": int(segments),
@@ -934,6 +941,7 @@ class Store:
             "failures": int(failures["path"].nunique()) if len(failures) else 0,
             "missing_files": len(missing),
             "missing_paths": missing,
+            "remote_files": len(remote),
             "grid": dict(zip(("window_s", "hop_s"), self.grid() or (None, None))),
             "db": str(self.path),
         }

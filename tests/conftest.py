@@ -139,3 +139,24 @@ class WatchedDsp:
     def finish(self, plan, outputs):
         return plan
 
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray for the whole test session: 2 CPUs, a small object store, no dashboard.
+
+    Its workers get this session's weight cache, import the project from its root, and use as many
+    BLAS threads as this process (Ray's default is one per actor): a sum split over another number
+    of threads may round its last bit differently, and the engines are compared bit for bit.
+    """
+    import os
+
+    import ray
+
+    cache = tmp_path_factory.getbasetemp() / "aeb-cache"
+    cache.mkdir(exist_ok=True)
+    threads = os.environ.get("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"AEB_CACHE": str(cache), "PYTHONPATH": str(PROJECT_ROOT),
+                                       "OMP_NUM_THREADS": threads}})
+    yield ray
+    ray.shutdown()
