@@ -105,3 +105,15 @@ def test_extract_page_refuses_a_missing_csv_and_reports_rows_matched(tmp_path, m
     run_button.click().run()
     assert not at.exception
     assert any("0 of 1 CSV rows matched" in w.value for w in at.warning)
+
+
+def test_explore_counts_every_point_as_density_above_the_drawing_cap(demo_db, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(demo_db))
+    monkeypatch.setenv("AEB_DRAW_CAP", "50")
+    at = run("pages/2_Explore.py")
+    assert any("more than the 50 drawn" in c.value for c in at.caption)
+    zoom_in = next(b for b in at.button if b.label == "Zoom in")
+    assert zoom_in.disabled  # no box dragged yet
+    next(s for s in at.selectbox if s.label == "Colour by").set_value("family").run()
+    assert not at.exception
+    assert any("more than the 50 drawn" in c.value for c in at.caption)
