@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
 import ui
 from core import clips
+from core import density as dn
 from core import explore as ex
 from core.cluster import ClusterError, default_min_cluster_size
 from core.preview import CONTEXT_S
@@ -36,7 +38,7 @@ with st.sidebar:
     map_width = st.select_slider("Map size", [480, 640, 800, 960] if single else [320, 400, 440, 480, 520],
                                  value=800 if single else 440,
                                  help="Sizes above the default need a window wider than 1400 px.")
-    cap = int(st.number_input("Points drawn", 1_000, 500_000, ex.DISPLAY_CAP, 5_000,
+    cap = int(st.number_input("Points drawn", 10, 500_000, dn.draw_cap(), 5_000,
                               help="Above this count the map draws a stratified sample and says so."))
 
 
@@ -198,6 +200,44 @@ if colour_values is not None and not pd.api.types.is_numeric_dtype(colour_values
         "Values with a colour", ex.colour_values(colour_values, keep), key=f"coloured-{colour_key}",
         max_selections=ex.MAX_CATEGORIES, placeholder=f"the {ex.MAX_CATEGORIES} most frequent among the points shown",
         help=f"Up to {ex.MAX_CATEGORIES} values get a colour; the others are drawn grey as “other”.") or None
+
+# ---------------------------------------------------------------------------- zoom: density overview of view A
+zoom = st.session_state.setdefault("explore-zoom", {}).setdefault(keys, dn.ZoomStack())
+xy_a = frame[["x0", "y0"]].to_numpy()
+keep &= zoom.mask(xy_a)
+crumbs = ["whole map", *[f"zoom {i + 1}" for i in range(len(zoom.boxes))]]
+if zoom.boxes:
+    z1, z2 = st.columns([1, 4])
+    if z1.button("⬅ Back", key="zoom-back"):
+        zoom.back()
+        st.rerun()
+    z2.caption(" › ".join(crumbs) + f" — {int(keep.sum()):,} points in this region")
+region = zoom.current or dn.Box.around(xy_a[keep]) if keep.any() else None
+if region is not None and keep.sum() > cap:
+    if not region.splittable():
+        st.subheader(f"{int(keep.sum()):,} points on one spot")
+        page_rows = frame[keep].reset_index(drop=True)
+        page = int(st.number_input("Page", 1, max(1, -(-len(page_rows) // N_PLAYERS)), 1, key="zoom-page"))
+        for _, row in page_rows.iloc[(page - 1) * N_PLAYERS:page * N_PLAYERS].iterrows():
+            r1, r2 = st.columns([2, 3])
+            r1.write(ui.span_label(f"**{row['name']}**", row["start_s"], row["end_s"]))
+            with r2:
+                ui.player(row, label=row["name"])
+        st.stop()
+    classes = ex.colour_column(colour_values[keep]) if colour_values is not None else None
+    bins = dn.bin_points(xy_a[keep], region, classes=None if classes is None else classes.to_numpy())
+    colour = alt.Color("majority:N", title=colour_title) if classes is not None else alt.Color("count:Q", scale=alt.Scale(type="log"))
+    box = alt.selection_interval(name="zoom", encodings=["x", "y"])
+    overview = (alt.Chart(bins).mark_rect().encode(x=alt.X("x0:Q", title="x (A)"), x2="x1", y=alt.Y("y0:Q", title="y (A)"),
+                                                   y2="y1", color=colour, tooltip=["count"]).add_params(box))
+    st.caption(f"{int(keep.sum()):,} points, more than the {cap:,} drawn: every point is counted below; "
+               "drag a box and press “Zoom in” to draw each point of a region.")
+    event = st.altair_chart(overview, on_select="rerun", key=f"zoom-overview-{len(zoom.boxes)}", width="stretch")
+    picked = (event or {}).get("selection", {}).get("zoom") or {}
+    if st.button("Zoom in", key="zoom-in", disabled=not picked.get("x0")):
+        (xa, xb), (ya, yb) = picked["x0"], picked["y0"]
+        zoom.push(dn.Box(float(min(xa, xb)), float(max(xa, xb)), float(min(ya, yb)), float(max(ya, yb))))
+        st.rerun()
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -128,3 +128,15 @@ def test_extract_page_runs_with_workers_a_batch_size_and_bf16_asked(tmp_path, mo
     store = Store(db)
     assert store.info()["tracks"] == 3 and store.space("dsp")["adapter_version"] == "1"  # dsp is not cleared for bf16
     assert list(at.dataframe[-1].value["path"]) == [str(folder / "broken.wav")]
+
+
+def test_explore_counts_every_point_as_density_above_the_drawing_cap(demo_db, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(demo_db))
+    monkeypatch.setenv("AEB_DRAW_CAP", "50")
+    at = run("pages/2_Explore.py")
+    assert any("more than the 50 drawn" in c.value for c in at.caption)
+    zoom_in = next(b for b in at.button if b.label == "Zoom in")
+    assert zoom_in.disabled  # no box dragged yet
+    next(s for s in at.selectbox if s.label == "Colour by").set_value("family").run()
+    assert not at.exception
+    assert any("more than the 50 drawn" in c.value for c in at.caption)

@@ -1,0 +1,113 @@
+"""Density overview and zoom regions for maps too large to draw point by point.
+
+A browser chart stays responsive up to a few thousand marks; a collection of a million
+segments is shown instead as 2-D bins counted on the server, and the user narrows the view
+box by box until the region holds few enough points to draw each one.  These functions are
+plain numpy so that the page only draws what they return.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from core.explore import DISPLAY_CAP
+
+#: Bins per axis of the overview; 60 x 60 rectangles draw in well under a second.
+BINS = 60
+
+
+def draw_cap() -> int:
+    """Points drawn individually before the view turns to density (``AEB_DRAW_CAP``)."""
+    value = os.environ.get("AEB_DRAW_CAP", "")
+    return int(value) if value.strip() else DISPLAY_CAP
+
+
+@dataclass(frozen=True)
+class Box:
+    """A closed region ``[x0, x1] x [y0, y1]`` of the projected plane."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    @classmethod
+    def around(cls, xy: np.ndarray) -> "Box":
+        """Smallest box holding every point of ``xy`` (shape (n, 2))."""
+        return cls(float(xy[:, 0].min()), float(xy[:, 0].max()), float(xy[:, 1].min()), float(xy[:, 1].max()))
+
+    def splittable(self) -> bool:
+        """Whether binning can separate points inside: a box with no width or height at float
+        resolution (all points coincident, e.g. silent segments) cannot be narrowed further."""
+        return bool(np.nextafter(self.x0, np.inf) < self.x1 or np.nextafter(self.y0, np.inf) < self.y1)
+
+
+def region_mask(xy: np.ndarray, box: Box) -> np.ndarray:
+    """Boolean mask (n,) of the points of ``xy`` (n, 2) inside ``box``, edges included."""
+    x, y = xy[:, 0], xy[:, 1]
+    return (x >= box.x0) & (x <= box.x1) & (y >= box.y0) & (y <= box.y1)
+
+
+def bin_points(xy: np.ndarray, box: Box, bins: int = BINS, classes: np.ndarray | None = None) -> pd.DataFrame:
+    """Count the points of ``xy`` (n, 2) lying in ``box`` on a ``bins`` x ``bins`` grid.
+
+    Returns one row per non-empty bin: its edges (``x0, x1, y0, y1``) for Altair's
+    ``mark_rect``, ``count``, and, when ``classes`` (n,) is given, ``majority``, the most
+    frequent class in the bin, so the overview can be coloured like the point chart.
+    Points outside ``box`` are not counted.
+    """
+    inside = region_mask(xy, box)
+    pts = xy[inside]
+    xs = np.linspace(box.x0, box.x1 if box.x1 > box.x0 else box.x0 + 1, bins + 1)
+    ys = np.linspace(box.y0, box.y1 if box.y1 > box.y0 else box.y0 + 1, bins + 1)
+    ix = np.clip(np.searchsorted(xs, pts[:, 0], side="right") - 1, 0, bins - 1)
+    iy = np.clip(np.searchsorted(ys, pts[:, 1], side="right") - 1, 0, bins - 1)
+    cell = ix * bins + iy
+    counts = np.bincount(cell, minlength=bins * bins)
+    occupied = np.flatnonzero(counts)
+    frame = pd.DataFrame({"x0": xs[occupied // bins], "x1": xs[occupied // bins + 1],
+                          "y0": ys[occupied % bins], "y1": ys[occupied % bins + 1],
+                          "count": counts[occupied]})
+    if classes is not None:
+        codes, names = pd.factorize(pd.Series(np.asarray(classes)[inside]).astype(str))
+        per_class = np.zeros((bins * bins, len(names)), dtype=np.int64)
+        np.add.at(per_class, (cell, codes), 1)
+        frame["majority"] = np.asarray(names)[per_class[occupied].argmax(axis=1)]
+    return frame
+
+
+@dataclass
+class ZoomStack:
+    """The boxes the user zoomed through, outermost first; the last one is the current view.
+
+    Kept in the page's session state so breadcrumbs and "back" need no recomputation.
+    """
+
+    boxes: list[Box] = field(default_factory=list)
+
+    def push(self, box: Box) -> None:
+        self.boxes.append(box)
+
+    def back(self) -> Box | None:
+        """Leave the current region; returns the region now shown (None: the whole map)."""
+        if self.boxes:
+            self.boxes.pop()
+        return self.current
+
+    def to_level(self, level: int) -> None:
+        """Jump to breadcrumb ``level`` (0: the whole map)."""
+        del self.boxes[level:]
+
+    @property
+    def current(self) -> Box | None:
+        return self.boxes[-1] if self.boxes else None
+
+    def mask(self, xy: np.ndarray) -> np.ndarray:
+        """Points (n,) of the current view; every level narrows the previous one."""
+        keep = np.ones(len(xy), dtype=bool)
+        for box in self.boxes:
+            keep &= region_mask(xy, box)
+        return keep
