@@ -28,9 +28,10 @@ Design rules (see DESIGN.md):
   ``data_version``, drawn from one sequence that only grows, so a replaced
   space can never meet a result computed on its predecessor.
 * A damaged or foreign file is refused with a one-line :class:`StoreError`.
-* A store is data, never code: every connection runs with DuckDB's
-  ``enable_external_access`` off (nothing here reads or writes files through
-  SQL), a file holding views or macros is refused on open, and every table
+* A store is data, never code: every reading connection (so every one to a
+  published collection) runs with DuckDB's ``enable_external_access`` off
+  (nothing here reads or writes files through SQL), a file holding views or
+  macros is refused on open, and every table
   name read from the file is checked against the names this module makes
   before it is quoted into a statement.  A crafted file can then neither
   read nor write anything beside itself.
@@ -76,8 +77,11 @@ MIN_HOP_S = 0.05
 #: The only table names a store's registry may hold: those :func:`_new_space` makes.
 _SPACE_TABLE = re.compile(r"emb_[0-9]{1,18}")
 
-#: Every connection's settings: SQL never touches a file other than the store.
-_CONFIG = {"enable_external_access": False}
+#: Every reading connection's settings (every connection to a published collection): SQL touches no other
+#: file.  Writers keep DuckDB's defaults: without external access a writer was seen holding the file long
+#: after its commit (an import killed halfway through that time had already committed); a store a writer
+#: opens has passed the same checks (:func:`_refuse_code`, :func:`_ident`).
+_READER_CONFIG = {"enable_external_access": False}
 
 #: Columns of every row :meth:`Store.rows` and :meth:`Store.segments_frame` return that are not user
 #: metadata.  A metadata key of the same name is read back as ``meta_KEY``, so it never overwrites them.
@@ -390,7 +394,8 @@ class Store:
             delay = 0.01
             while True:
                 try:
-                    con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists(), config=_CONFIG)
+                    reading = read_only and self.path.exists()
+                    con = duckdb.connect(str(self.path), read_only=reading, config=_READER_CONFIG if reading else {})
                     break
                 except duckdb.Error as exc:
                     if not _is_lock_error(exc):
