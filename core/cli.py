@@ -78,10 +78,11 @@ def cmd_extract(args) -> int:
     from core.store import check_grid
 
     if args.engine == "local":
-        for flag, value in (("--ray-address", args.ray_address), ("--shards", args.shards),
-                            ("--workers", args.workers), ("--batch-size", args.batch_size)):
+        for flag, value in (("--ray-address", args.ray_address), ("--shards", args.shards)):
             if value is not None:
                 raise UsageError(f"{flag} applies to --engine ray; add --engine ray or leave it out.")
+    elif args.device or args.precision != "fp32":
+        raise UsageError("--device and --precision apply to the local engine; Ray places its actors on GPUs itself.")
     for p in args.paths:
         if not (args.engine == "ray" and is_url(p)) and not os.path.lexists(Path(p).expanduser()):
             raise UsageError(f"{p} does not exist.")

@@ -81,7 +81,7 @@ def test_publish_move_open_play_search_and_leave_the_store_unchanged(source, tmp
         search = run("pages/4_Search.py")
         next(b for b in search.button if b.label == "Find similar segments").click().run()
         assert not search.exception, [e.value for e in search.exception]
-        assert len(search.get("audio")) == 10  # every result plays, from the folder's own Ogg copies
+        assert len(search.get("audio")) == 11  # the query and its 10 results: every result plays, from the folder's own Ogg copies
         assert not [c.value for c in search.caption if "🔇" in c.value]
 
         explore = run("pages/2_Explore.py")
