@@ -16,7 +16,8 @@ reading stored spaces and caching the results is :mod:`core.analyses`'s work.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,6 +39,12 @@ MINIBATCH_KMEANS_ABOVE = 10_000
 _BLOCK_VALUES = 1 << 24
 
 SEED = 0
+
+#: Resamples of every bootstrap interval (:func:`bootstrap_ci`).
+N_RESAMPLES = 1_000
+
+#: Item weights held at once by :func:`bootstrap_ci` (32 MB of float32).
+_BOOTSTRAP_BLOCK_VALUES = 1 << 23
 
 #: One line per metric, for the UI.
 EXPLANATIONS = {
@@ -211,6 +218,179 @@ def knn_classification(indices: np.ndarray, labels: np.ndarray, *, k: int | None
         "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)),
         "predictions": predictions,
     }
+
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    groups: np.ndarray | None = None,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = SEED,
+) -> np.ndarray:
+    """Percentile bootstrap interval of statistics over ``n`` items, resampling items or whole groups.
+
+    Slices of one recording are not independent evidence: with ``groups``
+    (source file, speaker) whole groups are drawn with replacement and each
+    brings all its items, so the interval reflects how many independent
+    sources were scored, not how many slices.  A resample is passed to
+    ``statistic`` as item weights (how many times each item was drawn), so a
+    statistic that is a weighted sum scores every resample of a block in one
+    matrix product; any sklearn metric taking ``sample_weight`` works too.
+    The same ``seed``, ``n`` and ``groups`` give the same resamples, so
+    intervals of several statistics or models are paired.
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(weights) -> np.ndarray [shape=(b,) or (b, m)]`` for
+        ``weights`` np.ndarray [shape=(b, n), dtype=float32]; NaN values
+        (a resample where the statistic is undefined) are ignored.
+    n : int > 0
+        Items scored.
+    groups : np.ndarray [shape=(n,)], optional
+        The group of each item; resample groups instead of items.
+    n_resamples : int > 0
+    confidence : float in (0, 1)
+    seed : int
+
+    Returns
+    -------
+    interval : np.ndarray [shape=(2,) or (m, 2), dtype=float64]
+        Low and high percentile of the resampled statistics; NaN where every
+        resample was NaN.
+    """
+    if n < 1 or n_resamples < 1 or not 0 < confidence < 1:
+        raise CompareError(f"A bootstrap needs items, resamples and a confidence in (0, 1); got n={n}, "
+                           f"n_resamples={n_resamples}, confidence={confidence}.")
+    if groups is None:
+        units, n_units = np.arange(n), n
+    else:
+        units, uniques = _codes(groups, n, "group")
+        n_units = len(uniques)
+    rng = np.random.default_rng(seed)
+    step = max(1, _BOOTSTRAP_BLOCK_VALUES // max(n, n_units))
+    values = []
+    for start in range(0, n_resamples, step):
+        b = min(step, n_resamples - start)
+        drawn = rng.integers(0, n_units, size=(b, n_units), dtype=np.int64) + (np.arange(b) * n_units)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=b * n_units).reshape(b, n_units).astype(np.float32)
+        values.append(np.asarray(statistic(counts if groups is None else counts[:, units]), dtype=np.float64))
+    stats = np.concatenate(values)
+    tail = 100 * (1 - confidence) / 2
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as documented
+        interval = np.nanpercentile(stats, [tail, 100 - tail], axis=0)
+    return np.moveaxis(interval, 0, -1)
+
+
+def _one_hot(codes: np.ndarray, n_labels: int) -> np.ndarray:
+    """float32 indicator matrix [shape=(n, n_labels)]; a code of -1 (no prediction) has no column."""
+    out = np.zeros((len(codes), n_labels), dtype=np.float32)
+    rows = np.flatnonzero(codes >= 0)
+    out[rows, codes[rows]] = 1.0
+    return out
+
+
+def classification_scores(weights: np.ndarray, truth: np.ndarray, predicted: np.ndarray, n_labels: int) -> np.ndarray:
+    """Accuracy and macro-F1 of weighted items, for many weightings at once (the bootstrap's statistic).
+
+    With unit weights this is ``knn_classification``'s accuracy and
+    sklearn's macro-F1 over the labels present among the true labels; a
+    label absent from a resample is left out of its macro average, as
+    sklearn leaves out a label absent from the data.
+
+    Parameters
+    ----------
+    weights : np.ndarray [shape=(b, n)]
+    truth, predicted : np.ndarray [shape=(n,), dtype=int]
+        Label codes in ``[0, n_labels)``; ``-1`` in ``predicted`` is a
+        missing prediction, always wrong.
+
+    Returns
+    -------
+    np.ndarray [shape=(b, 2)]
+        Accuracy and macro-F1 of each weighting.
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    correct = (predicted == truth).astype(np.float32)
+    true_hot = _one_hot(truth, n_labels)
+    support = w @ true_hot
+    hits = w @ (true_hot * correct[:, None])
+    claimed = w @ _one_hot(predicted, n_labels)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = (w @ correct) / total
+        denom = support + claimed
+        f1 = np.where(denom > 0, 2 * hits / np.where(denom > 0, denom, 1), 0.0)
+        present = support > 0
+        macro = (f1 * present).sum(axis=1) / present.sum(axis=1)
+    return np.stack([accuracy, macro], axis=1)
+
+
+def label_report(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """How k-NN votes fare per label, what chance would score, and the confusion behind it.
+
+    Parameters
+    ----------
+    labels : np.ndarray [shape=(n,)]
+        True labels, none missing.
+    predictions : np.ndarray [shape=(n,)]
+        From :func:`knn_classification`: label values, ``None`` where no
+        neighbour was left.
+
+    Returns
+    -------
+    dict
+        ``per_class`` ({label: share of its items predicted right}),
+        ``chance`` (Σ p², the accuracy of the label of a random other item:
+        what a space with no information scores with k=1), ``majority`` (the
+        largest label's share: what always answering it scores), and
+        ``confusion`` (``labels``: the label names in order, ``counts``:
+        list of rows, true label by predicted label, with a last column
+        ``"(no neighbour)"`` when some item had none).
+    """
+    y, uniques = _codes(labels, len(np.asarray(labels)), "label")
+    names = [str(u) for u in uniques]
+    index = {name: i for i, name in enumerate(names)}
+    pred = np.array([-1 if p is None else index.get(str(p), -1) for p in predictions], dtype=np.int64)
+    n_labels = len(names)
+    missing = bool((pred < 0).any())
+    counts = np.zeros((n_labels, n_labels + missing), dtype=np.int64)
+    np.add.at(counts, (y, np.where(pred >= 0, pred, n_labels)), 1)
+    sizes = counts.sum(axis=1)
+    share = sizes / max(1, sizes.sum())
+    return {
+        "per_class": {name: float(counts[i, i] / sizes[i]) for i, name in enumerate(names)},
+        "chance": float(np.sum(share ** 2)),
+        "majority": float(share.max(initial=0.0)),
+        "confusion": {"labels": names + (["(no neighbour)"] if missing else []), "counts": counts.tolist()},
+    }
+
+
+def classification_ci(labels: np.ndarray, predictions: np.ndarray, *, groups: np.ndarray | None = None,
+                      n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict:
+    """Bootstrap 95 % intervals of a k-NN classification's accuracy and macro-F1 (:func:`bootstrap_ci`).
+
+    Parameters
+    ----------
+    labels, predictions : np.ndarray [shape=(n,)]
+        As for :func:`label_report`.
+    groups : np.ndarray [shape=(n,)], optional
+        Resample whole groups (source recordings, speakers) instead of items.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy": [low, high], "macro_f1": [low, high]}``.
+    """
+    y, uniques = _codes(labels, len(np.asarray(labels)), "label")
+    index = {str(u): i for i, u in enumerate(uniques)}
+    pred = np.array([-1 if p is None else index.get(str(p), -1) for p in predictions], dtype=np.int64)
+    interval = bootstrap_ci(lambda w: classification_scores(w, y, pred, len(uniques)), len(y), groups=groups,
+                            n_resamples=n_resamples, seed=seed)
+    return {"accuracy": interval[0].tolist(), "macro_f1": interval[1].tolist()}
 
 
 def sample_rows(n: int, max_points: int, seed: int) -> np.ndarray:

@@ -231,3 +231,87 @@ def test_metrics_table_samples_large_collections_and_says_so():
 def test_metrics_table_refuses_spaces_of_different_items():
     with pytest.raises(CompareError, match="same segments"):
         metrics_table({"a": np.ones((10, 3)), "b": np.ones((9, 3))})
+
+
+# Certainty: bootstrap intervals, per-label accuracy, chance
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    rng = np.random.default_rng(5)
+    x = rng.normal(2.0, 1.0, 2_000)
+    low, high = compare.bootstrap_ci(lambda w: (w @ x) / w.sum(axis=1), len(x))
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    assert low == pytest.approx(x.mean() - half, abs=0.25 * half)
+    assert high == pytest.approx(x.mean() + half, abs=0.25 * half)
+    again = compare.bootstrap_ci(lambda w: (w @ x) / w.sum(axis=1), len(x))
+    assert np.array_equal(again, [low, high])  # seed 0: the same resamples every time
+
+
+def test_bootstrap_by_group_draws_whole_groups_and_widens_for_correlated_items():
+    rng = np.random.default_rng(6)
+    groups = np.repeat(np.arange(20), 50)  # 20 sources of 50 near-identical slices each
+    x = np.repeat(rng.normal(0, 1, 20), 50) + rng.normal(0, 0.01, 1_000)
+    seen = []
+
+    def mean(w):
+        seen.append(w)
+        return (w @ x) / w.sum(axis=1)
+
+    by_item = compare.bootstrap_ci(mean, len(x))
+    by_group = compare.bootstrap_ci(mean, len(x), groups=groups)
+    weights = seen[-1]
+    assert weights.shape[1] == 1_000 and np.all(weights.sum(axis=1) == 1_000)
+    for row in weights[:50]:  # every slice of a source is drawn as often as the others
+        assert np.all(row.reshape(20, 50).std(axis=1) == 0)
+    assert (by_group[1] - by_group[0]) > 4 * (by_item[1] - by_item[0])
+
+
+def test_bootstrap_of_several_statistics_and_nan_resamples():
+    x = np.arange(10, dtype=float)
+    interval = compare.bootstrap_ci(lambda w: np.stack([(w @ x) / 10, np.full(len(w), np.nan)], axis=1), 10,
+                                    n_resamples=200)
+    assert interval.shape == (2, 2) and interval[0, 0] < 4.5 < interval[0, 1] and np.isnan(interval[1]).all()
+    with pytest.raises(CompareError, match="bootstrap"):
+        compare.bootstrap_ci(lambda w: w.sum(axis=1), 0)
+
+
+def test_weighted_classification_scores_are_sklearns():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 5, 300)
+    predicted = np.where(rng.random(300) < 0.6, truth, rng.integers(-1, 5, 300))
+    weights = rng.integers(0, 3, (4, 300)).astype(np.float32)
+    weights[0] = 1
+    weights[1, truth == 2] = 0  # a label absent from a resample leaves its macro average
+    scores = compare.classification_scores(weights, truth, predicted, 5)
+    for w, (accuracy, macro) in zip(weights, scores):
+        present = np.unique(truth[w > 0])
+        assert accuracy == pytest.approx(np.average(predicted == truth, weights=w))
+        assert macro == pytest.approx(f1_score(truth, predicted, labels=present, average="macro", zero_division=0,
+                                               sample_weight=w))
+
+
+def test_label_report_gives_per_class_accuracy_chance_and_confusion():
+    labels = np.array(["a"] * 6 + ["b"] * 3 + ["c"], dtype=object)
+    predictions = np.array(["a"] * 4 + ["b", None] + ["b", "b", "a"] + ["c"], dtype=object)
+    report = compare.label_report(labels, predictions)
+    assert report["per_class"] == pytest.approx({"a": 4 / 6, "b": 2 / 3, "c": 1.0})
+    assert report["chance"] == pytest.approx(0.6 ** 2 + 0.3 ** 2 + 0.1 ** 2)
+    assert report["majority"] == pytest.approx(0.6)
+    assert report["confusion"] == {"labels": ["a", "b", "c", "(no neighbour)"],
+                                   "counts": [[4, 1, 0, 1], [1, 2, 0, 0], [0, 0, 1, 0]]}
+    interval = compare.classification_ci(labels, predictions)
+    accuracy = np.mean(predictions == labels)
+    assert interval["accuracy"][0] <= accuracy <= interval["accuracy"][1]
+
+
+def test_chance_is_what_a_space_without_information_scores():
+    rng = np.random.default_rng(8)
+    labels = rng.choice(["dog", "rain", "bell"], size=3_000, p=[0.6, 0.3, 0.1])
+    idx, _ = knn(rng.standard_normal((3_000, 16)).astype(np.float32), k=1)
+    predictions = knn_classification(idx, labels, k=1)["predictions"]
+    report = compare.label_report(labels, predictions)
+    interval = compare.classification_ci(labels, predictions)
+    assert interval["accuracy"][0] < report["chance"] < interval["accuracy"][1]
+    assert report["chance"] < report["majority"]
