@@ -20,7 +20,7 @@ from core import audio
 from core.config import db_path
 from core.errors import AEBError, BadInput
 from core.jsonable import jsonable
-from core.models.base import model_table, normalise_key
+from core.models.base import model_table, normalise_key, parse_layers, stored_name
 from core.paths import display
 from core.store import Store
 
@@ -68,9 +68,10 @@ def cmd_extract(args) -> int:
         bar.set_postfix_str(name.rsplit("/", 1)[-1][-30:], refresh=False)
         bar.update(1)
 
+    layers = parse_layers(args.layers) if args.layers is not None else None
     try:
         report = extract(args.paths, keys, db=args.db, window_s=args.segment, hop_s=args.hop,
-                         metadata=metadata, progress=progress, max_samples=max_samples)
+                         metadata=metadata, progress=progress, max_samples=max_samples, layers=layers)
     finally:
         if bar is not None:
             bar.close()
@@ -98,10 +99,13 @@ def cmd_models(args) -> int:
     if args.json:
         _print_json(rows)
     else:
+        from core.models.base import layer_range
+
         width = max(len(r["key"]) for r in rows)
         for r in rows:
             state = "available" if r["available"] else "unavailable"
             line = f"{r['key']:<{width}}  {r['dim']:>5}-D  {state}"
+            line += f"  layers {layer_range(r['layers'])} (--layers)" if r["layers"] else ""
             print(line + (f"  ({r['reason']})" if r["reason"] else ""))
     return OK
 
@@ -139,7 +143,8 @@ def cmd_project(args) -> int:
 
 
 def _stored_space(store: Store, key: str) -> str:
-    space = normalise_key(key)
+    """The stored name of a space given in any spelling (``mert-v1-95m-l6`` finds ``mert-v1-95m/l6`` and back)."""
+    space = stored_name(normalise_key(key), set(store.spaces()["space"]))
     store.require_space(space)
     return space
 
@@ -261,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=_sample_count, default=None,
                    help="refuse files holding more decoded sample values (seconds × rate × channels) than this "
                         "(default: AEB_MAX_SAMPLES or 2e9)")
+    p.add_argument("--layers", metavar="LAYERS",
+                   help="hidden states to store as well, for every model with layers: all, 6, 0-12 or 0-3,6 "
+                        "(one forward pass fills them all; a model's own key always holds the mean of its layers)")
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("models", help="list the model catalogue")

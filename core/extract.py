@@ -3,11 +3,13 @@
 files ──decode in blocks──▶ shared segment grid ──every adapter──▶ store
 
 It is built to be interrupted: finished tracks are written in small batches,
-each one transaction, and a later run skips every (track, model) pair that is
-already stored with the same content hash and provenance.  A model whose
-provenance changed is re-extracted into a staging table and swapped in only
-when the run has gone through every file, so an interrupted re-extraction
-leaves the old vectors in use.
+each one transaction, and a later run skips every (track, space) pair that is
+already stored with the same content hash and provenance.  Resuming is per
+space: a model whose layers are added later (``--layers all`` after
+``--layers 6``) runs once more on each track and stores only the spaces the
+track lacks.  A model whose provenance changed is re-extracted into a staging
+table and swapped in only when the run has gone through every file, so an
+interrupted re-extraction leaves the old vectors in use.
 
 Every entry the user points at ends as a track or a failure: one file's
 exception (unreadable, undecodable, over the decode budget, out of memory,
@@ -28,7 +30,16 @@ import pandas as pd
 
 from core import audio
 from core.errors import BadInput, StoreError
-from core.models.base import Adapter, ModelError, get_entry, load_model, split_key
+from core.models.base import (
+    Adapter,
+    ModelError,
+    canonical_key,
+    get_entry,
+    load_model,
+    spaces_to_fill,
+    split_key,
+    stored_name,
+)
 from core.paths import display
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord, check_grid
 
@@ -134,26 +145,38 @@ def read_metadata_csv(csv_path: str | Path, roots: list[str | Path]) -> dict[str
     return out
 
 
-def model_keys(keys: list[str]) -> list[str]:
-    """Model keys to run for the given space keys (``musicnn-msd/taggram`` runs ``musicnn-msd``)."""
-    return list(dict.fromkeys(split_key(k)[0] for k in keys))
+def requested_outputs(keys: list[str]) -> dict[str, list[str]]:
+    """Model key -> the outputs the space keys name, models in the order given.
+
+    ``musicnn-msd/taggram`` runs ``musicnn-msd``; ``mert-v1-95m/l6`` runs
+    ``mert-v1-95m`` and asks it for ``l6`` as well.
+    """
+    asked: dict[str, list[str]] = {}
+    for key in keys:
+        model, output = split_key(canonical_key(key))
+        asked.setdefault(model, [])
+        if output:
+            asked[model].append(output)
+    return asked
 
 
-def _provenances(adapter: Adapter) -> list[Provenance]:
+def _provenances(adapter: Adapter, spaces: dict[str, int], names: dict[str, str]) -> list[Provenance]:
+    """One provenance per space the run stores, under the name the store knows it by."""
     entry = adapter.entry
     return [
-        Provenance(space, entry.key, dim, adapter.version, adapter.weights_sha256,
+        Provenance(names[space], entry.key, dim, adapter.version, adapter.weights_sha256,
                    tag_names=tuple(adapter.tag_names[space]) if space in adapter.tag_names else None)
-        for space, dim in entry.spaces.items()
+        for space, dim in spaces.items()
     ]
 
 
-def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapters: list[Adapter],
+def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, todo: list[tuple[Adapter, dict[str, int]]],
                  report: ExtractReport) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Run every adapter over a track's blocks; per-model errors are returned, not raised."""
-    vectors = {space: np.zeros((len(segments), dim), np.float32)
-               for a in adapters for space, dim in a.entry.spaces.items()}
+    """Run every adapter once over a track's blocks, keeping the spaces asked of it; per-model errors are returned."""
+    vectors = {space: np.zeros((len(segments), dim), np.float32) for _, spaces in todo for space, dim in spaces.items()}
     errors: dict[str, str] = {}
+    adapters = [a for a, _ in todo]
+    keep = {a.entry.key: spaces for a, spaces in todo}
     wanted = {a.entry.key: np.dtype(a.entry.input_dtype) for a in adapters}
     widest = np.float64 if np.dtype(np.float64) in wanted.values() else np.float32
     t0 = time.perf_counter()
@@ -169,7 +192,7 @@ def _embed_track(path: Path, meta: audio.AudioInfo, segments: np.ndarray, adapte
                 if wanted[key] not in mixes:  # cast once per block, not once per adapter
                     mixes[wanted[key]] = block.audio.astype(wanted[key])
                 out = adapter.embed(mixes[wanted[key]], block.sr, block.segments, block.offset_s)
-                for space, dim in adapter.entry.spaces.items():
+                for space, dim in keep[key].items():
                     rows = np.asarray(out[space], dtype=np.float32)
                     if rows.shape != (len(block.index), dim):
                         raise ModelError(f"returned shape {rows.shape}, expected {(len(block.index), dim)}")
@@ -196,6 +219,7 @@ def extract(
     batch_tracks: int = 32,
     batch_seconds: float = 5.0,
     max_samples: int = audio.DEFAULT_MAX_SAMPLES,
+    layers: tuple[int, ...] | str | None = None,
 ) -> ExtractReport:
     """Embed files (and the audio files inside folders) with models into a store.
 
@@ -204,7 +228,9 @@ def extract(
     paths : list of str or Path
         Files and folders; folders are searched recursively for audio.
     models : list of str
-        Model keys (space keys are accepted and run their model).
+        Model keys.  Space keys are accepted and run their model; a layer
+        space (``mert-v1-95m/l6``, or its legacy spelling ``mert-v1-95m-l6``)
+        also stores that layer.
     db : path
         The DuckDB file.
     window_s, hop_s : float
@@ -222,33 +248,48 @@ def extract(
     max_samples : int > 0
         Each file's budget of decoded sample values (frames × channels); a
         file above it is a failure, found before it is decoded.
+    layers : ``"all"``, tuple of int, or None
+        Hidden states to store as well (:func:`core.models.base.parse_layers`),
+        for every model that has layers; one forward pass fills them all.
 
     Raises
     ------
     core.errors.BadInput
-        For an invalid grid or budget (nothing is written then).
+        For an invalid grid or budget, or ``layers`` given when no model has
+        layers (nothing is written then).
     core.store.GridMismatch
         If the store was built on another grid.
     core.models.base.ModelError
-        If a model is unknown or cannot be loaded (nothing is done then).
+        If a model is unknown or cannot be loaded, or lacks a layer asked
+        for (nothing is done then).
     """
     started = time.perf_counter()
     report = ExtractReport()
     check_grid(window_s, hop_s)
     if not (isinstance(max_samples, int) and max_samples > 0):
         raise BadInput(f"--max-samples must be a positive whole number, not {max_samples!r}.")
+    asked = requested_outputs(models)
+    for key in models:
+        get_entry(key)  # unknown keys, outputs and layers fail before any weights load
+    catalogued = {key: get_entry(key) for key in asked}
+    if layers is not None and not any(e.layers for e in catalogued.values()):
+        raise BadInput(f"Layers were chosen, but none of {', '.join(asked)} has hidden layers; "
+                       "drop --layers or add a model with layers such as mert-v1-95m.")
+    for key, entry in catalogued.items():
+        spaces_to_fill(entry, asked[key], layers)
     if adapters is None:
-        for key in model_keys(models):
-            get_entry(key)  # unknown keys fail before any weights load
-        adapters = [load_model(key, device) for key in model_keys(models)]
+        adapters = [load_model(key, device) for key in asked]
+    plan = {a.entry.key: spaces_to_fill(a.entry, asked.get(a.entry.key, ()), layers) for a in adapters}
     store = Store(db)
     store.ensure_grid(window_s, hop_s)
+    held = set(store.spaces()["space"])
+    names = {space: stored_name(space, held) for spaces in plan.values() for space in spaces}
     for adapter in adapters:
-        for prov in _provenances(adapter):
+        for prov in _provenances(adapter, plan[adapter.entry.key], names):
             if store.prepare_space(prov):
                 report.replaced_spaces.append(prov.space)
     keys = [a.entry.key for a in adapters]
-    done = {a.entry.key: store.tracks_with_space(a.entry.key) for a in adapters}
+    done = {space: store.tracks_with_space(names[space]) for space in names}
     states = store.track_states()
     run_id = store.start_run(keys)
     files, problems = audio.find_audio_files(paths)
@@ -284,10 +325,11 @@ def extract(
                 known = states.get(spath)
                 if known is not None and known[1] == digest:
                     track_id = known[0]
-                    todo = [a for a in adapters if track_id not in done[a.entry.key]]
+                    todo = [(a, missing) for a in adapters
+                            if (missing := {s: d for s, d in plan[a.entry.key].items() if track_id not in done[s]})]
                     segments = store.track_segments(track_id)
                 else:
-                    track_id, todo = None, list(adapters)
+                    track_id, todo = None, [(a, plan[a.entry.key]) for a in adapters]
                     segments = _grid(meta, window_s, hop_s, todo)
                 if not todo:
                     report.skipped += 1
@@ -295,9 +337,9 @@ def extract(
                     vectors, errors = _embed_track(path, meta, segments, todo, report)
                     for key, message in errors.items():
                         report.failures.append(Failure(spath, key, message))
-                    ok = [a for a in todo if a.entry.key not in errors]
+                    ok = [spaces for a, spaces in todo if a.entry.key not in errors]
                     if ok:
-                        kept = {s: v for a in ok for s, v in vectors.items() if split_key(s)[0] == a.entry.key}
+                        kept = {names[s]: vectors[s] for spaces in ok for s in spaces}
                         pending.append(TrackRecord(
                             spath, digest, meta.duration_s, meta.sample_rate, meta.channels,
                             f"{meta.format}/{meta.subtype}", segments, kept, metadata.get(spath), track_id))
@@ -321,10 +363,11 @@ def extract(
     return report
 
 
-def _grid(meta: audio.AudioInfo, window_s: float, hop_s: float, adapters: list[Adapter]) -> np.ndarray:
-    """A new track's segments, refused (one file's failure) when its vectors would not fit :data:`MAX_TRACK_VALUES`."""
+def _grid(meta: audio.AudioInfo, window_s: float, hop_s: float,
+          todo: list[tuple[Adapter, dict[str, int]]]) -> np.ndarray:
+    """A new track's segments, refused (one file's failure) when the spaces it fills would not fit :data:`MAX_TRACK_VALUES`."""
     n = audio.segment_count(meta.duration_s, window_s, hop_s)
-    values = n * sum(dim for a in adapters for dim in a.entry.spaces.values())
+    values = n * sum(dim for _, spaces in todo for dim in spaces.values())
     if values > MAX_TRACK_VALUES:
         raise audio.AudioError(f"the grid cuts its {meta.duration_s:,.0f} s into {n:,} segments, {values:,} vector values "
                                f"in all, more than {MAX_TRACK_VALUES:,} per file; use a longer --hop")

@@ -614,13 +614,15 @@ def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None =
                max_samples: int | None = None) -> np.ndarray:
     """A query vector for an audio file: the normalised mean of its segment embeddings on the store's grid.
 
-    ``space`` picks one of the adapter's outputs (default: its main space).
+    ``space`` picks one of the adapter's outputs (default: its main space),
+    in any spelling a store may hold it under (``mert-v1-95m-l6``).
     The clip is decoded whole, so ``max_samples`` (sample values, frames ×
     channels; default :data:`core.audio.DEFAULT_MAX_SAMPLES`) bounds it: a
     server taking clips from strangers passes a small one.
     """
     from core import audio
+    from core.models.base import canonical_key
 
     y, sr = audio.load(path, dtype=adapter.entry.input_dtype, max_samples=max_samples or audio.DEFAULT_MAX_SAMPLES)
     segments = audio.segment_grid(len(y) / sr, window_s, hop_s)
-    return mean_embedding(adapter.embed(y, sr, segments)[space or adapter.entry.key])
+    return mean_embedding(adapter.embed(y, sr, segments)[canonical_key(space) if space else adapter.entry.key])

@@ -25,11 +25,16 @@ norm would see the padding), each pass is normalised by the checkpoint's
 ``Wav2Vec2FeatureExtractor`` (zero mean, unit variance) and its frames
 (75 per second) are averaged over the whole segment.  The default key stores
 the mean of that over all hidden states (the feature projection and every
-transformer layer); ``-lN`` keys store ``hidden_states[N]``, as the MERT
-paper finds different layers suit different tasks.
+transformer layer); the layer spaces ``KEY/lN`` (``mert:PATH#lN`` for a
+generic key) store ``hidden_states[N]``, as the MERT paper finds different
+layers suit different tasks.  Every pass computes all hidden states, so
+``embed`` returns every layer space from one pass and the pipeline stores
+those a run asks for (:func:`core.models.base.spaces_to_fill`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -46,7 +51,7 @@ _RATE = 24_000
 
 CATALOGUE: tuple[ModelEntry, ...] = from_table(
     "mert",
-    # layers: transformer layers (each hidden state also gets a key);
+    # layers: transformer layers (hidden states 0..layers, each a space KEY/lN);
     # item_mib: CUDA memory of one 5 s pass in MiB, for the batch size
     ("key", "hub_id", "dim", "layers", "item_mib", "description"),
     (
@@ -66,14 +71,17 @@ _NOT_FIELDS = ("model_type", "architectures", "auto_map", "transformers_version"
 
 
 def generic_entry(spec: str) -> ModelEntry:
-    """The entry of ``mert:ID_OR_PATH``: the mean of all hidden states of any MERT/HuBERT checkpoint.
+    """The entry of ``mert:ID_OR_PATH``: any MERT/HuBERT checkpoint, its layers spelled ``mert:ID_OR_PATH#lN``.
 
-    The dimension comes from the checkpoint's config when it is on this
-    machine; otherwise MERT-v1-95M's (768) stands until :func:`load` reads
-    the downloaded config.
+    The dimension and the number of layers come from the checkpoint's
+    config when it is on this machine; otherwise MERT-v1-95M's (768-D, 12
+    layers) stand until :func:`load` reads the downloaded config.
     """
-    return hf.generic_entry("mert", spec, "hidden_size", 768, f"MERT/HuBERT checkpoint {spec}; mean of all hidden states.",
-                            {"layer": None, "item_mib": 300}, sample_rate=_RATE, suited_for=("music",))
+    entry = hf.generic_entry("mert", spec, "hidden_size", 768, f"MERT/HuBERT checkpoint {spec}; mean of all hidden states.",
+                             {"item_mib": 300}, sample_rate=_RATE, suited_for=("music",))
+    config = hf.read_config(spec) or {}
+    return dataclasses.replace(entry, layers=tuple(range(int(config.get("num_hidden_layers", 12)) + 1)),
+                               capabilities=frozenset({"layers"}))
 
 
 def availability(entry: ModelEntry) -> tuple[bool, str]:
@@ -118,7 +126,7 @@ def load(entry: ModelEntry, device: str) -> "MertAdapter":
     ModelUnavailable
         When the checkpoint is neither cached nor downloadable.
     ModelError
-        For refused configs, broken weight files, or a layer the checkpoint lacks.
+        For refused configs or broken weight files.
     """
     from transformers import HubertModel, PretrainedConfig, Wav2Vec2FeatureExtractor
 
@@ -129,10 +137,11 @@ def load(entry: ModelEntry, device: str) -> "MertAdapter":
     except (OSError, ValueError) as exc:
         raise ModelError(f"{entry.key}: the config of {spec} could not be read ({hf.first_line(exc)}).") from None
     config = hubert_config(config_dict, spec)
-    layer = entry.params["layer"]
-    if layer is not None and not 0 <= layer <= config.num_hidden_layers:
-        raise ModelError(f"{entry.key}: {spec} has hidden states 0..{config.num_hidden_layers}, not {layer}.")
-    return MertAdapter(*hf.load_checkpoint(entry, HubertModel, Wav2Vec2FeatureExtractor, device, config=config), device)
+    entry, model, extractor, sha = hf.load_checkpoint(entry, HubertModel, Wav2Vec2FeatureExtractor, device, config=config)
+    if len(entry.layers) != config.num_hidden_layers + 1:  # a generic entry was read again from this config
+        raise ModelError(f"{entry.key}: {spec} has {config.num_hidden_layers} transformer layers; "
+                         f"the catalogue expects {len(entry.layers) - 1}.")
+    return MertAdapter(entry, model, extractor, sha, device)
 
 
 class MertAdapter(hf.HubAdapter):
@@ -184,8 +193,9 @@ class MertAdapter(hf.HubAdapter):
         Returns
         -------
         dict[str, np.ndarray [shape=(n, dim), dtype=float32]]
-            The frame mean of the selected hidden state (or of the mean of
-            all of them), under ``entry.key``.
+            Under ``entry.key`` the frame mean of the mean of all hidden
+            states; under each layer space (``entry.layer_spaces``) the frame
+            mean of that hidden state.  All come from the same passes.
         """
         window = int(round(PASS_SECONDS * self.rate))
         chunks, owner = hf.segment_chunks(self.entry.key, audio, sr, segments, self.rate, window, self.min_samples)
@@ -202,9 +212,9 @@ class MertAdapter(hf.HubAdapter):
                 np.add.at(sums, owner[picked], states.sum(axis=2, dtype=np.float64))
                 np.add.at(frames, owner[picked], states.shape[2])
         means = sums / frames[:, None, None]
-        layer = self.entry.params["layer"]
-        rows = means.mean(axis=1) if layer is None else means[:, layer]
-        return {self.entry.key: rows.astype(np.float32)}
+        rows = {self.entry.key: means.mean(axis=1).astype(np.float32)}
+        rows.update({space: means[:, n].astype(np.float32) for n, space in self.entry.layer_spaces.items()})
+        return rows
 
 
 def _receptive_field(kernels, strides) -> int:

@@ -1,0 +1,132 @@
+"""Layers in one pass: a tiny MERT checkpoint (``save_tiny_mert``) through the real pipeline.
+
+Each test counts the network's forward calls with a hook, so "one pass"
+is checked on the model itself rather than inferred from timings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from core import cli
+from core.extract import extract, read_metadata_csv
+from core.models import base, mert
+from core.store import Store
+from tests.conftest import TINY_MERT_LAYERS, save_tiny_mert, tone
+
+SR = 22050
+N_FILES = 8
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return save_tiny_mert(tmp_path_factory.mktemp("tiny-mert") / "model")
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_folder):
+    return base.load_model(f"mert:{tiny_folder}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    """Eight 4 s files in two kinds (tones, noise), four sources, with a CSV of labels."""
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(N_FILES):
+        kind = "tone" if i % 2 else "noise"
+        y = tone(220.0 * (1 + i), 4.0) if kind == "tone" else 0.3 * rng.standard_normal(4 * SR).astype(np.float32)
+        sf.write(folder / f"clip{i}.wav", y, SR)
+        rows.append({"path": f"clip{i}.wav", "kind": kind, "source": f"s{i // 2}"})
+    pd.DataFrame(rows).to_csv(folder / "meta.csv", index=False)
+    return folder
+
+
+class Forwards:
+    """Counts the forward calls of a torch module while the block runs."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, 0
+
+    def __enter__(self):
+        self.handle = self.module.register_forward_hook(lambda *_: setattr(self, "calls", self.calls + 1))
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def _layer_keys(adapter) -> list[str]:
+    return [adapter.entry.layer_spaces[n] for n in range(TINY_MERT_LAYERS + 1)]
+
+
+def test_every_layer_costs_the_forward_passes_of_one(adapter, collection, tmp_path):
+    with Forwards(adapter.model) as one:
+        extract([collection], [adapter.entry.key], db=tmp_path / "one.duckdb", adapters=[adapter], layers=(1,))
+    with Forwards(adapter.model) as every:
+        report = extract([collection], [adapter.entry.key], db=tmp_path / "all.duckdb", adapters=[adapter],
+                         layers="all")
+    assert report.stored == N_FILES and not report.failures
+    assert one.calls == every.calls > 0
+    everything = Store(tmp_path / "all.duckdb")
+    assert list(everything.spaces()["space"]) == sorted([adapter.entry.key, *_layer_keys(adapter)])
+    assert set(everything.spaces()["n"]) == {N_FILES}  # one 4 s file is one segment on the 3 s grid
+    layer_1 = adapter.entry.layer_spaces[1]
+    np.testing.assert_array_equal(everything.vectors(layer_1)[1], Store(tmp_path / "one.duckdb").vectors(layer_1)[1])
+
+
+def test_resuming_adds_the_missing_layers_only(adapter, collection, tmp_path):
+    db = tmp_path / "resume.duckdb"
+    extract([collection], [adapter.entry.key], db=db, adapters=[adapter], layers=(1,))
+    store = Store(db)
+    version = store.data_version(adapter.entry.layer_spaces[1])
+    with Forwards(adapter.model) as more:
+        report = extract([collection], [adapter.entry.key], db=db, adapters=[adapter], layers="all")
+    assert more.calls > 0 and report.stored == N_FILES and report.skipped == 0
+    assert store.data_version(adapter.entry.layer_spaces[1]) == version  # stored once, not rewritten
+    assert set(store.info()["embeddings"]) == {adapter.entry.key, *_layer_keys(adapter)}
+    with Forwards(adapter.model) as again:
+        report = extract([collection], [f"{adapter.entry.key}#l2"], db=db, adapters=[adapter])
+    assert again.calls == 0 and report.skipped == N_FILES
+
+
+def test_stored_legacy_keys_stay_and_are_found_by_both_spellings(adapter, collection, tmp_path):
+    """A store made when layers were catalogue keys of their own holds ``mert-v1-95m-l1``; it is reused, not renamed."""
+    entry = dataclasses.replace(mert.CATALOGUE[0], dim=adapter.entry.dim, layers=tuple(range(TINY_MERT_LAYERS + 1)))
+    as_95m = mert.MertAdapter(entry, adapter.model, adapter.processor, adapter.weights_sha256, "cpu")
+    db = tmp_path / "legacy.duckdb"
+    extract([collection], ["mert-v1-95m"], db=db, adapters=[as_95m], layers=(1,))
+    store = Store(db)
+    with store.connect() as con:
+        con.execute("UPDATE spaces SET space = 'mert-v1-95m-l1', model = 'mert-v1-95m-l1' WHERE space = 'mert-v1-95m/l1'")
+    with Forwards(adapter.model) as forwards:
+        extract([collection], ["mert-v1-95m-l1", "mert-v1-95m/l2"], db=db, adapters=[as_95m])
+    assert forwards.calls > 0
+    assert set(store.info()["embeddings"]) == {"mert-v1-95m", "mert-v1-95m-l1", "mert-v1-95m/l2"}
+    for spelling in ("mert-v1-95m/l1", "mert-v1-95m-l1"):
+        assert cli.main(["project", "--model", spelling, "--method", "pca", "--db", str(db)]) == 0
+
+
+def test_the_command_line_takes_layers_and_refuses_what_cannot_be_done(tiny_folder, collection, tmp_path, capsys):
+    db = tmp_path / "cli.duckdb"
+    key = f"mert:{tiny_folder}"
+    assert cli.main(["extract", str(collection), "--model", key, "--layers", "0-1", "--db", str(db)]) == 0
+    assert set(Store(db).info()["embeddings"]) == {key, f"{key}#l0", f"{key}#l1"}
+    capsys.readouterr()
+    for argv, reason in [
+        (["--model", key, "--layers", "5"], f"{key} has hidden states 0-2, not 5"),
+        (["--model", f"{key}#l7"], "has no output 'l7'; it has layers 0-2 as lN"),
+        (["--model", "dsp", "--layers", "all"], "none of dsp has hidden layers"),
+        (["--model", key, "--layers", "1-"], "Cannot read the layers '1-'"),
+    ]:
+        assert cli.main(["extract", str(collection), *argv, "--db", str(db)]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and len(err.strip().splitlines()) == 1
+    assert set(Store(db).info()["embeddings"]) == {key, f"{key}#l0", f"{key}#l1"}  # nothing was written
