@@ -67,6 +67,16 @@ st.caption("Suggested: **aisfx** or **CLAP** for general sounds; **MusiCNN**, **
 default = [k for k in ("aisfx", "musicnn-msd") if k in set(available["key"])][:1] or ["dsp"]
 models = st.multiselect("Models to run", list(available["key"]), default=default,
                         format_func=lambda k: f"{k} ({int(status.set_index('key').loc[k, 'dim'])}-D)")
+layered = {k: layers for k, layers in status.set_index("key").loc[models, "layers"].items() if len(layers)}
+layers = None
+if layered:
+    shared = sorted(set.intersection(*(set(v) for v in layered.values())))
+    chosen = st.multiselect(
+        f"Hidden layers to store as well ({', '.join(layered)})", ["all"] + shared, default=[],
+        format_func=lambda n: "every layer" if n == "all" else f"layer {n}",
+        help="One forward pass fills every layer; each chosen layer is stored as its own space (KEY/lN), "
+             "beside the model's own space, the mean of all its layers. Compare shows them side by side.")
+    layers = "all" if "all" in chosen else tuple(chosen) or None
 unavailable = status[~status["available"]]
 if len(unavailable):
     with st.expander(f"{len(unavailable)} models unavailable here"):
@@ -88,7 +98,7 @@ if st.button("Run extraction", type="primary", disabled=blocked or not (paths an
         try:
             adapters = [ui.adapter(k) for k in models]
             report = extract(paths, models, db=store.path, window_s=window, hop_s=hop, metadata=metadata,
-                             adapters=adapters, max_samples=cfg.max_samples,
+                             adapters=adapters, max_samples=cfg.max_samples, layers=layers,
                              progress=lambda d, n, p: bar.progress(d / n, text=f"{d}/{n} · {Path(p).name}"))
         except AEBError as exc:
             box.update(label="Nothing was done", state="error")
