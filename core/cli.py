@@ -185,26 +185,63 @@ def cmd_search(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from core.analyses import store_metrics, with_baseline
+    from core.analyses import layered_models, store_layers, store_metrics, with_baseline
 
     store = _existing_store(args.db)
-    models = with_baseline(store, [normalise_key(m) for m in args.model])
+    held = set(store.spaces()["space"])
+    models = with_baseline(store, [stored_name(normalise_key(m), held) for m in args.model])
+    layered = [m for m in models if m in layered_models(store)] if args.layers else []
+    if args.layers and not layered:
+        raise UsageError(f"None of {', '.join(models)} has stored layer spaces; "
+                         "extract a model with layers using --layers (e.g. --model mert-v1-95m --layers all).")
     table = store_metrics(store, models, label=args.label, group=args.group, k=args.k, level=args.level,
-                          method=args.method)
+                          method=args.method, probe=True)
+    if layered:
+        table["layers"] = {}
+        for m in layered:
+            found = store_layers(store, m, label=args.label, group=args.group, k=args.k, level=args.level,
+                                 against=[o for o in models if o != m])
+            table["layers"][m] = {key: v for key, v in found.items() if key != "cached"}
     if args.json:
         _print_json(table)
         return OK
+    _print_metrics(table, models, args.k, args.level)
+    for m, found in table.get("layers", {}).items():
+        _print_layers(found)
+    return OK
+
+
+def _print_metrics(table: dict, models: list[str], k: int, level: str) -> None:
+    probes = {m: table[m].pop("linear_probe") for m in models if "linear_probe" in table[m]}
     columns = sorted({name for m in models for name in table[m]})
-    print(f"{'model':<28}" + "".join(f"{c:>16}" for c in columns))
+    print(f"{'model':<28}" + "".join(f"{c:>16}" for c in columns) + ("    linear probe" if probes else ""))
     for m in models:
-        print(f"{m:<28}" + "".join(f"{_number(table[m].get(c)):>16}" for c in columns))
+        probe = f"{_number(probes[m]['accuracy']):>16}" if m in probes else ""
+        print(f"{m:<28}" + "".join(f"{_number(table[m].get(c)):>16}" for c in columns) + probe)
     for pair, values in table["pairs"].items():
-        print(f"{pair}: CKA {_number(values['cka'])}, Jaccard@{args.k} {_number(values['jaccard_at_k'])}")
+        print(f"{pair}: CKA {_number(values['cka'])}, Jaccard@{k} {_number(values['jaccard_at_k'])}")
     info = table["info"]
     scored = f"a sample of {info['sampled']:,}" if info["sampled"] else "all"
     took = "cached" if info["cached"] else f"{info['seconds']:.1f} s"
-    print(f"{info['n']:,} {args.level}s shared by the models, {scored} scored ({took})", file=sys.stderr)
-    return OK
+    print(f"{info['n']:,} {level}s shared by the models, {scored} scored ({took})", file=sys.stderr)
+    if probes:
+        probe = next(iter(probes.values()))
+        print(f"linear probe: logistic regression, {probe['folds']} grouped folds, on {probe['n']:,} of "
+              f"{probe['of']:,} labelled {level}s", file=sys.stderr)
+
+
+def _print_layers(found: dict) -> None:
+    others = list(found["against"])
+    print(f"\n{found['model']}, layer by layer (CKA: debiased, against the layer before and the other models)")
+    print(f"{'layer':>5}" + (f"{'k-NN acc':>10}{'95 % interval':>18}" if "knn_acc" in found else "")
+          + f"{'CKA prev':>10}" + "".join(f"{o[-14:]:>16}" for o in others))
+    for i, layer in enumerate(found["layers"]):
+        line = f"{layer:>5}"
+        if "knn_acc" in found:
+            low, high = found["ci95"][i]
+            line += f"{_number(found['knn_acc'][i]):>10}{f'{_number(low)}–{_number(high)}':>18}"
+        line += f"{_number(found['cka'][i][i - 1]) if i else '—':>10}"
+        print(line + "".join(f"{_number(found['against'][o][i]):>16}" for o in others))
 
 
 def _number(value) -> str:
@@ -307,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", default="segment", choices=["segment", "track"])
     p.add_argument("--method", default="pca", choices=["pca", "std-pca", "tsne", "umap"],
                    help="map whose trustworthiness is reported")
+    p.add_argument("--layers", action="store_true",
+                   help="add a top-level 'layers' object for every model with stored layer spaces: k-NN accuracy "
+                        "per layer, layer × layer CKA, and each layer's CKA against the other models")
     db_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)

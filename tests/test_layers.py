@@ -1,4 +1,4 @@
-"""Layers in one pass: a tiny MERT checkpoint (``save_tiny_mert``) through the real pipeline.
+"""Layers in one pass and layer by layer: a tiny MERT checkpoint (``save_tiny_mert``) through the real pipeline.
 
 Each test counts the network's forward calls with a hook, so "one pass"
 is checked on the model itself rather than inferred from timings.
@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from core import cli
+from core.analyses import layered_models, store_layers
 from core.extract import extract, read_metadata_csv
 from core.models import base, mert
 from core.store import Store
@@ -110,6 +111,7 @@ def test_stored_legacy_keys_stay_and_are_found_by_both_spellings(adapter, collec
         extract([collection], ["mert-v1-95m-l1", "mert-v1-95m/l2"], db=db, adapters=[as_95m])
     assert forwards.calls > 0
     assert set(store.info()["embeddings"]) == {"mert-v1-95m", "mert-v1-95m-l1", "mert-v1-95m/l2"}
+    assert layered_models(store) == {"mert-v1-95m": {1: "mert-v1-95m-l1", 2: "mert-v1-95m/l2"}}
     for spelling in ("mert-v1-95m/l1", "mert-v1-95m-l1"):
         assert cli.main(["project", "--model", spelling, "--method", "pca", "--db", str(db)]) == 0
 
@@ -130,3 +132,46 @@ def test_the_command_line_takes_layers_and_refuses_what_cannot_be_done(tiny_fold
         err = capsys.readouterr().err
         assert reason in err and len(err.strip().splitlines()) == 1
     assert set(Store(db).info()["embeddings"]) == {key, f"{key}#l0", f"{key}#l1"}  # nothing was written
+
+
+@pytest.fixture(scope="module")
+def layered_store(adapter, collection, tmp_path_factory):
+    db = tmp_path_factory.mktemp("layered") / "store.duckdb"
+    metadata = read_metadata_csv(collection / "meta.csv", [collection])
+    extract([collection], [adapter.entry.key, "dsp"], db=db, adapters=[adapter, base.load_model("dsp")],
+            layers="all", metadata=metadata)
+    return db
+
+
+def test_layer_figures_shapes_and_cka_of_a_layer_with_itself(adapter, layered_store):
+    store = Store(layered_store)
+    found = store_layers(store, adapter.entry.key, label="kind", k=3, against=["dsp"])
+    n_layers = TINY_MERT_LAYERS + 1
+    assert found["layers"] == list(range(n_layers)) and found["spaces"] == _layer_keys(adapter)
+    cka = np.array(found["cka"])
+    assert cka.shape == (n_layers, n_layers)
+    np.testing.assert_allclose(np.diag(cka), 1.0, atol=1e-9)
+    np.testing.assert_allclose(cka, cka.T)
+    assert len(found["knn_acc"]) == len(found["ci95"]) == len(found["against"]["dsp"]) == n_layers
+    for accuracy, (low, high) in zip(found["knn_acc"], found["ci95"]):
+        assert 0.0 <= low <= accuracy <= high <= 1.0
+    assert found["n"] == N_FILES and not found["cached"]
+    assert store_layers(store, adapter.entry.key, label="kind", k=3, against=["dsp"])["cached"]
+    with pytest.raises(base.BadInput, match="No layer spaces of 'dsp' are stored"):
+        store_layers(store, "dsp")
+
+
+def test_metrics_command_adds_a_top_level_layers_object(adapter, layered_store, capsys):
+    key = adapter.entry.key
+    argv = ["metrics", "--model", key, "--label", "kind", "--group", "source", "-k", "3", "--layers", "--json",
+            "--db", str(layered_store)]
+    assert cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["dsp", key, "pairs", "info", "layers"]
+    layers = out["layers"][key]
+    assert layers["layers"] == [0, 1, 2] and list(layers["against"]) == ["dsp"] and layers["group"] == "source"
+    assert set(out[key]["linear_probe"]) == {"accuracy", "macro_f1", "n", "of", "folds"}
+    assert cli.main([a for a in argv if a != "--json"]) == 0
+    assert f"{key}, layer by layer" in capsys.readouterr().out
+    assert cli.main(["metrics", "--model", "dsp", "--layers", "--db", str(layered_store)]) == 2
+    assert "has stored layer spaces" in capsys.readouterr().err
