@@ -30,6 +30,9 @@ def view_controls(i: int, column) -> dict:
     """One view's model, reduction and the reduction's parameters, all on screen."""
     with column:
         default_space = SPACE_NAMES[min(i, len(SPACE_NAMES) - 1)]
+        opened = st.session_state.get(ui.OPEN_IN_EXPLORE_KEY)  # a layer clicked in Compare
+        if i == 0 and opened in SPACE_NAMES:
+            default_space = opened
         default_method = "pca" if i == 0 or len(SPACE_NAMES) > 1 else "std-pca"  # instant; t-SNE/UMAP on request
         c1, c2 = st.columns(2)
         space = c1.selectbox(f"Model {'AB'[i]}", SPACE_NAMES, index=SPACE_NAMES.index(default_space), key=f"space{i}")

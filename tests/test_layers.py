@@ -175,3 +175,36 @@ def test_metrics_command_adds_a_top_level_layers_object(adapter, layered_store, 
     assert f"{key}, layer by layer" in capsys.readouterr().out
     assert cli.main(["metrics", "--model", "dsp", "--layers", "--db", str(layered_store)]) == 2
     assert "has stored layer spaces" in capsys.readouterr().err
+
+
+def test_compare_page_shows_the_layers_and_a_click_opens_one_in_explore(adapter, layered_store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PROJECT_ROOT
+
+    monkeypatch.setenv("AEB_DB", str(layered_store))
+    at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/3_Compare.py").run()  # k = 10 is more than the 8 items minus their own track: choose 3
+    next(s for s in at.slider if s.label == "k (neighbours)").set_value(3).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Layer by layer" in [h.value for h in at.header]
+    assert next(s for s in at.selectbox if s.label == "Model with layers").value == adapter.entry.key
+    assert any("k-NN accuracy per layer" in i.value for i in at.info)  # no label chosen yet
+    next(s for s in at.selectbox if s.label == "Label column").set_value("kind").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("k-NN accuracy per layer" in i.value for i in at.info)
+    assert next(m for m in at.multiselect if m.label == "Each layer's CKA against").value == ["dsp"]
+    assert any("Click a layer's point to open its map in Explore" in c.value for c in at.caption)
+
+    next(t for t in at.toggle if t.label == "Linear probe").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "linear_probe" in at.dataframe[0].value.columns
+    assert any(c.value.startswith("Linear probe: standardised logistic regression, 3 folds") for c in at.caption)
+
+    at.session_state["layers-accuracy"] = {"selection": {"layer": [{"layer": 1}]}}  # what a click on layer 1 sends
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["explore_open_space"] == adapter.entry.layer_spaces[1]
+    assert at.title[0].value == "🗺️ Explore"
+    assert next(s for s in at.selectbox if s.label == "Model A").value == adapter.entry.layer_spaces[1]
