@@ -4,8 +4,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from core import analyses as an
 from core import explore as ex
 from core.cluster import ClusterError, default_min_cluster_size
+from core.errors import AEBError
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
 st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
@@ -17,6 +19,7 @@ DATA_VERSION = dict(zip(spaces["space"], spaces["data_version"].astype(int)))
 segments = ui.segments_frame(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 N_PLAYERS = 10
+N_HUBS = 5
 
 top = st.columns([2, 2, 2, 2])
 single = top[0].toggle("Single view", help="One map instead of two side by side, for small screens.")
@@ -109,8 +112,9 @@ frame = linked(DB, VERSION, level, keys)
 
 # ---------------------------------------------------------------------------- colour and filter
 extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
+HUBS = "k-occurrence · hubs"
 colour_options = ["(none)", *ex.metadata_columns(segments), *[f"top tag · {s}" for s in ex.tagged_spaces(spaces)],
-                  "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
+                  "clusters · k-means", "clusters · HDBSCAN", HUBS, *[f"from Search · {name}" for name in extra]]
 c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
 colour_choice = c1.selectbox("Colour by", colour_options,
                              help="Metadata, a tagger's top tag, clusters found in the embedding space, or scores sent by the Search page.")
@@ -166,6 +170,20 @@ elif colour_choice.startswith("clusters · "):
         colour_key = (colour_choice, cluster_space, k, min_size)
     except ClusterError as exc:
         st.warning(f"{exc}")
+elif colour_choice == HUBS:
+    h1, h2 = st.columns([2, 3])
+    hub_space = h1.selectbox("Neighbours in the space of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]))
+    n_hub_space = int(spaces.set_index("space").loc[hub_space, "n"])
+    hub_k = h2.slider("k (neighbours counted)", 1, max(2, min(50, n_hub_space - 1)), min(10, max(1, n_hub_space - 1)))
+    try:
+        with st.spinner("Counting every point's appearances among the others' neighbours (once; it is stored)…"):
+            colour_title, colour_values, description = derived_colour(DB, VERSION, level, keys, "k-occurrence",
+                                                                      hub_space, hub_k, None)
+        st.caption(description)
+        colour_key = (colour_choice, hub_space, hub_k)
+    except AEBError as exc:
+        st.warning(str(exc))
+        hub_space = None
 elif colour_choice.startswith("from Search · "):
     name = colour_choice.removeprefix("from Search · ")
     if callable(extra[name]):  # search scores: scored once, when first asked for, then kept
@@ -229,6 +247,23 @@ else:
             with r2:
                 ui.player(row, label=row["name"])
         st.dataframe(table, hide_index=True, width="stretch")
+
+# ---------------------------------------------------------------------------- hubs
+if colour_choice == HUBS and hub_space is not None:
+    found = an.store_k_occurrence(store, hub_space, k=hub_k, level=level)
+    top, anti = ex.hubs(store, found, n=N_HUBS)
+    st.subheader(f"Hubs and anti-hubs of {hub_space}")
+    st.caption(f"The {N_HUBS} {level}s most often among the others' {hub_k} nearest neighbours, and {len(anti)} drawn "
+               "at random among those that are nobody's neighbour: listen for what the space over- and under-serves.")
+    for column, rows, heading in zip(st.columns(2), (top, anti), ("Hubs", "Anti-hubs")):
+        with column:
+            st.markdown(f"**{heading}**")
+            for _, row in rows.iterrows():
+                st.write(f"{ui.span_label(row['name'], row['start_s'], row['end_s'])} · in "
+                         f"{int(row['k_occurrence'])} neighbour lists")
+                ui.player(row, label=row["name"])
+            if rows.empty:
+                st.caption("None: every point is someone's neighbour.")
 
 # ---------------------------------------------------------------------------- export
 st.subheader("Export")

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 import ui
 from core import explore as ex
+from core.analyses import store_k_occurrence
 from core.cluster import ClusterError, cached_clusters, cluster
 from core.store import Provenance, Store, TrackRecord
 from tests.conftest import PROJECT_ROOT, tone
@@ -350,3 +351,28 @@ def test_search_page_tag_filter_returns_exactly_k_tagged_results(small_db, monke
     found = [m.value for m in at.markdown if "score **" in m.value]
     # the query is bell_00's first segment; "calm" tags tracks 0, 4 and 8, and its own track is excluded
     assert len(found) == 5 and all(("drum_04.wav" in f) or ("flute_08.wav" in f) for f in found), found
+
+
+def test_k_occurrence_colour_and_the_hubs_to_listen_to(small_db):
+    store = Store(small_db)
+    ids = np.sort(store.vectors("toy")[0])
+    title, values, description = ex.derived_colour(store, space="toy", ids=ids, level="segment", kind="k-occurrence",
+                                                   k=4)
+    assert title == "k-occurrence@4" and values.sum() == 4 * len(ids) and (values >= 0).all()
+    assert "nearest neighbours in toy (cosine, own track excluded)" in description and "Skewness" in description
+    found = store_k_occurrence(store, "toy", k=4)
+    counts = pd.Series(found["counts"], index=found["ids"])
+    top, anti = ex.hubs(store, found, n=3)
+    assert top["k_occurrence"].tolist() == sorted(counts, reverse=True)[:3]
+    assert top["id"].tolist() == counts.loc[top["id"]].index.tolist() and {"path", "start_s", "name"} <= set(top)
+    assert (anti["k_occurrence"] == 0).all() and len(anti) == min(3, int((counts == 0).sum()))
+
+
+def test_page_colours_by_k_occurrence_and_lists_hubs_with_players(page):
+    colour = next(s for s in page.selectbox if s.label == "Colour by")
+    colour.set_value("k-occurrence · hubs").run()
+    assert not page.exception, [e.value for e in page.exception]
+    next(s for s in page.selectbox if s.label == "Neighbours in the space of").set_value("toy").run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert "Skewness" in texts(page) and "Hubs and anti-hubs of toy" in texts(page)
+    assert len(page.get("audio")) >= 5  # the five hubs, and any anti-hubs
