@@ -1,10 +1,13 @@
 """Explore: two linked maps of the embedding spaces. Select in one, see the same segments in the other, listen, export."""
 
+import json
+
 import pandas as pd
 import streamlit as st
 
 import ui
 from core import analyses as an
+from core import axes
 from core import explore as ex
 from core.cluster import ClusterError, default_min_cluster_size
 from core.errors import AEBError
@@ -20,6 +23,8 @@ segments = ui.segments_frame(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 N_PLAYERS = 10
 N_HUBS = 5
+AXIS_LABELS = {"reduction": "the reduction", "prompt": "similarity to a prompt",
+               "prompt difference": "prompt A − prompt B", "tag": "a tag's score"}
 
 top = st.columns([2, 2, 2, 2])
 single = top[0].toggle("Single view", help="One map instead of two side by side, for small screens.")
@@ -49,12 +54,63 @@ def view_controls(i: int, column) -> dict:
             params["metric"] = p3.selectbox("Metric", ["cosine", "euclidean"], key=f"metric{i}")
         elif method == "tsne":
             params["perplexity"] = st.slider("Perplexity", 2.0, 100.0, 30.0, 1.0, key=f"perp{i}")
-    return {"space": space, "method": method, "params": params}
+        chosen_axes = axis_controls(i, space)
+    return {"space": space, "method": method, "params": params, "axes": chosen_axes}
 
 
-def view_key(view: dict) -> tuple:
-    """What a view's map depends on: the store, the space and its data version, the reduction, its parameters, the level."""
-    return (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())), DATA_VERSION[view["space"]])
+def axis_controls(i: int, space: str) -> tuple:
+    """Either axis as a prompt's cosine or a tag's score, where the space allows it; None keeps the reduction's."""
+    text_model, tags_in = axes.text_model(space), axes.tag_space(space, spaces)
+    kinds = ["reduction", *(["prompt", "prompt difference"] if text_model else []), *(["tag"] if tags_in else [])]
+    if len(kinds) == 1:
+        return (None, None)
+    chosen = []
+    for a, (column, name) in enumerate(zip(st.columns(2), ("Horizontal", "Vertical"))):
+        with column:
+            kind = st.selectbox(f"{name} axis {'AB'[i]}", kinds, key=f"axis{i}{a}", format_func=AXIS_LABELS.get)
+            if kind == "tag":
+                names = json.loads(spaces.set_index("space").loc[tags_in, "tag_names"])
+                chosen.append({"kind": "tag", "space": tags_in, "tag": st.selectbox("Tag", names, key=f"tag{i}{a}")})
+            elif kind != "reduction":
+                text = st.text_input("Prompt", key=f"prompt{i}{a}", placeholder="calm")
+                minus = (st.text_input("minus the prompt", key=f"minus{i}{a}", placeholder="aggressive")
+                         if kind == "prompt difference" else None)
+                ready = text.strip() and (kind == "prompt" or (minus or "").strip())
+                chosen.append({"kind": kind, "model": text_model, "text": text.strip(),
+                               "minus": minus.strip() if minus else None} if ready else None)
+            else:
+                chosen.append(None)
+    return tuple(chosen)
+
+
+def view_key(view: dict, with_axes: bool = True) -> tuple:
+    """What a view's map depends on: the store, the space and its data version, the reduction, its parameters, the level,
+    and the axes that replace the reduction's."""
+    key = (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())), DATA_VERSION[view["space"]])
+    return key + (json.dumps(view["axes"], sort_keys=True),) if with_axes and any(view["axes"]) else key
+
+
+def view_title(i: int, view: dict) -> str:
+    reduction = ui.METHOD_LABELS[view["method"]]
+    if not any(view["axes"]):
+        return f"{'AB'[i]}: {view['space']} · {reduction}"
+    x, y = (axes.axis_label(a) if a else f"{reduction} {n}" for a, n in zip(view["axes"], (1, 2)))
+    return f"{'AB'[i]}: {view['space']} · x: {x} · y: {y}"
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def tag_values(db: str, version: tuple, space: str, tag: str, level: str) -> pd.Series:
+    return axes.tag_scores(ui.opened_store(db), space, tag, level)
+
+
+def axis_values(view: dict, axis: dict) -> pd.Series:
+    """An axis's value per point, indexed by id; prompts are embedded once per text (``ui.text_embedding``)."""
+    if axis["kind"] == "tag":
+        return tag_values(DB, VERSION, axis["space"], axis["tag"], level)
+    loaded = ui.space(DB, view["space"], level, VERSION)
+    minus = ui.text_embedding(axis["model"], axis["minus"]) if axis["minus"] else None
+    return pd.Series(axes.prompt_scores(loaded.vectors, ui.text_embedding(axis["model"], axis["text"]), minus),
+                     index=loaded.ids)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -64,7 +120,7 @@ def _projections() -> dict:
 
 
 def projection(view: dict, column) -> dict:
-    key = view_key(view)
+    key = view_key(view, with_axes=False)
     memo = _projections()
     if key not in memo:
         label = f"{ui.METHOD_LABELS[view['method']]} of {view['space']}"
@@ -86,11 +142,39 @@ def projection(view: dict, column) -> dict:
     return memo[key]
 
 
+def placed(view: dict, column) -> dict:
+    """The view's points: the reduction's map, with either axis replaced by a prompt's or a tag's values."""
+    if not any(view["axes"]):
+        return projection(view, column)
+    key, memo = view_key(view), _projections()
+    if key not in memo:
+        both = all(view["axes"])
+        base = None if both else projection(view, column)
+        try:
+            with column.spinner("Scoring every point against the axes (prompts are embedded once)…"):
+                values = [None if a is None else axis_values(view, a) for a in view["axes"]]
+        except AEBError as exc:  # no text model here, or a tag gone: the reduction stays
+            column.warning(f"{exc} The view keeps its reduction's axes.")
+            view["axes"] = (None, None)
+            return projection(view, column)
+        ids = ui.space(DB, view["space"], level, VERSION).ids if both else base["ids"]
+        ids, xy = axes.replace_axes(ids, None if both else base["xy"], values)
+        memo[key] = {"ids": ids, "xy": xy, "reduction": base}
+    return memo[key]
+
+
+def placement_note(proj: dict) -> str:
+    if "reduction" not in proj:
+        return ex.projection_note(proj)
+    note = "axes: cosine to each prompt in the embedding space, or a tag's score"
+    return note + (" · the other axis: " + ex.projection_note(proj["reduction"]) if proj["reduction"] else "")
+
+
 view_columns = st.columns(1 if single else 2)
 views = [view_controls(i, col) for i, col in enumerate(view_columns)]
-projections = [projection(v, col) for v, col in zip(views, view_columns)]
+projections = [placed(v, col) for v, col in zip(views, view_columns)]
 for col, proj in zip(view_columns, projections):
-    col.caption(f"{len(proj['ids']):,} points · " + ex.projection_note(proj))
+    col.caption(f"{len(proj['ids']):,} points · " + placement_note(proj))
 if len(views) == 2 and views[0]["space"] != views[1]["space"]:
     ids_a, ids_b = projections[0]["ids"], projections[1]["ids"]
     shared = ex.coinciding(ids_a, ids_b)
@@ -209,7 +293,7 @@ if data.empty:
     st.stop()
 
 st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
-chosen = ui.linked_maps(data, [f"{'AB'[i]}: {v['space']} · {ui.METHOD_LABELS[v['method']]}" for i, v in enumerate(views)],
+chosen = ui.linked_maps(data, [view_title(i, v) for i, v in enumerate(views)],
                         key=f"map-{len(views)}-{drag}", colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
                         colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment", width=map_width)
 

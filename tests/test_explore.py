@@ -7,6 +7,7 @@ so these tests need no model and no extraction.
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ import ui
 from core import explore as ex
 from core.analyses import store_k_occurrence
 from core.cluster import ClusterError, cached_clusters, cluster
+from core.errors import BadInput
 from core.store import Provenance, Store, TrackRecord
 from tests.conftest import PROJECT_ROOT, tone
 
@@ -376,3 +378,35 @@ def test_page_colours_by_k_occurrence_and_lists_hubs_with_players(page):
     assert not page.exception, [e.value for e in page.exception]
     assert "Skewness" in texts(page) and "Hubs and anti-hubs of toy" in texts(page)
     assert len(page.get("audio")) >= 5  # the five hubs, and any anti-hubs
+
+
+def test_tag_axes_read_a_taggers_scores_per_segment_and_as_track_means(small_db):
+    from core import axes
+
+    store = Store(small_db)
+    stored = store.spaces()
+    assert axes.tag_space("toy", stored) == axes.tag_space("toy/taggram", stored) == "toy/taggram"
+    assert axes.tag_space("mine", stored) is None
+    ids, scores = store.vectors("toy/taggram")
+    segment = axes.tag_scores(store, "toy/taggram", "loud")
+    assert segment.index.tolist() == ids.tolist() and segment.tolist() == scores[:, TAGS.index("loud")].tolist()
+    tracks = axes.tag_scores(store, "toy/taggram", "loud", level="track")
+    assert len(tracks) == 12 and set(tracks) == {0.0, 1.0}  # every segment of a track has the same tags here
+    with pytest.raises(BadInput, match="toy/taggram has no tag 'quiet'"):
+        axes.tag_scores(store, "toy/taggram", "quiet")
+    kept, xy = axes.replace_axes(np.array([3, 1, 2]), np.array([[0.0, 5.0], [1.0, 6.0], [2.0, 7.0]]),
+                                 [pd.Series([10.0, 20.0], index=[1, 3]), None])
+    assert kept.tolist() == [3, 1] and xy.tolist() == [[20.0, 5.0], [10.0, 6.0]]
+
+
+def test_page_puts_a_tag_on_an_axis(page):
+    space = next(s for s in page.selectbox if s.label == "Model A")
+    space.set_value("toy").run()
+    horizontal = next(s for s in page.selectbox if s.label == "Horizontal axis A")
+    assert horizontal.options == ["the reduction", "a tag's score"]
+    horizontal.set_value("tag").run()
+    assert not page.exception, [e.value for e in page.exception]
+    next(s for s in page.selectbox if s.key == "tag00").set_value("bright").run()
+    assert not page.exception, [e.value for e in page.exception]
+    spec = json.dumps(json.loads(page.get("vega_lite_chart")[0].proto.spec), ensure_ascii=False)
+    assert "A: toy · x: tag 'bright' · y: PCA 2" in spec
