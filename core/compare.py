@@ -777,17 +777,10 @@ def k_occurrence(indices: np.ndarray) -> np.ndarray:
 
 
 def hubness(indices: np.ndarray) -> float:
-    """Skewness of the k-occurrence distribution (:func:`k_occurrence`).
+    """Skewness of the k-occurrence distribution of :func:`knn`'s ``indices`` (see :func:`k_occurrence`).
 
-    Parameters
-    ----------
-    indices : np.ndarray [shape=(n, k), dtype=int64]
-        From :func:`knn`; ``-1`` entries are ignored.
-
-    Returns
-    -------
-    float
-        0 when every item occurs equally often.
+    A few hubs that are everybody's neighbour give a large positive value;
+    0 when every item occurs equally often.
     """
     from scipy.stats import skew
 

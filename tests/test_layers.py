@@ -19,20 +19,11 @@ from core.analyses import layered_models, store_layers
 from core.extract import extract, read_metadata_csv
 from core.models import base, mert
 from core.store import Store
-from tests.conftest import TINY_MERT_LAYERS, save_tiny_mert, tone
+from tests.conftest import TINY_MERT_LAYERS, tone
+from tests.test_mert import adapter, tiny_folder  # noqa: F401  (the tiny MERT fixtures, shared)
 
 SR = 22050
 N_FILES = 8
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    return save_tiny_mert(tmp_path_factory.mktemp("tiny-mert") / "model")
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_folder):
-    return base.load_model(f"mert:{tiny_folder}", device="cpu")
 
 
 @pytest.fixture(scope="module")
