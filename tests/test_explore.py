@@ -284,7 +284,7 @@ def test_clicked_segment_plays_and_unreachable_audio_says_why(page):
     at = select(page, {"pick": [{"id": 5}]})  # track 2, second segment
     assert at.subheader[0].value.startswith("▶ drum_01.wav")
     assert "1.00–2.00 s of" in texts(at)
-    at.selectbox[2].set_value("mine").run()
+    next(s for s in at.selectbox if s.label == "Model B").set_value("mine").run()
     frame = Store(_db(at)).segments_frame()
     gone_id = int(frame.loc[frame["path"] == "/nowhere/gone.wav", "segment_id"].iloc[0])
     at = select(at, {"pick": [{"id": gone_id}]})
