@@ -190,7 +190,8 @@ def cmd_metrics(args) -> int:
     store = _existing_store(args.db)
     held = set(store.spaces()["space"])
     models = with_baseline(store, [stored_name(normalise_key(m), held) for m in args.model])
-    layered = [m for m in models if m in layered_models(store)] if args.layers else []
+    with_layers = layered_models(store) if args.layers else {}
+    layered = [m for m in models if m in with_layers]
     if args.layers and not layered:
         raise UsageError(f"None of {', '.join(models)} has stored layer spaces; "
                          "extract a model with layers using --layers (e.g. --model mert-v1-95m --layers all).")
