@@ -562,6 +562,8 @@ def linear_probe(
     labels : np.ndarray [shape=(n,)]
     groups : np.ndarray [shape=(n,)] or sequence of them, optional
     folds : int >= 2
+        Fewer when there are fewer groups: two sources (soundfonts, say)
+        give two folds, each trained on one source and tested on the other.
     max_points : int
         Above this many items a random sample (fixed seed) is probed, and
         ``n`` says so.
@@ -571,9 +573,9 @@ def linear_probe(
     -------
     dict
         ``accuracy`` and ``macro_f1`` (floats, over every probed item's
-        out-of-fold prediction; NaN with fewer than two labels or fewer
-        groups than folds), ``n`` (items probed), ``of`` (items given) and
-        ``folds`` (0 when it could not run).
+        out-of-fold prediction; NaN with fewer than two labels or two
+        groups), ``n`` (items probed), ``of`` (items given) and ``folds``
+        (those used; 0 when it could not run).
     """
     import warnings
 
@@ -591,7 +593,8 @@ def linear_probe(
     units = merged_groups(groups, n)[rows]
     x, y = x[rows], y_all[rows]
     result = {"accuracy": float("nan"), "macro_f1": float("nan"), "n": int(len(rows)), "of": int(n), "folds": 0}
-    if len(np.unique(y)) < 2 or len(np.unique(units)) < folds:
+    folds = min(folds, len(np.unique(units)))
+    if len(np.unique(y)) < 2 or folds < 2:
         return result
     predicted = np.empty_like(y)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)

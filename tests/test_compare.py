@@ -381,8 +381,11 @@ def test_linear_probe_never_splits_a_group_samples_and_refuses_too_few_groups(mo
     assert compare.linear_probe(copies, labels)["accuracy"] == pytest.approx(1.0)  # split copies are memorised
     sampled = compare.linear_probe(copies, labels, groups=groups, max_points=120)
     assert (sampled["n"], sampled["of"]) == (120, 300)
-    few = compare.linear_probe(copies[:20], labels[:20], groups=groups[:20])
-    assert few["folds"] == 0 and np.isnan(few["accuracy"])
+    two_labels, two_sources = np.repeat([0, 1, 0, 1], 10), np.repeat([0, 0, 1, 1], 10)
+    two = compare.linear_probe(copies[:40], two_labels, groups=two_sources)  # train on one source, test on the other
+    assert two["folds"] == 2 and 0.0 <= two["accuracy"] <= 1.0
+    one = compare.linear_probe(copies[:20], two_labels[:20], groups=two_sources[:20])
+    assert one["folds"] == 0 and np.isnan(one["accuracy"])
 
 
 def test_k_occurrence_counts_each_item_among_the_others_neighbours():
