@@ -44,6 +44,10 @@ EXTRA_COLOURS_KEY = "explore_extra_colours"
 
 _COLOUR_SLOTS_KEY = "explore_colour_slots"  # slot -> the name of the colour last offered in it
 
+#: ``st.session_state`` key through which Compare's layer view opens a space
+#: (a layer clicked) as Explore's first view.
+OPEN_IN_EXPLORE_KEY = "explore_open_space"
+
 #: How the reductions of :data:`core.reduce.METHODS` are named on screen.
 METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
@@ -387,8 +391,14 @@ def linked_maps(data: pd.DataFrame, titles: list[str], *, key: str, colour: list
                         colour_title, drag, trajectory, width)
     event = st.vega_lite_chart({**spec, "datasets": {ex.DATASET: data}}, on_select="rerun", key=key,
                                selection_mode=ex.selections(len(titles), drag), width="content")
-    selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
-    return ex.selected_ids(selection, data)
+    return ex.selected_ids(selection_of(event), data)
+
+
+def selection_of(event) -> dict:
+    """A chart event's selections, {param name: [points]}; a test's session state sends a plain dict."""
+    if event is None:
+        return {}
+    return event.get("selection", {}) if isinstance(event, dict) else event.selection
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)

@@ -10,7 +10,7 @@ figures:
 * ``embed_x``: the adapter as the pipeline calls it (resample, normalise,
   network, frame means; one ``embed`` per decoded clip on the 3 s grid).
 
-Layer keys (``mert-v1-95m-lN``) cost the same: every pass runs all layers.
+Layer spaces (``mert-v1-95m/lN``) come from the same passes: see ``bench_layers.py``.
 
     python bench/bench_mert.py [--threads 2] [--limit 8] [--device cpu]
 """

@@ -21,7 +21,7 @@ from core import audio
 from core.config import db_path
 from core.errors import AEBError, BadInput
 from core.jsonable import jsonable
-from core.models.base import model_table, normalise_key
+from core.models.base import model_table, normalise_key, parse_layers, stored_name
 from core.models.precision import BF16_MIN_COSINE, PRECISIONS
 from core.paths import display, is_url
 from core.store import Store
@@ -81,8 +81,8 @@ def cmd_extract(args) -> int:
         for flag, value in (("--ray-address", args.ray_address), ("--shards", args.shards)):
             if value is not None:
                 raise UsageError(f"{flag} applies to --engine ray; add --engine ray or leave it out.")
-    elif args.device or args.precision != "fp32":
-        raise UsageError("--device and --precision apply to the local engine; Ray places its actors on GPUs itself.")
+    elif args.device or args.precision != "fp32" or args.layers:
+        raise UsageError("--device, --precision and --layers apply to the local engine; leave them out with --engine ray.")
     for p in args.paths:
         if not (args.engine == "ray" and is_url(p)) and not os.path.lexists(Path(p).expanduser()):
             raise UsageError(f"{p} does not exist.")
@@ -100,6 +100,7 @@ def cmd_extract(args) -> int:
         bar.set_postfix_str(name.rsplit("/", 1)[-1][-30:], refresh=False)
         bar.update(1)
 
+    layers = parse_layers(args.layers) if args.layers is not None else None
     try:
         if args.engine == "ray":
             from core.ray_engine import extract_ray
@@ -111,7 +112,8 @@ def cmd_extract(args) -> int:
         else:
             report = extract(args.paths, keys, db=args.db, window_s=args.segment, hop_s=args.hop,
                              metadata=metadata, progress=progress, max_samples=max_samples, device=args.device,
-                             workers=args.workers or 0, batch_size=args.batch_size, precision=args.precision)
+                             workers=args.workers or 0, batch_size=args.batch_size, precision=args.precision,
+                             layers=layers)
     finally:
         if bar is not None:
             bar.close()
@@ -161,10 +163,13 @@ def cmd_models(args) -> int:
     if args.json:
         _print_json(rows)
     else:
+        from core.models.base import layer_range
+
         width = max(len(r["key"]) for r in rows)
         for r in rows:
             state = "available" if r["available"] else "unavailable"
             line = f"{r['key']:<{width}}  {r['dim']:>5}-D  {'fp32+bf16' if r['bf16'] else 'fp32     '}  {state}"
+            line += f"  layers {layer_range(r['layers'])} (--layers)" if r["layers"] else ""
             print(line + (f"  ({r['reason']})" if r["reason"] else ""))
     return OK
 
@@ -214,10 +219,11 @@ def cmd_project(args) -> int:
 
 
 def _stored_space(store: Store, key: str) -> str:
-    """A stored space's key; a model that is not stored and cannot load here says why, not only that it is missing."""
+    """The stored name of a space given in any spelling (``mert-v1-95m-l6`` finds ``mert-v1-95m/l6`` and back);
+    a model that is not stored and cannot load here says why, not only that it is missing."""
     from core.models.base import why_unavailable
 
-    space = normalise_key(key)
+    space = stored_name(normalise_key(key), set(store.spaces()["space"]))
     if store.space(space) is None:
         reason = why_unavailable(space)
         if reason:
@@ -263,36 +269,74 @@ def cmd_search(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from core.analyses import store_metrics, with_baseline
+    from core.analyses import layered_models, store_layers, store_metrics, with_baseline
 
     store = _existing_store(args.db)
-    models = with_baseline(store, [normalise_key(m) for m in args.model])
+    held = set(store.spaces()["space"])
+    models = with_baseline(store, [stored_name(normalise_key(m), held) for m in args.model])
+    with_layers = layered_models(store) if args.layers else {}
+    layered = [m for m in models if m in with_layers]
+    if args.layers and not layered:
+        raise UsageError(f"None of {', '.join(models)} has stored layer spaces; "
+                         "extract a model with layers using --layers (e.g. --model mert-v1-95m --layers all).")
     table = store_metrics(store, models, label=args.label, group=args.group, k=args.k, level=args.level,
-                          method=args.method)
+                          method=args.method, probe=True)
+    if layered:
+        table["layers"] = {}
+        for m in layered:
+            found = store_layers(store, m, label=args.label, group=args.group, k=args.k, level=args.level,
+                                 against=[o for o in models if o != m])
+            table["layers"][m] = {key: v for key, v in found.items() if key != "cached"}
     if args.json:
         _print_json(table)
         return OK
+    _print_metrics(table, models, args.k, args.level, args.label)
+    for m, found in table.get("layers", {}).items():
+        _print_layers(found)
+    return OK
+
+
+def _print_metrics(table: dict, models: list[str], k: int, level: str, label: str | None) -> None:
+    probes = {m: table[m].pop("linear_probe") for m in models if "linear_probe" in table[m]}
     columns = list(dict.fromkeys(name for m in models for name, v in table[m].items()
                                  if not isinstance(v, (dict, list)) and name not in ("chance", "majority")))
-    print(f"{'model':<28}" + "".join(f"{c:>16}" for c in columns))
+    print(f"{'model':<28}" + "".join(f"{c:>16}" for c in columns) + ("    linear probe" if probes else ""))
     for m in models:
-        print(f"{m:<28}" + "".join(f"{_number(table[m].get(c)):>16}" for c in columns))
+        probe = f"{_number(probes[m]['accuracy']):>16}" if m in probes else ""
+        print(f"{m:<28}" + "".join(f"{_number(table[m].get(c)):>16}" for c in columns) + probe)
     for m in models:
         if "ci95" in table[m]:
             print(f"{m}: 95% intervals " + ", ".join(f"{metric} [{_number(lo)}, {_number(hi)}]"
                                                     for metric, (lo, hi) in table[m]["ci95"].items()))
-    if args.label:
+    if label:
         first = table[models[0]]
         print(f"chance (label of a random other item) {_number(first['chance'])}, "
               f"majority label {_number(first['majority'])}")
     for pair, values in table["pairs"].items():
-        print(f"{pair}: CKA {_number(values['cka'])}, Jaccard@{args.k} {_number(values['jaccard_at_k'])}")
+        print(f"{pair}: CKA {_number(values['cka'])}, Jaccard@{k} {_number(values['jaccard_at_k'])}")
     info = table["info"]
     scored = f"a sample of {info['sampled']:,}" if info["sampled"] else "all"
     took = "cached" if info["cached"] else f"{info['seconds']:.1f} s"
     dropped = f"; {info['dropped']:,} without a label or group value left out" if info.get("dropped") else ""
-    print(f"{info['n']:,} {args.level}s shared by the models, {scored} scored ({took}){dropped}", file=sys.stderr)
-    return OK
+    print(f"{info['n']:,} {level}s shared by the models, {scored} scored ({took}){dropped}", file=sys.stderr)
+    if probes:
+        probe = next(iter(probes.values()))
+        print(f"linear probe: logistic regression, {probe['folds']} grouped folds, on {probe['n']:,} of "
+              f"{probe['of']:,} labelled {level}s", file=sys.stderr)
+
+
+def _print_layers(found: dict) -> None:
+    others = list(found["against"])
+    print(f"\n{found['model']}, layer by layer (CKA: debiased, against the layer before and the other models)")
+    print(f"{'layer':>5}" + (f"{'k-NN acc':>10}{'95 % interval':>18}" if "knn_acc" in found else "")
+          + f"{'CKA prev':>10}" + "".join(f"{o[-14:]:>16}" for o in others))
+    for i, layer in enumerate(found["layers"]):
+        line = f"{layer:>5}"
+        if "knn_acc" in found:
+            low, high = found["ci95"][i]
+            line += f"{_number(found['knn_acc'][i]):>10}{f'{_number(low)}–{_number(high)}':>18}"
+        line += f"{_number(found['cka'][i][i - 1]) if i else '—':>10}"
+        print(line + "".join(f"{_number(found['against'][o][i]):>16}" for o in others))
 
 
 def _number(value) -> str:
@@ -408,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and per shard")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the networks' arithmetic; bf16 applies to the models verified for it, the others run in fp32")
+    p.add_argument("--layers", metavar="LAYERS",
+                   help="hidden states to store as well, for every model with layers: all, 6, 0-12 or 0-3,6 "
+                        "(one forward pass fills them all; a model's own key always holds the mean of its layers)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process; ray: Ray Data, on this machine or a cluster (requirements-cluster.txt)")
     p.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: start Ray here)")
@@ -460,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", default="segment", choices=["segment", "track"])
     p.add_argument("--method", default="pca", choices=["pca", "std-pca", "tsne", "umap"],
                    help="map whose trustworthiness is reported")
+    p.add_argument("--layers", action="store_true",
+                   help="add a top-level 'layers' object for every model with stored layer spaces: k-NN accuracy "
+                        "per layer, layer × layer CKA, and each layer's CKA against the other models")
     db_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)

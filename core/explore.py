@@ -24,6 +24,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from core.analyses import store_k_occurrence
 from core.cluster import cached_clusters
 from core.errors import BadInput
 from core.spaces import read_vectors
@@ -294,10 +295,13 @@ def derived_colour(store: Store, *, space: str, ids: np.ndarray, level: str, kin
     ids : np.ndarray [shape=(n,)]
         The drawn points: segment ids, or track ids at track level.
     level : {"segment", "track"}
-    kind : {"top tag", "kmeans", "hdbscan"}
-        The space's highest-scoring tag, or a clustering of :mod:`core.cluster`.
+    kind : {"top tag", "kmeans", "hdbscan", "k-occurrence"}
+        The space's highest-scoring tag, a clustering of :mod:`core.cluster`,
+        or how often each point is among the others' ``k`` nearest neighbours
+        (:func:`core.analyses.store_k_occurrence`): hubs high, anti-hubs 0.
     k, min_cluster_size : int
-        The clustering's parameters (see :func:`core.cluster.cluster`).
+        The clustering's parameters (see :func:`core.cluster.cluster`), or
+        the neighbours counted for the k-occurrence.
 
     Returns
     -------
@@ -312,11 +316,58 @@ def derived_colour(store: Store, *, space: str, ids: np.ndarray, level: str, kin
         tag_ids, scores = read_vectors(store, space, level)
         values = top_tag(tag_ids, scores, store.space(space)["tag_names"])
         title, description = f"top tag ({space})", ""
+    elif kind == "k-occurrence":
+        found = store_k_occurrence(store, space, k=k, level=level)
+        values = pd.Series(found["counts"], index=found["ids"], dtype="float64")
+        title, description = f"k-occurrence@{k}", k_occurrence_note(found, space)
     else:
         found = cached_clusters(store, space, level, kind, k=k, min_cluster_size=min_cluster_size)
         values = pd.Series(found["labels"], index=found["ids"]).map(lambda v: NOISE if v < 0 else f"cluster {v}")
         title, description = "cluster", f"Clusters: {found['description']}, model {space}."
     return title, values.reindex(ids).reset_index(drop=True), description
+
+
+def k_occurrence_note(found: dict, space: str) -> str:
+    """A caption for :func:`core.analyses.store_k_occurrence`'s counts: what they are, their skewness, the sample."""
+    own = ", own track excluded" if found["level"] == "segment" else ""
+    sampled = (f" Counted within a random sample of {found['sampled']:,} of {found['n']:,} {found['level']}s; "
+               "the others are not drawn." if found["sampled"] else "")
+    anti = sum(1 for c in found["counts"] if c == 0)
+    return (f"k-occurrence: how often each {found['level']} is among the others' {found['k']} nearest neighbours in "
+            f"{space} (cosine{own}); the mean is {found['k']}. Skewness {found['skewness']:.2f} (the hubness of "
+            f"Compare): hubs turn up in everyone's results, {anti:,} anti-hubs are nobody's neighbour.{sampled}")
+
+
+def hubs(store: Store, found: dict, n: int = 5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``n`` points most often among the others' neighbours, and ``n`` that are nobody's, to listen to.
+
+    Hubs are what a space pulls every query towards (often silence, noise or
+    a loud broadband sound); anti-hubs are what search never returns.  The
+    anti-hubs are a seeded random draw among the points counted 0, since
+    they tie.
+
+    Parameters
+    ----------
+    found : dict
+        :func:`core.analyses.store_k_occurrence`'s result.
+
+    Returns
+    -------
+    hubs, anti_hubs : pd.DataFrame
+        :func:`points_frame` rows with a ``k_occurrence`` column, hubs most
+        frequent first.
+    """
+    counts = pd.Series(found["counts"], index=found["ids"])
+    top = counts.sort_values(ascending=False, kind="stable").head(n)
+    zero = counts[counts == 0]
+    anti = zero.sample(min(n, len(zero)), random_state=seed) if len(zero) else zero
+
+    def rows(picked: pd.Series) -> pd.DataFrame:
+        frame = points_frame(store, picked.index.to_numpy(), found["level"])
+        frame["k_occurrence"] = picked.to_numpy()
+        return frame
+
+    return rows(top), rows(anti)
 
 
 def to_level(values: pd.Series, store: Store, level: str) -> pd.Series:

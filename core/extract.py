@@ -13,12 +13,14 @@ of whole segments, each worker has a few messages in flight, and a track's
 vectors are held only until its last block is back.
 
 It is built to be interrupted: finished tracks are written in small batches,
-each one transaction, and a later run skips every (track, model) pair that is
-already stored with the same content hash and provenance.  A model whose
-provenance changed is re-extracted into a staging table and swapped in only
-when the run has gone through every file, so an interrupted re-extraction
-leaves the old vectors in use.  bfloat16 vectors have a provenance of their
-own (:mod:`core.models.precision`).
+each one transaction, and a later run skips every (track, space) pair that is
+already stored with the same content hash and provenance.  Resuming is per
+space: a model whose layers are added later (``--layers all`` after
+``--layers 6``) runs once more on each track and stores only the spaces the
+track lacks.  A model whose provenance changed is re-extracted into a staging
+table and swapped in only when the run has gone through every file, so an
+interrupted re-extraction leaves the old vectors in use.  bfloat16 vectors
+have a provenance of their own (:mod:`core.models.precision`).
 
 Every entry the user points at ends as a track or a failure: one file's
 exception (unreadable, undecodable, over the decode budget, out of memory,
@@ -44,7 +46,17 @@ from core import audio
 from core.batcher import Batcher
 from core.errors import BadInput
 from core.models import precision as precisions
-from core.models.base import Adapter, ModelEntry, ModelError, get_entry, load_model, split_key
+from core.models.base import (
+    Adapter,
+    ModelEntry,
+    ModelError,
+    canonical_key,
+    get_entry,
+    load_model,
+    spaces_to_fill,
+    split_key,
+    stored_name,
+)
 from core.paths import display
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord, check_grid
 from core.workers import Block, Done, Feed, FileFailed, ModelFailed, Part, Task, Track, loader, reason
@@ -154,18 +166,31 @@ def read_metadata_csv(csv_path: str | Path, roots: list[str | Path]) -> dict[str
     return out
 
 
-def model_keys(keys: list[str]) -> list[str]:
-    """Model keys to run for the given space keys (``musicnn-msd/taggram`` runs ``musicnn-msd``)."""
-    return list(dict.fromkeys(split_key(k)[0] for k in keys))
+def requested_outputs(keys: list[str]) -> dict[str, list[str]]:
+    """Model key -> the outputs the space keys name, models in the order given.
+
+    ``musicnn-msd/taggram`` runs ``musicnn-msd``; ``mert-v1-95m/l6`` runs
+    ``mert-v1-95m`` and asks it for ``l6`` as well.
+    """
+    asked: dict[str, list[str]] = {}
+    for key in keys:
+        model, output = split_key(canonical_key(key))
+        asked.setdefault(model, [])
+        if output:
+            asked[model].append(output)
+    return asked
 
 
-def provenances(adapter: Adapter, precision: str = "fp32") -> list[Provenance]:
-    """The provenance of each space a loaded adapter fills: what decides whether stored vectors are still its."""
+def provenances(adapter: Adapter, precision: str = "fp32", spaces: dict[str, int] | None = None,
+                names: dict[str, str] | None = None) -> list[Provenance]:
+    """One provenance per space the run stores (all the adapter's by default), under the name the store knows it by."""
+    spaces = adapter.entry.spaces if spaces is None else spaces
+    names = {space: space for space in spaces} if names is None else names
     entry = adapter.entry
     return [
-        Provenance(space, entry.key, dim, precisions.version(adapter.version, precision), adapter.weights_sha256,
+        Provenance(names[space], entry.key, dim, precisions.version(adapter.version, precision), adapter.weights_sha256,
                    tag_names=tuple(adapter.tag_names[space]) if space in adapter.tag_names else None)
-        for space, dim in entry.spaces.items()
+        for space, dim in spaces.items()
     ]
 
 
@@ -246,6 +271,7 @@ def extract(
     batch_size: int | None = None,
     precision: str = "fp32",
     inside: Callable[[Path], bool] | None = None,
+    layers: tuple[int, ...] | str | None = None,
 ) -> ExtractReport:
     """Embed files (and the audio files inside folders) with models into a store.
 
@@ -254,7 +280,9 @@ def extract(
     paths : list of str or Path
         Files and folders; folders are searched recursively for audio.
     models : list of str
-        Model keys (space keys are accepted and run their model).
+        Model keys.  Space keys are accepted and run their model; a layer
+        space (``mert-v1-95m/l6``, or its legacy spelling ``mert-v1-95m-l6``)
+        also stores that layer.
     db : path
         The DuckDB file.
     window_s, hop_s : float
@@ -289,16 +317,21 @@ def extract(
     inside : callable, optional
         A shared app's root check (:meth:`core.config.Settings.allows`): a
         file or folder that resolves outside is a failure, never read.
+    layers : ``"all"``, tuple of int, or None
+        Hidden states to store as well (:func:`core.models.base.parse_layers`),
+        for every model that has layers; one forward pass fills them all.
 
     Raises
     ------
     core.errors.BadInput
-        For an invalid grid, budget, worker count, batch size or precision
-        (nothing is written then).
+        For an invalid grid, budget, worker count, batch size or precision,
+        or ``layers`` given when no model has layers (nothing is written
+        then).
     core.store.GridMismatch
         If the store was built on another grid.
     core.models.base.ModelError
-        If a model is unknown or cannot be loaded (nothing is done then).
+        If a model is unknown or cannot be loaded, or lacks a layer asked
+        for (nothing is done then).
     """
     started = time.perf_counter()
     report = ExtractReport()
@@ -310,16 +343,29 @@ def extract(
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size > 0):
         raise BadInput(f"--batch-size must be a positive whole number, not {batch_size!r}.")
     precisions.check(precision)
+    asked = requested_outputs(models)
     if adapters is None:
-        for key in model_keys(models):
-            get_entry(key)  # unknown keys fail before any weights load
-        adapters = [load_model(key, device) for key in model_keys(models)]
+        for key in models:
+            get_entry(key)  # unknown keys, outputs and layers fail before any weights load
+        catalogued = {key: get_entry(key) for key in asked}
+    else:
+        catalogued = {a.entry.key: a.entry for a in adapters}
+    if layers is not None and not any(e.layers for e in catalogued.values()):
+        raise BadInput(f"Layers were chosen, but none of {', '.join(catalogued)} has hidden layers; "
+                       "drop --layers or add a model with layers such as mert-v1-95m.")
+    for key, entry in catalogued.items():
+        spaces_to_fill(entry, asked.get(key, ()), layers)
+    if adapters is None:
+        adapters = [load_model(key, device) for key in asked]
+    plan = {a.entry.key: spaces_to_fill(a.entry, asked.get(a.entry.key, ()), layers) for a in adapters}
     report.precisions = {a.entry.key: precisions.effective(a.entry, precision) for a in adapters}
     report.workers = workers
     store = Store(db)
     store.ensure_grid(window_s, hop_s)
+    held = set(store.spaces()["space"])
+    names = {space: stored_name(space, held) for spaces in plan.values() for space in spaces}
     for adapter in adapters:
-        for prov in provenances(adapter, report.precisions[adapter.entry.key]):
+        for prov in provenances(adapter, report.precisions[adapter.entry.key], plan[adapter.entry.key], names):
             if store.prepare_space(prov):
                 report.replaced_spaces.append(prov.space)
     keys = [a.entry.key for a in adapters]
@@ -334,7 +380,8 @@ def extract(
 
     import torch
 
-    run = _Run(adapters, _tasks(store, entries, adapters), report, metadata, progress, batch_size)
+    tasks, known = _tasks(store, entries, adapters, plan, names)
+    run = _Run(adapters, tasks, report, metadata, progress, batch_size, plan, names, known)
     writer = _Writer(store, report, batch_tracks, batch_seconds)
     try:
         if workers:
@@ -342,7 +389,8 @@ def extract(
         gpu = any(torch.device(a.device).type == "cuda" for a in adapters)
         todo = run.tasks
         while True:
-            feed = Feed(todo, adapters, window_s, hop_s, max_samples)
+            feed = Feed(todo, adapters, window_s, hop_s, max_samples,
+                        dims={key: sum(spaces.values()) for key, spaces in plan.items()})
             lost = _consume(run, loader(feed, workers, pin_memory=gpu), writer)
             if not lost:
                 break
@@ -367,21 +415,29 @@ def extract(
     return report
 
 
-def _tasks(store: Store, entries: list[tuple[Path, str | None]], adapters: list[Adapter]) -> list[Task]:
-    """What each entry needs, from what the store holds: nothing, some models on stored segments, or everything."""
-    done = {a.entry.key: store.tracks_with_space(a.entry.key) for a in adapters}
+def _tasks(store: Store, entries: list[tuple[Path, str | None]], adapters: list[Adapter],
+           plan: dict[str, dict[str, int]], names: dict[str, str]) -> tuple[list[Task], dict[int, dict]]:
+    """What each entry needs, from what the store holds: nothing, some spaces on stored segments, or everything.
+
+    Resuming is per space: a stored track runs each model that lacks one of
+    the spaces the run fills (``plan``), and stores only those.  Returns the
+    tasks and, by task index, each stored track's model key -> the spaces it lacks.
+    """
+    done = {space: store.tracks_with_space(names[space]) for space in names}
     states = store.track_states()
-    tasks = []
+    tasks, known_spaces = [], {}
     for index, (path, problem) in enumerate(entries):
         known = states.get(str(path))
         if problem or known is None:
             tasks.append(Task(index, path, problem))
             continue
         track_id, digest = known
-        missing = tuple(a.entry.key for a in adapters if track_id not in done[a.entry.key])
-        segments = store.track_segments(track_id) if missing else np.zeros((0, 2))
-        tasks.append(Task(index, path, None, track_id, digest, missing, segments))
-    return tasks
+        lacking = {key: missing for key in plan
+                   if (missing := {s: d for s, d in plan[key].items() if track_id not in done[s]})}
+        segments = store.track_segments(track_id) if lacking else np.zeros((0, 2))
+        known_spaces[index] = lacking
+        tasks.append(Task(index, path, None, track_id, digest, tuple(lacking), segments))
+    return tasks, known_spaces
 
 
 def _warm_up(adapters: list[Adapter]) -> None:
@@ -449,13 +505,19 @@ class _Entry:
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     tickets: dict[tuple[int, str], _Ticket] = dataclasses.field(default_factory=dict)
     prepared: bool = False
+    #: Model key -> the spaces (full key -> dimension) this track stores of it.
+    spaces: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 class _Run:
     """The pipeline's own process: it assembles the messages of the workers and the outputs of the batches into tracks."""
 
-    def __init__(self, adapters, tasks, report, metadata, progress, batch_size):
+    def __init__(self, adapters, tasks, report, metadata, progress, batch_size, plan=None, names=None, known=None):
         self.adapters = {a.entry.key: a for a in adapters}
+        # The spaces each model fills on a new track, the store's name of each, and a stored track's missing ones.
+        self.plan = plan if plan is not None else {key: dict(a.entry.default_spaces) for key, a in self.adapters.items()}
+        self.names = names or {}
+        self.known = known or {}
         self.keys = list(self.adapters)
         self.tasks, self.report, self.metadata, self.progress = tasks, report, metadata, progress
         self.batchers = {key: Batcher(a, report.precisions[key], batch_size or a.batch_size)
@@ -471,8 +533,10 @@ class _Run:
             return
         if isinstance(message, Track):
             entry.track = message
+            wanted = self.known.get(message.index, {}) if message.track_id is not None else self.plan
+            entry.spaces = {key: wanted.get(key, self.plan[key]) for key in message.todo}
             entry.vectors = {space: np.zeros((len(message.segments), dim), np.float32)
-                             for key in message.todo for space, dim in self.adapters[key].entry.spaces.items()}
+                             for spaces in entry.spaces.values() for space, dim in spaces.items()}
         elif isinstance(message, Block):
             ticket = _Ticket(message)
             entry.tickets[message.block, message.model] = ticket
@@ -540,7 +604,7 @@ class _Run:
         t0 = time.perf_counter()
         try:
             out = adapter.preparer.finish(order.plan, ticket.outputs)
-            for space, dim in adapter.entry.spaces.items():
+            for space, dim in entry.spaces[order.model].items():
                 rows = np.asarray(out[space], dtype=np.float32)
                 if rows.shape != (len(order.rows), dim):
                     raise ModelError(f"returned shape {rows.shape}, expected {(len(order.rows), dim)}")
@@ -567,7 +631,7 @@ class _Run:
             self.report.failures.append(Failure(path, key, message))
         ok = [key for key in track.todo if key not in entry.errors]
         if ok:
-            kept = {s: v for s, v in entry.vectors.items() if split_key(s)[0] in ok}
+            kept = {self.names.get(s, s): entry.vectors[s] for key in ok for s in entry.spaces[key]}
             meta = track.meta
             self.writer.put(TrackRecord(path, track.digest, meta.duration_s, meta.sample_rate, meta.channels,
                                         f"{meta.format}/{meta.subtype}", track.segments, kept,

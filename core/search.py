@@ -682,7 +682,8 @@ def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None =
                max_samples: int | None = None, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
     """A query vector for an audio file: the normalised mean of its segment embeddings on the store's grid.
 
-    ``space`` picks one of the adapter's outputs (default: its main space).
+    ``space`` picks one of the adapter's outputs (default: its main space),
+    in any spelling a store may hold it under (``mert-v1-95m-l6``).
     ``start_s``/``end_s`` choose a region of the clip (the grid starts at
     ``start_s``); the default is all of it.  The clip's region is decoded
     whole, so ``max_samples`` (sample values, frames × channels; default
@@ -694,11 +695,12 @@ def embed_clip(adapter, path, window_s: float, hop_s: float, space: str | None =
     and a lossy file (MP3, Ogg) may decode to slightly different samples.
     """
     from core import audio
+    from core.models.base import canonical_key
 
     y, sr = audio.load(path, offset_s=start_s, duration_s=None if end_s is None else end_s - start_s,
                        dtype=adapter.entry.input_dtype, max_samples=max_samples or audio.DEFAULT_MAX_SAMPLES)
     segments = audio.segment_grid(len(y) / sr, window_s, hop_s)
-    return mean_embedding(adapter.embed(y, sr, segments)[space or adapter.entry.key])
+    return mean_embedding(adapter.embed(y, sr, segments)[canonical_key(space) if space else adapter.entry.key])
 
 
 def precision_at_k(results: list[dict], column: str, query_value) -> float | None:

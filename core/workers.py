@@ -153,14 +153,18 @@ class Feed(IterableDataset):
         The grid of new tracks.
     max_samples : int
         Each file's decoding budget (:func:`core.audio.info`).
+    dims : dict of str to int, optional
+        Vector values per segment each model stores, for a new grid's budget
+        (:func:`new_grid`); the sum of each entry's spaces by default.
     """
 
     def __init__(self, tasks: list[Task], adapters: list, window_s: float, hop_s: float,
-                 max_samples: int = audio.DEFAULT_MAX_SAMPLES):
+                 max_samples: int = audio.DEFAULT_MAX_SAMPLES, dims: dict[str, int] | None = None):
         self.tasks = tasks
         self.preparers = {a.entry.key: a.preparer for a in adapters}
         self.dtypes = {a.entry.key: np.dtype(a.entry.input_dtype) for a in adapters}
-        self.dims = {a.entry.key: sum(a.entry.spaces.values()) for a in adapters}
+        # Values per segment each model stores (the run's spaces; every space of the entry by default).
+        self.dims = dims or {a.entry.key: sum(a.entry.spaces.values()) for a in adapters}
         self.window_s, self.hop_s = window_s, hop_s
         self.max_samples = max_samples
         self.claimed = multiprocessing.get_context().Value("q", 0)

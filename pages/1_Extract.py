@@ -80,6 +80,16 @@ missing = unavailable_families(status.to_dict("records"))
 if missing:  # in full where models are picked: a model absent from the list must say why
     st.warning("Not available here, so not in the list:\n" + "\n".join(
         f"- **{family}** ({', '.join(keys)}): {reason}" for family, (keys, reason) in missing.items()))
+layered = {k: layers for k, layers in status.set_index("key").loc[models, "layers"].items() if len(layers)}
+layers = None
+if layered:
+    shared = sorted(set.intersection(*(set(v) for v in layered.values())))
+    chosen = st.multiselect(
+        f"Hidden layers to store as well ({', '.join(layered)})", ["all"] + shared, default=[],
+        format_func=lambda n: "every layer" if n == "all" else f"layer {n}",
+        help="One forward pass fills every layer; each chosen layer is stored as its own space (KEY/lN), "
+             "beside the model's own space, the mean of all its layers. Compare shows them side by side.")
+    layers = "all" if "all" in chosen else tuple(chosen) or None
 with st.expander("Model information and licences"):
     st.dataframe(status[["key", "dim", "licence", "weights", "description"]], hide_index=True, width="stretch")
 
@@ -114,7 +124,7 @@ if st.button("Run extraction", type="primary", disabled=blocked or not (paths an
             adapters = [ui.adapter(k, device) for k in models]
             report = extract(paths, models, db=store.path, window_s=window, hop_s=hop, metadata=metadata,
                              adapters=adapters, max_samples=cfg.max_samples, workers=int(workers),
-                             batch_size=int(batch_size) or None, precision=precision,
+                             batch_size=int(batch_size) or None, precision=precision, layers=layers,
                              inside=cfg.allows if cfg.shared_mode else None,
                              progress=lambda d, n, p: bar.progress(d / n, text=f"{d}/{n} · {Path(p).name}"))
         except AEBError as exc:

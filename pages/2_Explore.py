@@ -1,5 +1,6 @@
 """Explore: two linked maps of the embedding spaces. Select in one, see the same segments in the other, listen, export."""
 
+import json
 from pathlib import Path
 
 import altair as alt
@@ -7,10 +8,13 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from core import analyses as an
+from core import axes
 from core import clips
 from core import density as dn
 from core import explore as ex
 from core.cluster import ClusterError, default_min_cluster_size
+from core.errors import AEBError
 from core.preview import CONTEXT_S
 from core.wording import count_label
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
@@ -26,6 +30,9 @@ METADATA = ui.metadata_names(DB, VERSION)
 SPACE_NAMES = list(spaces["space"])
 N_PLAYERS = 10
 CARRIED_KEY = "explore_selection"  # (level, ids) of the last selection, carried across a switch of level
+N_HUBS = 5
+AXIS_LABELS = {"reduction": "the reduction", "prompt": "similarity to a prompt",
+               "prompt difference": "prompt A − prompt B", "tag": "a tag's score"}
 
 # The map's layout sits in the sidebar, so that the maps start on the first screen.
 with st.sidebar:
@@ -46,6 +53,9 @@ def view_controls(i: int, column) -> dict:
     """One view's model, reduction and the reduction's parameters, all on screen."""
     with column:
         default_space = SPACE_NAMES[min(i, len(SPACE_NAMES) - 1)]
+        opened = st.session_state.get(ui.OPEN_IN_EXPLORE_KEY)  # a layer clicked in Compare
+        if i == 0 and opened in SPACE_NAMES:
+            default_space = opened
         default_method = "pca" if i == 0 or len(SPACE_NAMES) > 1 else "std-pca"  # instant; t-SNE/UMAP on request
         c1, c2 = st.columns(2)
         space = c1.selectbox(f"Model {'AB'[i]}", SPACE_NAMES, index=SPACE_NAMES.index(default_space), key=f"space{i}")
@@ -59,12 +69,63 @@ def view_controls(i: int, column) -> dict:
             params["metric"] = p3.selectbox("Metric", ["cosine", "euclidean"], key=f"metric{i}")
         elif method == "tsne":
             params["perplexity"] = st.slider("Perplexity", 2.0, 100.0, 30.0, 1.0, key=f"perp{i}")
-    return {"space": space, "method": method, "params": params}
+        chosen_axes = axis_controls(i, space)
+    return {"space": space, "method": method, "params": params, "axes": chosen_axes}
 
 
-def view_key(view: dict) -> tuple:
-    """What a view's map depends on: the store, the space and its data version, the reduction, its parameters, the level."""
-    return (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())), DATA_VERSION[view["space"]])
+def axis_controls(i: int, space: str) -> tuple:
+    """Either axis as a prompt's cosine or a tag's score, where the space allows it; None keeps the reduction's."""
+    text_model, tags_in = axes.text_model(space), axes.tag_space(space, spaces)
+    kinds = ["reduction", *(["prompt", "prompt difference"] if text_model else []), *(["tag"] if tags_in else [])]
+    if len(kinds) == 1:
+        return (None, None)
+    chosen = []
+    for a, (column, name) in enumerate(zip(st.columns(2), ("Horizontal", "Vertical"))):
+        with column:
+            kind = st.selectbox(f"{name} axis {'AB'[i]}", kinds, key=f"axis{i}{a}", format_func=AXIS_LABELS.get)
+            if kind == "tag":
+                names = json.loads(spaces.set_index("space").loc[tags_in, "tag_names"])
+                chosen.append({"kind": "tag", "space": tags_in, "tag": st.selectbox("Tag", names, key=f"tag{i}{a}")})
+            elif kind != "reduction":
+                text = st.text_input("Prompt", key=f"prompt{i}{a}", placeholder="calm")
+                minus = (st.text_input("minus the prompt", key=f"minus{i}{a}", placeholder="aggressive")
+                         if kind == "prompt difference" else None)
+                ready = text.strip() and (kind == "prompt" or (minus or "").strip())
+                chosen.append({"kind": kind, "model": text_model, "text": text.strip(),
+                               "minus": minus.strip() if minus else None} if ready else None)
+            else:
+                chosen.append(None)
+    return tuple(chosen)
+
+
+def view_key(view: dict, with_axes: bool = True) -> tuple:
+    """What a view's map depends on: the store, the space and its data version, the reduction, its parameters, the level,
+    and the axes that replace the reduction's."""
+    key = (DB, view["space"], view["method"], level, tuple(sorted(view["params"].items())), DATA_VERSION[view["space"]])
+    return key + (json.dumps(view["axes"], sort_keys=True),) if with_axes and any(view["axes"]) else key
+
+
+def view_title(i: int, view: dict) -> str:
+    reduction = ui.METHOD_LABELS[view["method"]]
+    if not any(view["axes"]):
+        return f"{'AB'[i]}: {view['space']} · {reduction}"
+    x, y = (axes.axis_label(a) if a else f"{reduction} {n}" for a, n in zip(view["axes"], (1, 2)))
+    return f"{'AB'[i]}: {view['space']} · x: {x} · y: {y}"
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def tag_values(db: str, version: tuple, space: str, tag: str, level: str) -> pd.Series:
+    return axes.tag_scores(ui.opened_store(db), space, tag, level)
+
+
+def axis_values(view: dict, axis: dict) -> pd.Series:
+    """An axis's value per point, indexed by id; prompts are embedded once per text (``ui.text_embedding``)."""
+    if axis["kind"] == "tag":
+        return tag_values(DB, VERSION, axis["space"], axis["tag"], level)
+    loaded = ui.space(DB, view["space"], level, VERSION)
+    minus = ui.text_embedding(axis["model"], axis["minus"]) if axis["minus"] else None
+    return pd.Series(axes.prompt_scores(loaded.vectors, ui.text_embedding(axis["model"], axis["text"]), minus),
+                     index=loaded.ids)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -75,7 +136,7 @@ def _projections() -> dict:
 
 def projection(view: dict, column) -> dict:
     """A view's map: read from the store once per server, or (shared mode) computed within a visitor's budget for this session only."""
-    key = view_key(view)
+    key = view_key(view, with_axes=False)
     visitor = st.session_state.setdefault(ui.VISITOR_MAPS_KEY, {})
     if key in visitor:
         return visitor[key]
@@ -106,6 +167,34 @@ def projection(view: dict, column) -> dict:
     return memo[key]
 
 
+def placed(view: dict, column) -> dict:
+    """The view's points: the reduction's map, with either axis replaced by a prompt's or a tag's values."""
+    if not any(view["axes"]):
+        return projection(view, column)
+    key, memo = view_key(view), _projections()
+    if key not in memo:
+        both = all(view["axes"])
+        base = None if both else projection(view, column)
+        try:
+            with column.spinner("Scoring every point against the axes (prompts are embedded once)…"):
+                values = [None if a is None else axis_values(view, a) for a in view["axes"]]
+        except AEBError as exc:  # no text model here, or a tag gone: the reduction stays
+            column.warning(f"{exc} The view keeps its reduction's axes.")
+            view["axes"] = (None, None)
+            return projection(view, column)
+        ids = ui.space(DB, view["space"], level, VERSION).ids if both else base["ids"]
+        ids, xy = axes.replace_axes(ids, None if both else base["xy"], values)
+        memo[key] = {"ids": ids, "xy": xy, "reduction": base}
+    return memo[key]
+
+
+def placement_note(proj: dict) -> str:
+    if "reduction" not in proj:
+        return ex.projection_note(proj)
+    note = "axes: cosine to each prompt in the embedding space, or a tag's score"
+    return note + (" · the other axis: " + ex.projection_note(proj["reduction"]) if proj["reduction"] else "")
+
+
 view_columns = st.columns(1 if single else 2)
 views = [view_controls(i, col) for i, col in enumerate(view_columns)]
 
@@ -119,8 +208,9 @@ def linked(db: str, version: tuple, level: str, keys: tuple, _projs: list) -> pd
 
 # ---------------------------------------------------------------------------- colour and filter
 extra = st.session_state.get(ui.EXTRA_COLOURS_KEY) or {}
+HUBS = "k-occurrence · hubs"
 colour_options = ["(none)", *METADATA, *[f"top tag · {s}" for s in ex.tagged_spaces(spaces)],
-                  "clusters · k-means", "clusters · HDBSCAN", *[f"from Search · {name}" for name in extra]]
+                  "clusters · k-means", "clusters · HDBSCAN", HUBS, *[f"from Search · {name}" for name in extra]]
 c0, c1, c2, c3 = st.columns([3, 3, 2, 2])
 level = c0.radio("Points", list(ui.LEVEL_LABELS), horizontal=True, format_func=ui.LEVEL_LABELS.get)
 colour_choice = c1.selectbox("Colour by", colour_options,
@@ -129,9 +219,9 @@ trajectory = c2.toggle("Trajectory", disabled=level == "track",
                        help="Join the clicked track's segments in time order, in every view.")
 name_filter = c3.text_input("File name contains", "")
 
-projections = [projection(v, col) for v, col in zip(views, view_columns)]
+projections = [placed(v, col) for v, col in zip(views, view_columns)]
 for col, proj in zip(view_columns, projections):
-    col.caption(f"{len(proj['ids']):,} points · " + ex.projection_note(proj))
+    col.caption(f"{len(proj['ids']):,} points · " + placement_note(proj))
 keys = tuple(view_key(v) for v in views)
 frame = linked(DB, VERSION, level, keys, projections)
 if len(views) == 2 and views[0]["space"] != views[1]["space"]:
@@ -185,6 +275,20 @@ elif colour_choice.startswith("clusters · "):
         colour_key = (colour_choice, cluster_space, k, min_size)
     except ClusterError as exc:
         st.warning(f"{exc}")
+elif colour_choice == HUBS:
+    h1, h2 = st.columns([2, 3])
+    hub_space = h1.selectbox("Neighbours in the space of", SPACE_NAMES, index=SPACE_NAMES.index(views[0]["space"]))
+    n_hub_space = int(spaces.set_index("space").loc[hub_space, "n"])
+    hub_k = h2.slider("k (neighbours counted)", 1, max(2, min(50, n_hub_space - 1)), min(10, max(1, n_hub_space - 1)))
+    try:
+        with st.spinner("Counting every point's appearances among the others' neighbours (once; it is stored)…"):
+            colour_title, colour_values, description = derived_colour(DB, VERSION, level, keys, "k-occurrence",
+                                                                      hub_space, hub_k, None)
+        st.caption(description)
+        colour_key = (colour_choice, hub_space, hub_k)
+    except AEBError as exc:
+        st.warning(str(exc))
+        hub_space = None
 elif colour_choice.startswith("from Search · "):
     name = colour_choice.removeprefix("from Search · ")
     if callable(extra[name]):  # search scores: scored once, when first asked for, then kept
@@ -256,7 +360,7 @@ if data.empty:
     st.stop()
 
 st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
-chosen = ui.linked_maps(data, [f"{'AB'[i]}: {v['space']} · {ui.METHOD_LABELS[v['method']]}" for i, v in enumerate(views)],
+chosen = ui.linked_maps(data, [view_title(i, v) for i, v in enumerate(views)],
                         key=f"map-{len(views)}-{drag}-{level}",
                         colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
                         colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment", width=map_width)
@@ -310,6 +414,23 @@ else:
                 with r3:
                     ui.look(row, compact=True, width=260)
         st.dataframe(ui.visible_paths(table), hide_index=True, width="stretch")
+
+# ---------------------------------------------------------------------------- hubs
+if colour_choice == HUBS and hub_space is not None:
+    found = an.store_k_occurrence(store, hub_space, k=hub_k, level=level)
+    top, anti = ex.hubs(store, found, n=N_HUBS)
+    st.subheader(f"Hubs and anti-hubs of {hub_space}")
+    st.caption(f"The {N_HUBS} {level}s most often among the others' {hub_k} nearest neighbours, and {len(anti)} drawn "
+               "at random among those that are nobody's neighbour: listen for what the space over- and under-serves.")
+    for column, rows, heading in zip(st.columns(2), (top, anti), ("Hubs", "Anti-hubs")):
+        with column:
+            st.markdown(f"**{heading}**")
+            for _, row in rows.iterrows():
+                st.write(f"{ui.span_label(row['name'], row['start_s'], row['end_s'])} · in "
+                         f"{int(row['k_occurrence'])} neighbour lists")
+                ui.player(row, label=row["name"])
+            if rows.empty:
+                st.caption("None: every point is someone's neighbour.")
 
 # ---------------------------------------------------------------------------- export
 st.subheader("Export")

@@ -129,6 +129,11 @@ def metrics(db: str, version: tuple, models: tuple, label, group, k: int, level:
     return an.store_metrics(ui.opened_store(db), list(models), label=label, group=group, k=k, level=level, method=method)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def probe(db: str, version: tuple, model: str, label: str, group, level: str) -> dict:
+    return an.store_linear_probe(ui.opened_store(db), model, label=label, group=group, level=level)
+
+
 st.header("Metrics")
 m1, m2, m3, m4 = st.columns([3, 2, 2, 2])
 table_models = m1.multiselect("Models in the table", SPACE_NAMES, default=SPACE_NAMES,
@@ -155,7 +160,15 @@ except AEBError as exc:
     st.error(str(exc))
     st.stop()
 
+probes = {}
+if label and st.toggle("Linear probe", help=cp.EXPLANATIONS["linear_probe"] + " Computed when asked for, then stored."):
+    with st.spinner(f"Fitting a logistic regression per model on at most {cp.PROBE_MAX_POINTS:,} {level}s "
+                    "(once per model; it is stored)…"):
+        probes = {m: probe(DB, VERSION, m, label, group, level) for m in models}
 rows = cp.metric_rows(table, models)
+if probes:
+    rows["linear_probe"] = [probes[m]["accuracy"] for m in models]
+    rows["probe_macro_f1"] = [probes[m]["macro_f1"] for m in models]
 rows.index = [f"{m} (baseline)" if m == an.BASELINE else m for m in models]
 st.dataframe(rows, width="stretch", column_config={
     c: (st.column_config.TextColumn(c, help=cp.EXPLANATIONS["ci95"]) if c.endswith("95% CI") else
@@ -167,6 +180,12 @@ scored_note = (f"scored on a random sample of {info['sampled']:,} of {info['n']:
 st.caption(f"{scored_note}; trustworthiness on {info['trustworthiness_points'] or 0:,} points"
            + (f"; {info['dropped']:,} {level}s without a {'label or group' if group else 'label'} value left out"
               if info["dropped"] else ""))
+if probes:
+    first = next(iter(probes.values()))
+    st.caption(f"Linear probe: standardised logistic regression, {first['folds']} folds that never split "
+               + ("a track or " if level == "segment" else "") + (f"a {group} value" if group else "an item")
+               + f", on {first['n']:,} of {first['of']:,} labelled {level}s"
+               + (" (a random sample, fixed seed)" if first["n"] < first["of"] else "") + ".")
 shown = {"knn_acc" if c.startswith("knn_acc") else c for c in rows.columns} | {"cka", "jaccard_at_k"}
 if label:
     shown |= {"chance", "ci95"}
@@ -219,3 +238,82 @@ if len(models) > 1:
     h2.dataframe(pd.DataFrame([{"pair": f"{a} · {b}", "CKA": v["cka"], f"Jaccard@{k}": v["jaccard_at_k"]}
                                for a, b, v in pairs]), hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in ("CKA", f"Jaccard@{k}")})
+
+# ---------------------------------------------------------------------------- layers
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def layer_figures(db: str, version: tuple, model: str, label, group, k: int, level: str, against: tuple) -> dict:
+    return an.store_layers(ui.opened_store(db), model, label=label, group=group, k=k, level=level, against=list(against))
+
+
+st.header("Layer by layer")
+LAYERED = an.layered_models(store)
+if not LAYERED:
+    st.caption("No model has layer spaces in this store. Extract MERT with some or all of its hidden layers "
+               "(the layer choice on Extract, or `--layers all`) to see which layer hears your collection best.")
+else:
+    l1, l2 = st.columns([2, 3])
+    layer_model = l1.selectbox("Model with layers", list(LAYERED),
+                               format_func=lambda m: f"{m} ({len(LAYERED[m])} layers stored)")
+    layer_spaces = LAYERED[layer_model]
+    candidates = [s for s in SPACE_NAMES if s not in layer_spaces.values()]
+    against = l2.multiselect("Each layer's CKA against", candidates,
+                             default=[m for m in candidates if m != layer_model][:1],
+                             help="Other models, e.g. aisfx or MusiCNN: where along the network does MERT resemble them?")
+    try:
+        with st.spinner(f"Scoring {len(layer_spaces)} layers (once; the figures are stored)…"):
+            figures = layer_figures(DB, VERSION, layer_model, label, group, k, level, tuple(against))
+    except AEBError as exc:
+        st.error(str(exc))
+        st.stop()
+    click = alt.selection_point(name="layer", fields=["layer"], on="click")
+    numbers = figures["layers"]
+    charts = st.columns(2)
+    if "knn_acc" in figures:
+        accuracy = pd.DataFrame({"layer": numbers, "accuracy": figures["knn_acc"],
+                                 "low": [c[0] for c in figures["ci95"]], "high": [c[1] for c in figures["ci95"]]})
+        axis = alt.X("layer:O", title="hidden state")
+        band = alt.Chart(accuracy).mark_area(opacity=0.25).encode(x=axis, y=alt.Y("low:Q", title=f"k-NN accuracy (k={k})"),
+                                                                  y2="high:Q")
+        line = alt.Chart(accuracy).mark_line(point=alt.OverlayMarkDef(size=80, filled=True)).encode(
+            x=axis, y="accuracy:Q", tooltip=["layer", alt.Tooltip("accuracy:Q", format=".3f"),
+                                             alt.Tooltip("low:Q", format=".3f", title="95 % low"),
+                                             alt.Tooltip("high:Q", format=".3f", title="95 % high")]).add_params(click)
+        with charts[0]:
+            accuracy_event = st.altair_chart((band + line).properties(title=f"k-NN accuracy on {label} per layer",
+                                                                      height=300),
+                                             on_select="rerun", key="layers-accuracy", width="stretch")
+    else:
+        accuracy_event = None
+        charts[0].info("Choose a label column above for k-NN accuracy per layer with its 95 % interval.")
+    cka_rows = pd.DataFrame([{"a": a, "b": b, "cka": figures["cka"][i][j]}
+                             for i, a in enumerate(numbers) for j, b in enumerate(numbers)])
+    heat = alt.Chart(cka_rows).mark_rect().encode(
+        x=alt.X("a:O", title="hidden state"), y=alt.Y("b:O", title="hidden state", sort="descending"),
+        color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(domain=[0, 1], scheme="viridis")),
+        tooltip=["a", "b", alt.Tooltip("cka:Q", format=".3f")])
+    with charts[1]:
+        st.altair_chart(heat.properties(title="Debiased CKA, layer × layer", height=300), width="stretch")
+    against_event = None
+    if figures["against"]:
+        versus = pd.DataFrame([{"layer": n, "model": m, "cka": v} for m, values in figures["against"].items()
+                               for n, v in zip(numbers, values)])
+        lines = alt.Chart(versus).mark_line(point=alt.OverlayMarkDef(size=80, filled=True)).encode(
+            x=alt.X("layer:O", title="hidden state"), y=alt.Y("cka:Q", title="debiased CKA", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("model:N", title=None), tooltip=["layer", "model", alt.Tooltip("cka:Q", format=".3f")],
+        ).add_params(click)
+        against_event = st.altair_chart(lines.properties(title=f"Each layer of {layer_model} against other models",
+                                                         height=260),
+                                        on_select="rerun", key="layers-against", width="stretch")
+    sampled = (f"a random sample of {figures['sampled']:,} of {figures['n']:,}" if figures["sampled"]
+               else f"all {figures['n']:,}")
+    st.caption(f"{sampled} {level}s held by every layer{' and compared model' if against else ''}"
+               + (f"; {figures['dropped']:,} without a label or group value left out" if figures["dropped"] else "")
+               + (f"; intervals resample whole {group} values" if group and "knn_acc" in figures else "")
+               + ". Click a layer's point to open its map in Explore.")
+    clicked = [point.get("layer") for event in (accuracy_event, against_event)
+               for point in ui.selection_of(event).get("layer", [])]
+    if clicked and clicked[0] in layer_spaces:
+        st.session_state[ui.OPEN_IN_EXPLORE_KEY] = layer_spaces[clicked[0]]
+        st.switch_page("pages/2_Explore.py")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,37 @@ def reference() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip("../shared/reference is not present beside the project")
     return REFERENCE
+
+
+#: Transformer layers of :func:`save_tiny_mert`'s model: hidden states 0, 1 and 2.
+TINY_MERT_LAYERS = 2
+
+
+def save_tiny_mert(folder, **switches):
+    """A HuBERT of a few thousand weights saved as ``m-a-p/MERT-v1-95M`` looks to our loader.
+
+    A config with MERT's own model type and switches, a 24 kHz
+    ``Wav2Vec2FeatureExtractor`` and MERT's convolutional feature encoder
+    (strides 5·2⁶ = 320, so 75 frames per second), with a few channels and
+    :data:`TINY_MERT_LAYERS` transformer layers of 16-D.
+    """
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    config = HubertConfig(hidden_size=16, num_hidden_layers=TINY_MERT_LAYERS, num_attention_heads=2,
+                          intermediate_size=24, conv_dim=[8] * 7, num_conv_pos_embeddings=16,
+                          num_conv_pos_embedding_groups=2)
+    torch.manual_seed(0)
+    HubertModel(config).eval().save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(folder)
+    fields = json.loads((folder / "config.json").read_text())
+    fields.update(model_type="mert_model", architectures=["MERTModel"], auto_map={"AutoModel": "modeling_MERT.MERTModel"},
+                  feature_extractor_cqt=False, feature_extractor_cqt_bins=336, deepnorm=False, attention_relax=-1.0,
+                  sample_rate=24000)
+    fields.update(switches)
+    (folder / "config.json").write_text(json.dumps(fields))
+    return folder
 
 
 def tone(freq: float = 440.0, seconds: float = 1.0, sr: int = 22050, amp: float = 0.5) -> np.ndarray:

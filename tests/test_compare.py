@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import ortho_group
+from scipy.stats import ortho_group, skew
+from sklearn.model_selection import StratifiedGroupKFold
 
 from core import compare
 from core.compare import (
@@ -341,3 +342,80 @@ def test_metric_rows_put_each_interval_beside_its_metric_and_confusion_is_long()
     assert len(frame) == 6 and frame["count"].sum() == 8
     row = frame[(frame["true"] == "y") & (frame["predicted"] == "(no neighbour)")].iloc[0]
     assert row["count"] == 2 and row["share"] == 0.5
+
+
+# layers, linear probe, k-occurrence
+
+
+def test_cka_matrix_is_symmetric_with_ones_on_the_diagonal_and_matches_pairwise_cka():
+    rng = np.random.default_rng(0)
+    spaces = [rng.standard_normal((60, d)) for d in (8, 12, 5)]
+    spaces.append(spaces[0] @ ortho_group.rvs(8, random_state=1) * 3.0)  # a rotated, scaled copy of the first
+    other = rng.standard_normal((60, 4))
+    within, against = compare.cka_matrix(spaces, [other])
+    assert within.shape == (4, 4) and against.shape == (4, 1)
+    np.testing.assert_allclose(np.diag(within), 1.0, atol=1e-12)
+    np.testing.assert_allclose(within, within.T)
+    assert within[0, 3] == pytest.approx(1.0, abs=1e-9)
+    for i, j in [(0, 1), (1, 2), (2, 3)]:
+        assert within[i, j] == pytest.approx(cka(spaces[i], spaces[j]), abs=1e-12)
+    assert against[1, 0] == pytest.approx(cka(spaces[1], other), abs=1e-12)
+
+
+def test_layer_table_gives_per_layer_accuracy_with_intervals_and_cka():
+    x, labels = clustered(90, 6, 3, 0.2, seed=3)
+    noise = np.random.default_rng(4).standard_normal((90, 6))
+    table = compare.layer_table([noise, x], labels=labels, k=5, others={"same": x})
+    assert table["knn_acc"][1] == pytest.approx(1.0) and table["knn_acc"][0] < 0.6
+    for accuracy, (low, high) in zip(table["knn_acc"], table["ci95"]):
+        assert low <= accuracy <= high
+    assert np.asarray(table["cka"]).shape == (2, 2) and table["against"]["same"][1] == pytest.approx(1.0)
+    assert table["n"] == 90 and table["sampled"] is None
+    assert "knn_acc" not in compare.layer_table([noise, x])
+
+
+def test_linear_probe_reads_a_separable_space_and_not_label_noise():
+    x, labels = clustered(600, 16, 5, 0.3, seed=5)
+    groups = np.arange(600) // 4  # four items per recording
+    separable = compare.linear_probe(x, labels, groups=groups)
+    assert separable["accuracy"] > 0.98 and separable["macro_f1"] > 0.98
+    assert separable == {**separable, "n": 600, "of": 600, "folds": 3}
+    shuffled = np.random.default_rng(6).permutation(labels)
+    noisy = compare.linear_probe(x, shuffled, groups=groups)
+    chance = np.sum((np.bincount(shuffled) / 600) ** 2)
+    assert abs(noisy["accuracy"] - chance) < 0.08
+
+
+def test_linear_probe_never_splits_a_group_samples_and_refuses_too_few_groups(monkeypatch):
+    """Items of one group are copies: if a group were split, a probe would score them by memory."""
+    rng = np.random.default_rng(7)
+    copies = np.repeat(rng.standard_normal((30, 40)), 10, axis=0)
+    labels = np.repeat(rng.integers(0, 3, 30), 10)
+    groups = np.repeat(np.arange(30), 10)
+    seen = []
+    real_split = StratifiedGroupKFold.split
+
+    def split(self, x, y, g):
+        for train, test in real_split(self, x, y, g):
+            seen.append((set(g[train]), set(g[test])))
+            yield train, test
+
+    monkeypatch.setattr(StratifiedGroupKFold, "split", split)
+    grouped = compare.linear_probe(copies, labels, groups=groups)
+    assert len(seen) == 3 and all(not (train & test) for train, test in seen)
+    assert grouped["accuracy"] < 0.75  # random labels of 30 sources: no memory to lean on
+    assert compare.linear_probe(copies, labels)["accuracy"] == pytest.approx(1.0)  # split copies are memorised
+    sampled = compare.linear_probe(copies, labels, groups=groups, max_points=120)
+    assert (sampled["n"], sampled["of"]) == (120, 300)
+    two_labels, two_sources = np.repeat([0, 1, 0, 1], 10), np.repeat([0, 0, 1, 1], 10)
+    two = compare.linear_probe(copies[:40], two_labels, groups=two_sources)  # train on one source, test on the other
+    assert two["folds"] == 2 and 0.0 <= two["accuracy"] <= 1.0
+    one = compare.linear_probe(copies[:20], two_labels[:20], groups=two_sources[:20])
+    assert one["folds"] == 0 and np.isnan(one["accuracy"])
+
+
+def test_k_occurrence_counts_each_item_among_the_others_neighbours():
+    indices = np.array([[1, 2], [0, 2], [0, 1], [2, -1]])
+    counts = compare.k_occurrence(indices)
+    assert counts.tolist() == [2, 2, 3, 0] and counts.sum() == 7
+    assert hubness(indices) == pytest.approx(float(skew(counts)))

@@ -168,3 +168,23 @@ def test_cli_says_why_a_missing_model_cannot_be_made_and_prints_the_grid(two_mod
     assert cli.main(["info", "--db", str(two_models)]) == 0
     out = capsys.readouterr().out
     assert "144 tracks, 294 segments, grid 3 s windows every 3 s" in out and "{" not in out
+
+
+def test_linear_probe_and_k_occurrence_are_cached_per_model_until_the_data_changes(two_models):
+    from core.analyses import store_k_occurrence, store_linear_probe
+
+    store = Store(two_models)
+    probe = store_linear_probe(store, "dsp", label="family")
+    assert not probe["cached"] and (probe["n"], probe["of"], probe["folds"]) == (294, 294, 3)
+    assert 0.5 < probe["accuracy"] <= 1.0  # eight synthetic families are far apart in dsp
+    again = store_linear_probe(store, "dsp", label="family")
+    assert again["cached"] and again["accuracy"] == probe["accuracy"]
+    store.bump_metadata_version()
+    assert not store_linear_probe(store, "dsp", label="family")["cached"]
+
+    found = store_k_occurrence(store, "dsp", k=5)
+    assert not found["cached"] and len(found["ids"]) == len(found["counts"]) == 294 and found["sampled"] is None
+    assert sum(found["counts"]) == 5 * 294
+    table = store_metrics(store, ["dsp"], k=5, method=None)
+    assert found["skewness"] == pytest.approx(table["dsp"]["hubness"])
+    assert store_k_occurrence(store, "dsp", k=5)["cached"]

@@ -1,8 +1,8 @@
 """Density overview, region filter and zoom stack behind Explore at any size."""
-import numpy as np
-import pandas as pd
 
-from core.density import BINS, Box, ZoomStack, bin_points, draw_cap, region_mask
+import numpy as np
+
+from core.density import Box, ZoomStack, bin_points, draw_cap, region_mask
 
 
 def test_bins_count_every_point_once_and_name_the_majority_class():

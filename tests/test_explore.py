@@ -7,6 +7,7 @@ so these tests need no model and no extraction.
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,9 @@ from streamlit.testing.v1 import AppTest
 
 import ui
 from core import explore as ex
+from core.analyses import store_k_occurrence
 from core.cluster import ClusterError, cached_clusters, cluster
+from core.errors import BadInput
 from core.store import Provenance, Store, TrackRecord
 from core.wording import count_label
 from tests.conftest import PROJECT_ROOT, tone
@@ -321,7 +324,7 @@ def test_clicked_segment_plays_and_unreachable_audio_says_why(page):
     at = select(page, {"pick": [{"id": 5}]})  # track 2, second segment
     assert at.subheader[0].value.startswith("▶ drum_01.wav")
     assert "1.00–2.00 s of" in texts(at)
-    at.selectbox[2].set_value("mine").run()
+    next(s for s in at.selectbox if s.label == "Model B").set_value("mine").run()
     frame = Store(_db(at)).segments_frame()
     gone_id = int(frame.loc[frame["path"] == "/nowhere/gone.wav", "segment_id"].iloc[0])
     at = select(at, {"pick": [{"id": gone_id}]})
@@ -439,3 +442,60 @@ def test_chosen_values_get_the_colours_and_the_clicked_segment_is_drawn(page):
     assert scale["domain"] == ["flute", "other"] and scale["range"][1] == ex.GREY_VALUES["other"]
     at = select(page, {"pick": [{"id": 5}]})
     assert len(at.get("vega_lite_chart")) == 2  # the maps and the clicked segment's spectrogram and waveform
+
+
+def test_k_occurrence_colour_and_the_hubs_to_listen_to(small_db):
+    store = Store(small_db)
+    ids = np.sort(store.vectors("toy")[0])
+    title, values, description = ex.derived_colour(store, space="toy", ids=ids, level="segment", kind="k-occurrence",
+                                                   k=4)
+    assert title == "k-occurrence@4" and values.sum() == 4 * len(ids) and (values >= 0).all()
+    assert "nearest neighbours in toy (cosine, own track excluded)" in description and "Skewness" in description
+    found = store_k_occurrence(store, "toy", k=4)
+    counts = pd.Series(found["counts"], index=found["ids"])
+    top, anti = ex.hubs(store, found, n=3)
+    assert top["k_occurrence"].tolist() == sorted(counts, reverse=True)[:3]
+    assert top["id"].tolist() == counts.loc[top["id"]].index.tolist() and {"path", "start_s", "name"} <= set(top)
+    assert (anti["k_occurrence"] == 0).all() and len(anti) == min(3, int((counts == 0).sum()))
+
+
+def test_page_colours_by_k_occurrence_and_lists_hubs_with_players(page):
+    colour = next(s for s in page.selectbox if s.label == "Colour by")
+    colour.set_value("k-occurrence · hubs").run()
+    assert not page.exception, [e.value for e in page.exception]
+    next(s for s in page.selectbox if s.label == "Neighbours in the space of").set_value("toy").run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert "Skewness" in texts(page) and "Hubs and anti-hubs of toy" in texts(page)
+    assert len(page.get("audio")) >= 5  # the five hubs, and any anti-hubs
+
+
+def test_tag_axes_read_a_taggers_scores_per_segment_and_as_track_means(small_db):
+    from core import axes
+
+    store = Store(small_db)
+    stored = store.spaces()
+    assert axes.tag_space("toy", stored) == axes.tag_space("toy/taggram", stored) == "toy/taggram"
+    assert axes.tag_space("mine", stored) is None
+    ids, scores = store.vectors("toy/taggram")
+    segment = axes.tag_scores(store, "toy/taggram", "loud")
+    assert segment.index.tolist() == ids.tolist() and segment.tolist() == scores[:, TAGS.index("loud")].tolist()
+    tracks = axes.tag_scores(store, "toy/taggram", "loud", level="track")
+    assert len(tracks) == 12 and set(tracks) == {0.0, 1.0}  # every segment of a track has the same tags here
+    with pytest.raises(BadInput, match="toy/taggram has no tag 'quiet'"):
+        axes.tag_scores(store, "toy/taggram", "quiet")
+    kept, xy = axes.replace_axes(np.array([3, 1, 2]), np.array([[0.0, 5.0], [1.0, 6.0], [2.0, 7.0]]),
+                                 [pd.Series([10.0, 20.0], index=[1, 3]), None])
+    assert kept.tolist() == [3, 1] and xy.tolist() == [[20.0, 5.0], [10.0, 6.0]]
+
+
+def test_page_puts_a_tag_on_an_axis(page):
+    space = next(s for s in page.selectbox if s.label == "Model A")
+    space.set_value("toy").run()
+    horizontal = next(s for s in page.selectbox if s.label == "Horizontal axis A")
+    assert horizontal.options == ["the reduction", "a tag's score"]
+    horizontal.set_value("tag").run()
+    assert not page.exception, [e.value for e in page.exception]
+    next(s for s in page.selectbox if s.key == "tag00").set_value("bright").run()
+    assert not page.exception, [e.value for e in page.exception]
+    spec = json.dumps(json.loads(page.get("vega_lite_chart")[0].proto.spec), ensure_ascii=False)
+    assert "A: toy · x: tag 'bright' · y: PCA 2" in spec

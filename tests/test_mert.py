@@ -1,15 +1,7 @@
-"""MERT adapter: a tiny HuBERT saved as a MERT-style folder (``model_type: mert_model``).
-
-The folder is what ``m-a-p/MERT-v1-95M`` looks like to our loader: a config
-with MERT's own model type and switches, a ``Wav2Vec2FeatureExtractor`` at
-24 kHz, and MERT's convolutional feature encoder (strides 5·2⁶ = 320, so 75
-frames per second), with a few channels and two transformer layers.
-"""
+"""MERT adapter: a tiny HuBERT saved as a MERT-style folder (``model_type: mert_model``, see ``save_tiny_mert``)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import shutil
 
 import numpy as np
@@ -18,33 +10,15 @@ import pytest
 from core.models import base, hf, mert, stages
 from core.models.base import ModelError, ModelUnavailable
 from core.models.weights import sha256_file
+from tests.conftest import TINY_MERT_LAYERS as LAYERS
+from tests.conftest import save_tiny_mert
 
 SR = 22050
-LAYERS = 2
-
-
-def _save_tiny_mert(folder, **switches):
-    import torch
-    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
-
-    config = HubertConfig(hidden_size=16, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=24,
-                          conv_dim=[8] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    torch.manual_seed(0)
-    HubertModel(config).eval().save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(folder)
-    fields = json.loads((folder / "config.json").read_text())
-    fields.update(model_type="mert_model", architectures=["MERTModel"], auto_map={"AutoModel": "modeling_MERT.MERTModel"},
-                  feature_extractor_cqt=False, feature_extractor_cqt_bins=336, deepnorm=False, attention_relax=-1.0,
-                  sample_rate=24000)
-    fields.update(switches)
-    (folder / "config.json").write_text(json.dumps(fields))
-    return folder
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    return _save_tiny_mert(tmp_path_factory.mktemp("tiny-mert") / "model")
+    return save_tiny_mert(tmp_path_factory.mktemp("tiny-mert") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +33,19 @@ def audio():
     return (0.3 * np.sin(2 * np.pi * 220 * t) * (t > 4) + 0.1 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def _layer_adapter(adapter, layer):
-    entry = dataclasses.replace(adapter.entry, params={**adapter.entry.params, "layer": layer})
-    return mert.MertAdapter(entry, adapter.model, adapter.processor, adapter.weights_sha256, "cpu")
-
-
-def test_catalogue_has_every_layer():
-    keys = [e.key for e in mert.CATALOGUE]
-    expected = (["mert-v1-95m"] + [f"mert-v1-95m-l{n}" for n in range(13)]
-                + ["mert-v1-330m"] + [f"mert-v1-330m-l{n}" for n in range(25)])
-    assert keys == expected
+def test_catalogue_lists_each_model_once_with_its_layers_as_data():
     by_key = {e.key: e for e in mert.CATALOGUE}
-    assert by_key["mert-v1-95m-l6"].params == {"hub_id": "m-a-p/MERT-v1-95M", "layer": 6, "item_mib": 120}
-    assert by_key["mert-v1-330m"].params["hub_id"] == "m-a-p/MERT-v1-330M"
-    assert {e.dim for e in mert.CATALOGUE if "95m" in e.key} == {768}
-    assert {e.dim for e in mert.CATALOGUE if "330m" in e.key} == {1024}
+    assert list(by_key) == ["mert-v1-95m", "mert-v1-330m"]
+    small, large = by_key["mert-v1-95m"], by_key["mert-v1-330m"]
+    assert small.params == {"hub_id": "m-a-p/MERT-v1-95M", "item_mib": 120}
+    assert large.params["hub_id"] == "m-a-p/MERT-v1-330M"
+    assert small.layers == tuple(range(13)) and large.layers == tuple(range(25))
+    assert small.capabilities == large.capabilities == {"layers"}
+    assert (small.dim, large.dim) == (768, 1024)
     assert {e.sample_rate for e in mert.CATALOGUE} == {24000}
+    assert small.layer_spaces[6] == "mert-v1-95m/l6" and large.layer_spaces[24] == "mert-v1-330m/l24"
+    assert small.default_spaces == {"mert-v1-95m": 768}
+    assert list(small.spaces) == ["mert-v1-95m", *[f"mert-v1-95m/l{n}" for n in range(13)]]
 
 
 def test_loads_a_mert_folder_as_hubert(adapter, tiny_folder):
@@ -97,7 +68,8 @@ def test_75_frames_per_second_and_every_hidden_state(adapter):
 def test_segments_give_deterministic_rows(adapter, audio):
     segments = np.array([[0.0, 3.0], [3.0, 6.0], [6.0, 9.0], [5.0, 5.0], [9.5, 12.0]])
     rows = adapter.embed(audio, SR, segments)
-    assert set(rows) == {adapter.entry.key}
+    assert list(rows) == list(adapter.entry.spaces) == [adapter.entry.key] + [
+        f"{adapter.entry.key}#l{n}" for n in range(LAYERS + 1)]
     vectors = rows[adapter.entry.key]
     assert vectors.shape == (5, 16) and vectors.dtype == np.float32
     assert np.all(np.isfinite(vectors))
@@ -105,15 +77,15 @@ def test_segments_give_deterministic_rows(adapter, audio):
     assert not np.allclose(vectors[0], vectors[2])
 
 
-def test_layer_selection_and_the_default_mean(adapter, audio):
+def test_every_layer_and_the_default_mean_from_one_pass(adapter, audio):
     segment = np.array([[1.0, 4.0]])
     chunks, _ = hf.segment_chunks("t", audio, SR, segment, 24000, 5 * 24000, 400)
     frame_means = adapter.hidden_states(chunks[0][None])[0].mean(axis=1)  # (layers + 1, dim)
-    per_layer = [_layer_adapter(adapter, n).embed(audio, SR, segment)[adapter.entry.key][0] for n in range(LAYERS + 1)]
+    rows = adapter.embed(audio, SR, segment)
+    per_layer = [rows[adapter.entry.layer_spaces[n]][0] for n in range(LAYERS + 1)]
     for n, row in enumerate(per_layer):
         np.testing.assert_allclose(row, frame_means[n], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(adapter.embed(audio, SR, segment)[adapter.entry.key][0],
-                               np.mean(per_layer, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows[adapter.entry.key][0], np.mean(per_layer, axis=0), rtol=1e-5, atol=1e-6)
     assert not np.allclose(per_layer[0], per_layer[-1])
 
 
@@ -158,7 +130,7 @@ def test_mert_v1_weight_layout_loads_identically(tmp_path, tiny_folder, adapter,
 
 @pytest.mark.parametrize("switch", ["feature_extractor_cqt", "deepnorm"])
 def test_refuses_checkpoints_that_are_not_hubert(tmp_path, switch):
-    folder = _save_tiny_mert(tmp_path / switch, **{switch: True})
+    folder = save_tiny_mert(tmp_path / switch, **{switch: True})
     with pytest.raises(ModelError, match=f"enables {switch}, which HubertModel does not implement"):
         mert.load(mert.generic_entry(str(folder)), "cpu")
 
@@ -168,10 +140,14 @@ def test_refuses_other_model_types():
         mert.hubert_config({"model_type": "wav2vec2"}, "somewhere")
 
 
-def test_refuses_a_layer_the_checkpoint_lacks(adapter, tiny_folder):
-    entry = dataclasses.replace(adapter.entry, params={**adapter.entry.params, "layer": LAYERS + 1})
-    with pytest.raises(ModelError, match="has hidden states 0..2, not 3"):
-        mert.load(entry, "cpu")
+def test_a_generic_key_reads_its_layers_from_the_config_and_refuses_others(adapter, tiny_folder):
+    key = f"mert:{tiny_folder}"
+    assert base.get_entry(f"{key}#l2").layers == (0, 1, 2)
+    assert base.split_key(f"{key}#l2") == (key, "l2")
+    with pytest.raises(ModelError, match="has no output 'l3'; it has layers 0-2 as lN"):
+        base.get_entry(f"{key}#l3")
+    with pytest.raises(ModelError, match="has hidden states 0-2, not 3-4"):
+        base.spaces_to_fill(adapter.entry, layers=(1, 3, 4))
 
 
 def test_hub_id_not_in_cache_is_unavailable(tmp_path, monkeypatch):

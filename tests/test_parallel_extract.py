@@ -17,13 +17,13 @@ from core.extract import WORKER_DIED, extract
 from core.store import Store
 from tests.conftest import PROJECT_ROOT, WatchedDsp, tone, tone_files
 from tests.test_clap import _save_tiny_clap
-from tests.test_mert import _save_tiny_mert
+from tests.conftest import save_tiny_mert
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-models")
-    return _save_tiny_clap(folder / "clap"), _save_tiny_mert(folder / "mert")
+    return _save_tiny_clap(folder / "clap"), save_tiny_mert(folder / "mert")
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from core.errors import ModelError, ModelUnavailable
+from core.errors import BadInput, ModelError, ModelUnavailable
 
 #: Family modules, in the order the catalogue lists them.
 FAMILIES = ("dsp", "aisfx", "musicnn", "clap", "openl3", "mert")
@@ -38,6 +39,18 @@ OUTPUT_SEPARATOR = "/"
 
 #: Separator of the generic form ``family:ID_OR_PATH``.
 GENERIC_SEPARATOR = ":"
+
+#: Separator of a generic key's outputs (``mert:m-a-p/MERT-v1-95M#l6``): hub ids and paths hold slashes.
+GENERIC_OUTPUT_SEPARATOR = "#"
+
+#: What an output's name may hold, so that a ``#`` inside a path is not read as a separator.
+_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+#: The name of hidden state N's output: ``l6``.
+LAYER_PREFIX = "l"
+
+#: A layer space as keys spelled it before layers were outputs (``mert-v1-95m-l6``), still accepted.
+_LEGACY_LAYER = re.compile(r"(?P<model>.+)-l(?P<layer>[0-9]+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +74,10 @@ class ModelEntry:
       space (CLAP);
     - ``"tags"``: ``tag_names`` names the columns of its taggram outputs
       (MusiCNN);
-    - ``"layers"`` is reserved for per-layer outputs (``KEY/lN``).
+    - ``"layers"``: ``layers`` lists the hidden states that ``embed`` also
+      returns, each as the space ``KEY/lN`` (MERT).  A run stores the ones
+      it is asked for (:func:`spaces_to_fill`); the forward pass computes
+      them all anyway.
 
     ``bf16_cosine`` is the lowest per-segment cosine between the model's
     bfloat16 and float32 vectors measured on the shared data, or None where
@@ -82,14 +98,26 @@ class ModelEntry:
     capabilities: frozenset[str] = frozenset()
     input_dtype: str = "float32"
     bf16_cosine: float | None = None
+    layers: tuple[int, ...] = ()
+
+    def output_key(self, output: str) -> str:
+        """The space key of one of this model's outputs: ``KEY/OUTPUT``, or ``KEY#OUTPUT`` for a generic key."""
+        return join_key(self.key, output)
+
+    @property
+    def layer_spaces(self) -> dict[int, str]:
+        """Hidden state N -> its space key (``KEY/lN``), for every layer the model exposes."""
+        return {n: self.output_key(f"{LAYER_PREFIX}{n}") for n in self.layers}
+
+    @property
+    def default_spaces(self) -> dict[str, int]:
+        """The spaces every run stores, as full key -> dimension: the default and the extra outputs, no layer."""
+        return {self.key: self.dim, **{self.output_key(name): dim for name, dim in self.outputs.items()}}
 
     @property
     def spaces(self) -> dict[str, int]:
-        """Every space this model fills, as full key -> dimension."""
-        spaces = {self.key: self.dim}
-        for name, dim in self.outputs.items():
-            spaces[f"{self.key}{OUTPUT_SEPARATOR}{name}"] = dim
-        return spaces
+        """Every space ``embed`` fills, as full key -> dimension: the default spaces and every layer's."""
+        return {**self.default_spaces, **{space: self.dim for space in self.layer_spaces.values()}}
 
 
 #: Names a catalogue table may set on an entry; its other columns are ``params``.
@@ -135,10 +163,11 @@ def from_table(family: str, columns: Sequence[str], rows: Iterable[Sequence], *,
     ``weights`` and ``licence`` are templates (:meth:`str.format`) filled
     with all of these, e.g. ``weights="Hugging Face hub: {hub_id}"``.
 
-    A ``layers`` column (``L``, the number of transformer layers) makes the
-    row's entry the mean of all ``L + 1`` hidden states
-    (``params["layer"] = None``) and adds one entry per hidden state,
-    ``KEY-l0`` ... ``KEY-lL`` (``params["layer"] = N``).
+    A ``layers`` column holds ``L``, the number of transformer layers, as
+    MTG's catalogue lists a model's layers: the entry exposes the ``L + 1``
+    hidden states as ``layers = (0, …, L)`` and gains the ``"layers"``
+    capability (its default space is then, by the family's rule, the mean
+    of all hidden states).
     """
     entries: list[ModelEntry] = []
     for row in rows:
@@ -150,20 +179,11 @@ def from_table(family: str, columns: Sequence[str], rows: Iterable[Sequence], *,
         fields = {k: v.format(**names) if k in _TEMPLATES else v for k, v in names.items() if k in _FIELDS}
         fields["capabilities"] = frozenset(fields.get("capabilities", ()))
         fields["outputs"] = dict(fields.get("outputs", {}))
-        params = {k: v for k, v in values.items() if k not in _FIELDS and k != "layers"}
-        layers = values.get("layers")
-        if layers is None:
-            entries.append(ModelEntry(family=family, params=params, **fields))
-            continue
-        about = fields.pop("description")
-        mean = ModelEntry(family=family, description=f"{about}; mean of all {layers + 1} hidden states.",
-                          params={**params, "layer": None}, **fields)
-        entries.append(mean)
-        entries.extend(
-            dataclasses.replace(mean, key=f"{mean.key}-l{n}", description=f"{about}; hidden state {n} of {layers}.",
-                                params={**params, "layer": n})
-            for n in range(layers + 1)
-        )
+        if "layers" in fields:
+            fields["layers"] = tuple(range(fields["layers"] + 1))
+            fields["capabilities"] |= {"layers"}
+        params = {k: v for k, v in values.items() if k not in _FIELDS}
+        entries.append(ModelEntry(family=family, params=params, **fields))
     return tuple(entries)
 
 
@@ -256,16 +276,93 @@ def track_grid_start(offset_s: float, rate: int, hop: int) -> tuple[int, int]:
     return first_frame, first_frame * hop - first_sample
 
 
+def join_key(model_key: str, output: str) -> str:
+    """A space key from a model key and an output name (the inverse of :func:`split_key`)."""
+    if not output:
+        return model_key
+    separator = GENERIC_OUTPUT_SEPARATOR if GENERIC_SEPARATOR in model_key else OUTPUT_SEPARATOR
+    return f"{model_key}{separator}{output}"
+
+
 def split_key(key: str) -> tuple[str, str]:
     """Split a space key into (model key, output name or '').
 
-    Generic keys (``clap:laion/clap-htsat-unfused``) contain slashes of their
-    own; for them only a suffix naming a declared output is split off.
+    Generic keys (``mert:m-a-p/MERT-v1-95M``, ``mert:/data/my-mert``) hold
+    slashes of their own, so their outputs follow a ``#`` instead:
+    ``mert:/data/my-mert#l6``.  Only a suffix that can be an output's name
+    (letters, digits, ``_``) is split off, so a ``#`` inside a folder name
+    followed by anything else stays part of the path.
     """
-    if GENERIC_SEPARATOR not in key and OUTPUT_SEPARATOR in key:
+    if GENERIC_SEPARATOR in key:
+        model, sep, output = key.rpartition(GENERIC_OUTPUT_SEPARATOR)
+        if sep and model and _OUTPUT_NAME.fullmatch(output):
+            return model, output
+        return key, ""
+    if OUTPUT_SEPARATOR in key:
         model, output = key.split(OUTPUT_SEPARATOR, 1)
         return model, output
     return key, ""
+
+
+def layer_of(key: str) -> tuple[str, int] | None:
+    """The model and hidden state a space key names, in either spelling, or None for any other space.
+
+    ``mert-v1-95m/l6``, its legacy alias ``mert-v1-95m-l6`` and
+    ``mert:PATH#l6`` all name hidden state 6; so does a stored space of that
+    name whose model is no longer in the catalogue.  This reads the name
+    only: whether the model has that layer is :func:`get_entry`'s question.
+    """
+    model, output = split_key(key)
+    if output:
+        match = re.fullmatch(f"{LAYER_PREFIX}([0-9]+)", output)
+        return (model, int(match.group(1))) if match else None
+    legacy = _LEGACY_LAYER.fullmatch(key)
+    if legacy and GENERIC_SEPARATOR not in key:
+        return legacy.group("model"), int(legacy.group("layer"))
+    return None
+
+
+def canonical_key(key: str) -> str:
+    """The current spelling of a key: a legacy layer key (``mert-v1-95m-l6``) becomes ``mert-v1-95m/l6``.
+
+    Only keys whose model is a catalogue entry with that layer are rewritten,
+    so an imported space that merely ends in ``-l3`` keeps its name.
+    """
+    legacy = _LEGACY_LAYER.fullmatch(key)
+    if legacy is None or GENERIC_SEPARATOR in key or OUTPUT_SEPARATOR in key:
+        return key
+    layer = int(legacy.group("layer"))
+    for entry in catalogue():
+        if entry.key == legacy.group("model") and layer in entry.layers:
+            return entry.layer_spaces[layer]
+    return key
+
+
+def stored_name(key: str, stored) -> str:
+    """The name under which a store holds a space: the key as given, or its other spelling if only that is stored.
+
+    Stored spaces are never renamed, so a store extracted before layers were
+    outputs holds ``mert-v1-95m-l6`` where a new one holds
+    ``mert-v1-95m/l6``; both keys find either.
+
+    Parameters
+    ----------
+    key : str
+        A space key in any spelling (normalise it first, :func:`normalise_key`).
+    stored : collection of str
+        The spaces the store holds.
+
+    Returns
+    -------
+    str
+        The stored name, or the canonical key when neither spelling is stored.
+    """
+    canonical = canonical_key(key)
+    found = layer_of(canonical)
+    spellings = [canonical]
+    if found is not None and GENERIC_SEPARATOR not in canonical:
+        spellings.append(f"{found[0]}-{LAYER_PREFIX}{found[1]}")
+    return next((name for name in spellings if name in stored), canonical)
 
 
 def _family_module(family: str):
@@ -286,9 +383,9 @@ def get_entry(key: str) -> ModelEntry:
     Raises
     ------
     ModelError
-        If the key names no known model.
+        If the key names no known model, or an output or layer it lacks.
     """
-    model_key, output = split_key(key)
+    model_key, output = split_key(canonical_key(key))
     for entry in catalogue():
         if entry.key == model_key:
             break
@@ -303,8 +400,9 @@ def get_entry(key: str) -> ModelEntry:
         if not hasattr(module, "generic_entry"):
             raise ModelError(f"The {family} family takes no generic '{family}:…' keys.")
         entry = module.generic_entry(normalise_generic_spec(spec))
-    if output and output not in entry.outputs:
-        raise ModelError(f"Model {model_key!r} has no output {output!r}; it has {sorted(entry.outputs) or 'none'}.")
+    if output and output not in entry.outputs and join_key(entry.key, output) not in entry.layer_spaces.values():
+        offers = sorted(entry.outputs) + ([f"layers {layer_range(entry.layers)} as {LAYER_PREFIX}N"] if entry.layers else [])
+        raise ModelError(f"Model {model_key!r} has no output {output!r}; it has {', '.join(offers) or 'none'}.")
     return entry
 
 
@@ -317,12 +415,82 @@ def normalise_generic_spec(spec: str) -> str:
 
 
 def normalise_key(key: str) -> str:
-    """The key as stored: generic keys with local folders made absolute."""
-    model_key, output = split_key(key)
+    """The key as new spaces are stored: generic keys with local folders made absolute, legacy layer keys respelled."""
+    model_key, output = split_key(canonical_key(key))
     family, sep, spec = model_key.partition(GENERIC_SEPARATOR)
     if sep:
         model_key = f"{family}{GENERIC_SEPARATOR}{normalise_generic_spec(spec)}"
-    return f"{model_key}{OUTPUT_SEPARATOR}{output}" if output else model_key
+    return join_key(model_key, output)
+
+
+def layer_range(layers) -> str:
+    """Layers as people write them: ``0-12``, or ``0-3, 6, 9-12``."""
+    runs: list[list[int]] = []
+    for n in sorted(set(layers)):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def parse_layers(spec: str) -> tuple[int, ...] | str:
+    """Read a choice of hidden states: ``all``, ``6``, ``0-12`` or ``0-3,6,9-12``.
+
+    Returns
+    -------
+    ``"all"`` or a sorted tuple of distinct layer numbers.
+
+    Raises
+    ------
+    BadInput
+        For anything else, with the accepted spellings.
+    """
+    text = str(spec).strip().lower()
+    if text == "all":
+        return "all"
+    layers: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part)
+        if match is None or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
+            raise BadInput(f"Cannot read the layers {spec!r}; write all, one layer (6), a range (0-12) or a list (0-3,6).")
+        first = int(match.group(1))
+        layers.update(range(first, int(match.group(2) or first) + 1))
+    return tuple(sorted(layers))
+
+
+def spaces_to_fill(entry: ModelEntry, outputs=(), layers: tuple[int, ...] | str | None = None) -> dict[str, int]:
+    """The spaces a run of one model stores, as full key -> dimension.
+
+    Every run stores the model's default spaces (the mean of all hidden
+    states, for a model with layers); hidden states are added when asked
+    for, by name (``KEY/l6``) or by a choice of layers, which applies to
+    every model that has layers and is ignored by the others.
+
+    Parameters
+    ----------
+    entry : ModelEntry
+    outputs : iterable of str
+        Output names asked for by space keys (``l6`` from ``mert-v1-95m/l6``).
+    layers : ``"all"``, tuple of int, or None
+        From :func:`parse_layers`.
+
+    Raises
+    ------
+    ModelError
+        When a layer is asked for that the model does not have.
+    """
+    wanted = [int(n) for n in (entry.layers if layers == "all" else layers or ())] if entry.layers else []
+    for output in outputs:
+        found = layer_of(join_key(entry.key, output))
+        if found is not None and entry.layers:
+            wanted.append(found[1])
+    missing = sorted(set(wanted) - set(entry.layers))
+    if missing:
+        raise ModelError(f"{entry.key} has hidden states {layer_range(entry.layers)}, not {layer_range(missing)}; "
+                         f"choose layers within that range or --layers all.")
+    layer_spaces = entry.layer_spaces
+    return {**entry.default_spaces, **{layer_spaces[n]: entry.dim for n in sorted(set(wanted))}}
 
 
 def availability(entry: ModelEntry) -> tuple[bool, str]:
@@ -349,9 +517,11 @@ def model_table() -> list[dict]:
         Per entry: ``key``, ``dim``, ``available``, ``reason`` (see
         :func:`availability`), ``family``, ``sample_rate``, ``licence``,
         ``weights``, ``outputs`` (full space key -> dim of each extra
-        space), ``suited_for``, ``description``, ``bf16_cosine`` (the
-        measured lowest cosine, or None) and ``bf16`` (whether it may run in
-        bfloat16, :mod:`core.models.precision`).
+        space every run stores), ``layers`` (the hidden states a run can
+        add as ``KEY/lN``; empty for models without layers), ``suited_for``,
+        ``description``, ``bf16_cosine`` (the measured lowest cosine, or
+        None) and ``bf16`` (whether it may run in bfloat16,
+        :mod:`core.models.precision`).
     """
     from core.models.precision import allows_bf16
 
@@ -360,8 +530,9 @@ def model_table() -> list[dict]:
         ok, reason = availability(entry)
         rows.append({"key": entry.key, "dim": entry.dim, "available": ok, "reason": reason, "family": entry.family,
                      "sample_rate": entry.sample_rate, "licence": entry.licence, "weights": entry.weights,
-                     "outputs": {space: dim for space, dim in entry.spaces.items() if space != entry.key},
-                     "suited_for": list(entry.suited_for), "description": entry.description,
+                     "outputs": {space: dim for space, dim in entry.default_spaces.items() if space != entry.key},
+                     "layers": list(entry.layers), "suited_for": list(entry.suited_for),
+                     "description": entry.description,
                      "bf16_cosine": entry.bf16_cosine, "bf16": allows_bf16(entry)})
     return rows
 

@@ -26,8 +26,11 @@ norm would see the padding), each pass is normalised as the checkpoint's
 in torch on the model's device) and its frames
 (75 per second) are averaged over the whole segment.  The default key stores
 the mean of that over all hidden states (the feature projection and every
-transformer layer); ``-lN`` keys store ``hidden_states[N]``, as the MERT
-paper finds different layers suit different tasks.
+transformer layer); the layer spaces ``KEY/lN`` (``mert:PATH#lN`` for a
+generic key) store ``hidden_states[N]``, as the MERT paper finds different
+layers suit different tasks.  Every pass computes all hidden states, so
+``embed`` returns every layer space from one pass and the pipeline stores
+those a run asks for (:func:`core.models.base.spaces_to_fill`).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ _RATE = 24_000
 
 _TABLE: tuple[ModelEntry, ...] = from_table(
     "mert",
-    # layers: transformer layers (each hidden state also gets a key);
+    # layers: transformer layers (hidden states 0..layers, each a space KEY/lN);
     # item_mib: CUDA memory of one 5 s pass in MiB, for the batch size
     ("key", "hub_id", "dim", "layers", "item_mib", "description"),
     (
@@ -63,11 +66,20 @@ _TABLE: tuple[ModelEntry, ...] = from_table(
 
 #: Lowest per-segment cosine of bfloat16 to float32 vectors, by key: bench/verify_bf16.py with the architecture's
 #: random weights on shared clips, on this CPU (61 segments, mert-v1-95m only) and on an H200 (42 segments); the
-#: lower.  The other keys were not measured and run in float32.
+#: lower.  The other keys were not measured and run in float32.  ``-lN`` are the layer spaces ``KEY/lN`` as they
+#: were measured when layers were keys of their own; one pass now fills them all, so an entry's value is the lowest
+#: of its own and its layers'.
 _BF16_COSINE = {"mert-v1-95m": 0.99907, "mert-v1-95m-l0": 0.99910, "mert-v1-95m-l4": 0.99912,
                 "mert-v1-95m-l8": 0.99913, "mert-v1-95m-l12": 0.99907}
 
-CATALOGUE: tuple[ModelEntry, ...] = tuple(dataclasses.replace(e, bf16_cosine=_BF16_COSINE.get(e.key)) for e in _TABLE)
+
+def _bf16_cosine(key: str) -> float | None:
+    if key not in _BF16_COSINE:
+        return None
+    return min(v for k, v in _BF16_COSINE.items() if k == key or k.startswith(f"{key}-l"))
+
+
+CATALOGUE: tuple[ModelEntry, ...] = tuple(dataclasses.replace(e, bf16_cosine=_bf16_cosine(e.key)) for e in _TABLE)
 
 #: Config switches of MERT variants that are not a HuBERT.
 _REFUSED = ("feature_extractor_cqt", "deepnorm")
@@ -77,14 +89,17 @@ _NOT_FIELDS = ("model_type", "architectures", "auto_map", "transformers_version"
 
 
 def generic_entry(spec: str) -> ModelEntry:
-    """The entry of ``mert:ID_OR_PATH``: the mean of all hidden states of any MERT/HuBERT checkpoint.
+    """The entry of ``mert:ID_OR_PATH``: any MERT/HuBERT checkpoint, its layers spelled ``mert:ID_OR_PATH#lN``.
 
-    The dimension comes from the checkpoint's config when it is on this
-    machine; otherwise MERT-v1-95M's (768) stands until :func:`load` reads
-    the downloaded config.
+    The dimension and the number of layers come from the checkpoint's
+    config when it is on this machine; otherwise MERT-v1-95M's (768-D, 12
+    layers) stand until :func:`load` reads the downloaded config.
     """
-    return hf.generic_entry("mert", spec, "hidden_size", 768, f"MERT/HuBERT checkpoint {spec}; mean of all hidden states.",
-                            {"layer": None, "item_mib": 300}, sample_rate=_RATE, suited_for=("music",))
+    entry = hf.generic_entry("mert", spec, "hidden_size", 768, f"MERT/HuBERT checkpoint {spec}; mean of all hidden states.",
+                             {"item_mib": 300}, sample_rate=_RATE, suited_for=("music",))
+    config = hf.read_config(spec) or {}
+    return dataclasses.replace(entry, layers=tuple(range(int(config.get("num_hidden_layers", 12)) + 1)),
+                               capabilities=frozenset({"layers"}))
 
 
 def availability(entry: ModelEntry) -> tuple[bool, str]:
@@ -129,7 +144,7 @@ def load(entry: ModelEntry, device: str) -> "MertAdapter":
     ModelUnavailable
         When the checkpoint is neither cached nor downloadable.
     ModelError
-        For refused configs, broken weight files, or a layer the checkpoint lacks.
+        For refused configs or broken weight files.
     """
     from transformers import HubertModel, PretrainedConfig, Wav2Vec2FeatureExtractor
 
@@ -140,10 +155,11 @@ def load(entry: ModelEntry, device: str) -> "MertAdapter":
     except (OSError, ValueError) as exc:
         raise ModelError(f"{entry.key}: the config of {spec} could not be read ({hf.first_line(exc)}).") from None
     config = hubert_config(config_dict, spec)
-    layer = entry.params["layer"]
-    if layer is not None and not 0 <= layer <= config.num_hidden_layers:
-        raise ModelError(f"{entry.key}: {spec} has hidden states 0..{config.num_hidden_layers}, not {layer}.")
-    return MertAdapter(*hf.load_checkpoint(entry, HubertModel, Wav2Vec2FeatureExtractor, device, config=config), device)
+    entry, model, extractor, sha = hf.load_checkpoint(entry, HubertModel, Wav2Vec2FeatureExtractor, device, config=config)
+    if len(entry.layers) != config.num_hidden_layers + 1:  # a generic entry was read again from this config
+        raise ModelError(f"{entry.key}: {spec} has {config.num_hidden_layers} transformer layers; "
+                         f"the catalogue expects {len(entry.layers) - 1}.")
+    return MertAdapter(entry, model, extractor, sha, device)
 
 
 class MertAdapter(hf.HubAdapter):
@@ -171,7 +187,8 @@ class MertAdapter(hf.HubAdapter):
         super().__init__(entry, model, extractor, weights_sha256, device)
         self.rate = int(extractor.sampling_rate)
         self.min_samples = _receptive_field(model.config.conv_kernel, model.config.conv_stride)
-        self.preparer = MertPreparer(entry.key, model.config.hidden_size, self.rate, self.min_samples)
+        self.preparer = MertPreparer(entry.key, model.config.hidden_size, self.rate, self.min_samples,
+                                     tuple(entry.layer_spaces.items()))
 
     def frontend(self, inputs, lengths=None):
         """The feature extractor's input normalisation: each pass to zero mean and unit variance (with its 1e-7).
@@ -192,14 +209,17 @@ class MertAdapter(hf.HubAdapter):
         return (x - mean) / torch.sqrt(x.var(dim=1, unbiased=False, keepdim=True) + 1e-7)
 
     def network(self, features) -> dict:
-        """Per pass, the sum over its frames of the selected hidden state (or of the mean of all of them), and its frame count."""
+        """Per pass, the sum over its frames of the mean of all hidden states (``sum``), of each layer the entry
+        exposes (``states``, shape ``(b, len(entry.layers), dim)``; only for entries with layers), and its frame count."""
         import torch
 
-        states = self.model(input_values=features, output_hidden_states=True).hidden_states
-        layer = self.entry.params["layer"]
-        chosen = torch.stack([s.float() for s in states], dim=1).mean(dim=1) if layer is None else states[layer].float()
-        frames = torch.full((len(chosen),), chosen.shape[1], dtype=torch.float32, device=chosen.device)
-        return {"sum": chosen.sum(dim=1), "frames": frames}
+        hidden = self.model(input_values=features, output_hidden_states=True).hidden_states
+        stacked = torch.stack([s.float() for s in hidden], dim=1)  # (b, states, frames, dim)
+        frames = torch.full((len(stacked),), stacked.shape[2], dtype=torch.float32, device=stacked.device)
+        out = {"sum": stacked.mean(dim=1).sum(dim=1), "frames": frames}
+        if self.entry.layers:
+            out["states"] = stacked[:, list(self.entry.layers)].sum(dim=2)
+        return out
 
     def hidden_states(self, passes: np.ndarray) -> np.ndarray:
         """Every hidden state of equally long passes.
@@ -231,6 +251,8 @@ class MertPreparer:
     dim: int
     rate: int
     min_samples: int
+    #: (hidden state N, its space ``KEY/lN``) for each layer the entry exposes, in the order of ``states``.
+    layer_spaces: tuple[tuple[int, str], ...] = ()
 
     def __call__(self, audio: np.ndarray, sr: int, segments: np.ndarray, offset_s: float = 0.0) -> stages.Prepared:
         """Each segment cut into equal passes (each segment is seen alone: ``offset_s`` is unused)."""
@@ -243,14 +265,24 @@ class MertPreparer:
         Returns
         -------
         dict[str, np.ndarray [shape=(n, dim), dtype=float32]]
+            Under ``entry.key`` the frame mean of the mean of all hidden
+            states; under each layer space (``entry.layer_spaces``) the frame
+            mean of that hidden state.  All come from the same passes.
         """
         owner, n = plan
-        sums = np.zeros((n, self.dim), dtype=np.float64)
         frames = np.zeros(n, dtype=np.float64)
+        sums = np.zeros((n, self.dim), dtype=np.float64)
+        states = np.zeros((n, len(self.layer_spaces), self.dim), dtype=np.float64)
         if len(owner):
-            np.add.at(sums, owner, outputs["sum"])
             np.add.at(frames, owner, outputs["frames"])
-        return {self.key: (sums / np.maximum(frames, 1)[:, None]).astype(np.float32)}
+            np.add.at(sums, owner, outputs["sum"])
+            if self.layer_spaces:
+                np.add.at(states, owner, outputs["states"])
+        count = np.maximum(frames, 1)
+        rows = {self.key: (sums / count[:, None]).astype(np.float32)}
+        rows.update({space: (states[:, i] / count[:, None]).astype(np.float32)
+                     for i, (_, space) in enumerate(self.layer_spaces)})
+        return rows
 
 
 def _receptive_field(kernels, strides) -> int:
