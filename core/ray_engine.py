@@ -40,8 +40,8 @@ import pandas as pd
 
 from core import audio
 from core.errors import BadInput, ModelUnavailable
-from core.extract import ExtractReport, Failure, ProgressFn, embed_blocks, mix_dtype, model_keys, provenances
-from core.models.base import get_entry, load_model
+from core.extract import ExtractReport, Failure, ProgressFn, embed_blocks, mix_dtype, provenances
+from core.models.base import get_entry, load_model, split_key
 from core.paths import from_text, is_url, to_text
 from core.shards import ShardRun, TrackResult, done_in_shards, ingest, write_shard
 from core.store import Store, check_grid
@@ -361,7 +361,7 @@ def extract_ray(
             raise BadInput("Give --shards DIR (or a --db, whose shards then go beside it).")
         shards = str(Path(db).expanduser().resolve()) + ".shards"
     shards = str(shards) if is_url(str(shards)) else str(Path(shards).expanduser().resolve())
-    keys = model_keys(models)
+    keys = list(dict.fromkeys(split_key(k)[0] for k in models))  # a tag output runs its model
     for key in keys:
         get_entry(key)  # unknown keys fail before anything starts
     if db is not None:
