@@ -59,7 +59,9 @@ from core.models.base import (
 )
 from core.paths import display
 from core.store import DEFAULT_DB, Provenance, Store, TrackRecord, check_grid
-from core.workers import Block, Done, Feed, FileFailed, ModelFailed, Part, Task, Track, loader, reason
+from core.workers import (
+    Block, Done, Feed, FileFailed, ModelFailed, Part, Task, Track, deaths_raised_by_next, loader, reason,
+)
 
 #: progress(done, total, path) is called after each file.
 ProgressFn = Callable[[int, int, str], None]
@@ -469,17 +471,18 @@ def _consume(run: "_Run", messages, writer: "_Writer") -> bool:
     inherit a held lock.
     """
     try:
-        messages = iter(messages)
-        writer.start()
-        run.writer = writer
-        while True:
-            t0 = time.perf_counter()
-            message = next(messages, None)
-            run.report._add_time("wait", time.perf_counter() - t0)
-            if message is None:
-                return False
-            run.take(message)
-            run.collect(wait=False)
+        messages = iter(messages)  # torch installs its SIGCHLD handler here, on its first loader
+        with deaths_raised_by_next():
+            writer.start()
+            run.writer = writer
+            while True:
+                t0 = time.perf_counter()
+                message = next(messages, None)
+                run.report._add_time("wait", time.perf_counter() - t0)
+                if message is None:
+                    return False
+                run.take(message)
+                run.collect(wait=False)
     except RuntimeError as exc:  # torch's words for a worker that exited or was killed by a signal
         if not str(exc).startswith("DataLoader worker"):
             raise

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -281,3 +283,24 @@ def loader(feed: Feed, workers: int, pin_memory: bool, prefetch: int = 4):
 
     options = dict(num_workers=workers, prefetch_factor=prefetch, in_order=False) if workers else {}
     return DataLoader(feed, batch_size=None, collate_fn=_as_is, pin_memory=pin_memory, **options)
+
+
+@contextlib.contextmanager
+def deaths_raised_by_next():
+    """While inside, a dead worker is reported by the loader's ``next`` only, never in the middle of other code.
+
+    torch's loader installs a SIGCHLD handler in the main thread that raises
+    its "worker exited" error wherever the main thread happens to be: inside
+    the hand-over of a finished track to the writer, that lost the track
+    (neither stored nor failed).  Without the handler the loader notices the
+    dead worker itself, within seconds, in ``next``: as it always does in a
+    thread that is not the main one, such as a Streamlit script's.
+    """
+    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous if previous is not None else signal.SIG_DFL)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import soundfile as sf
 from core import cli
 from core.extract import WORKER_DIED, extract
 from core.store import Store
+from core.workers import deaths_raised_by_next
 from tests.conftest import PROJECT_ROOT, WatchedDsp, tone, tone_files
 from tests.test_clap import _save_tiny_clap
 from tests.conftest import save_tiny_mert
@@ -207,3 +209,18 @@ def test_bf16_vectors_replace_fp32_ones_under_their_own_provenance(aisfx_adapter
     _, after = Store(db).vectors("aisfx")
     cosine = (before * after).sum(1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
     assert not np.array_equal(before, after) and cosine.min() >= 0.999
+
+
+def test_a_dead_worker_is_reported_by_the_loaders_next_not_wherever_the_pipeline_is():
+    """torch's SIGCHLD handler raised inside the hand-over of a finished track, which lost it."""
+    def torch_like(signum, frame):
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Killed.")
+
+    before = signal.signal(signal.SIGCHLD, torch_like)
+    try:
+        with deaths_raised_by_next():
+            os.kill(os.getpid(), signal.SIGCHLD)  # a worker exits mid-pipeline: nothing is raised here
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGCHLD) is torch_like
+    finally:
+        signal.signal(signal.SIGCHLD, before)
