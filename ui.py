@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from core import audio
 from core import explore as ex
@@ -53,6 +54,39 @@ METHOD_LABELS = {"pca": "PCA", "std-pca": "STD-PCA", "tsne": "t-SNE", "umap": "U
 
 #: How the levels a map can draw are named on screen.
 LEVEL_LABELS = {"segment": "segments", "track": "tracks (mean of segments)"}
+
+
+#: The app's pages: script, sidebar name, icon, address (None: the front page, ``/``).
+PAGES = [
+    ("pages/0_Home.py", "Home", "🎧", None),
+    ("pages/1_Extract.py", "Extract", "📥", "Extract"),
+    ("pages/2_Explore.py", "Explore", "🗺️", "Explore"),
+    ("pages/3_Compare.py", "Compare", "⚖️", "Compare"),
+    ("pages/4_Search.py", "Search", "🔎", "Search"),
+]
+
+
+def navigation(position: str = "sidebar"):
+    """The pages under the names people know them by, each at its own address, for ``streamlit_app.py``."""
+    return st.navigation([st.Page(script, title=title, icon=icon, default=url is None,
+                                  **({"url_path": url} if url else {}))
+                          for script, title, icon, url in PAGES], position=position)
+
+
+def page(title: str, icon: str) -> None:
+    """Every page's first call: its browser-tab title, icon and width, under the app's own navigation.
+
+    Until some session of a server has run ``streamlit_app.py``, Streamlit
+    serves a deep link (``/Explore``) the old way, straight from the
+    ``pages/`` folder, and the sidebar says "streamlit app" and loses the
+    icons for the whole session.  Declaring the pages ends that mode for the
+    server; the rerun runs this session through the entrypoint, on the page asked for.
+    """
+    if PagesManager.uses_pages_directory:
+        navigation(position="hidden")
+        st.rerun()
+    st.set_page_config(page_title=f"{title} · Audio embedding browser" if title else "Audio embedding browser",
+                       page_icon=icon, layout="wide")
 
 
 def span_label(name: str, start_s: float, end_s: float) -> str:

@@ -5,7 +5,7 @@ import streamlit as st
 import ui
 from core.demo import load_demo
 
-st.set_page_config(page_title="Audio embedding browser", page_icon="🎧", layout="wide")
+ui.page("", "🎧")
 st.title("🎧 Audio embedding browser")
 st.write(
     "Cut a collection of sounds or music into segments, embed every segment with several pretrained models, "

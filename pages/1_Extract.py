@@ -13,7 +13,7 @@ from core.extract import extract, read_metadata_csv
 from core.models.base import default_device, devices, unavailable_families
 from core.models.precision import PRECISIONS
 
-st.set_page_config(page_title="Extract · Audio embedding browser", page_icon="📥", layout="wide")
+ui.page("Extract", "📥")
 st.title("📥 Extract")
 cfg = ui.cfg()
 store = ui.store()

@@ -19,7 +19,7 @@ from core.preview import CONTEXT_S
 from core.wording import count_label
 from core.reduce import DEFAULT_PARAMS, METHODS, ReduceError, cached_projection
 
-st.set_page_config(page_title="Explore · Audio embedding browser", page_icon="🗺️", layout="wide")
+ui.page("Explore", "🗺️")
 st.title("🗺️ Explore")
 store, spaces, VERSION = ui.collection_or_stop("Nothing to explore yet: extract a collection first")
 CFG = ui.cfg()

@@ -13,7 +13,7 @@ from core import spaces as sp
 from core.errors import AEBError
 from core.reduce import METHODS
 
-st.set_page_config(page_title="Compare · Audio embedding browser", page_icon="⚖️", layout="wide")
+ui.page("Compare", "⚖️")
 st.title("⚖️ Compare")
 store, spaces, VERSION = ui.collection_or_stop("Nothing to compare yet: extract a collection with two or more models first")
 

@@ -14,7 +14,7 @@ from core.models.base import ModelError, embeds_text, get_entry, split_key
 from core.search import (SearchError, cosine_scores, embed_clip, exclude_below, precision_at_k, search_store,
                          zero_shot)
 
-st.set_page_config(page_title="Search · Audio embedding browser", page_icon="🔎", layout="wide")
+ui.page("Search", "🔎")
 st.title("🔎 Search")
 SCORE_COLOUR = "search score"  # every query's score offered to Explore under one name: the latest replaces the last
 store, spaces, version = ui.collection_or_stop("Nothing to search yet: extract a collection first")

@@ -161,6 +161,8 @@ def test_more_like_this_lands_on_the_clicked_segment(app, page):
 
 
 def test_switching_segments_to_tracks_keeps_the_same_audio(app, page):
+    from playwright.sync_api import expect
+
     url, db = app
     segments = Store(db).segments_frame().set_index("segment_id")
     target = click_point(page, open_explore(page, url).nth(0))
@@ -169,10 +171,27 @@ def test_switching_segments_to_tracks_keeps_the_same_audio(app, page):
     assert name in heading.first.inner_text()
     page.get_by_text("tracks (mean of segments)").click()
     page.get_by_text("Play the whole track from here").wait_for(timeout=60_000)
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
-    assert heading.first.inner_text() == f"▶ {name}"  # its track, not the track whose id was the segment's
+    expect(heading.first).to_have_text(f"▶ {name}", timeout=60_000)  # its track, not the one whose id was the segment's
     track = segments.loc[int(target), "track_duration_s"]
     page.get_by_text(f"0.00–{track:.2f} s of").first.wait_for(timeout=10_000)
+
+
+def test_a_new_servers_first_visitor_on_a_deep_link_sees_the_apps_page_names(app, page, tmp_path):
+    """Streamlit serves a first deep link from ``pages/`` the old way, naming the first page "streamlit app"."""
+    from playwright.sync_api import expect
+
+    _, db = app
+    proc, url = start_app(db, tmp_path / "cache")  # a server no session has visited through its front page
+    try:
+        page.goto(f"{url}/Compare")
+        nav = page.locator("[data-testid=stSidebarNav]")
+        expect(nav).to_contain_text("🎧", timeout=60_000)
+        assert nav.inner_text().split() == ["🎧", "Home", "📥", "Extract", "🗺️", "Explore", "⚖️", "Compare", "🔎", "Search"]
+        expect(page.locator("h1").first).to_contain_text("Compare", timeout=60_000)
+        assert page.url == f"{url}/Compare"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("path", ["", "Extract", "Explore", "Compare", "Search"])
