@@ -249,6 +249,25 @@ def test_a_killed_actor_is_retried_and_nothing_is_lost_or_duplicated(ray_cluster
     assert_like_local(tmp_path / "killed.duckdb", folder / "local.duckdb", few)
 
 
+def test_a_file_longer_than_one_block_is_decoded_block_by_block_in_its_actor(ray_cluster, tmp_path):
+    """A file over one block (2**24 sample values) is decoded by its actor block by block, as the local engine does."""
+    from core import audio
+
+    folder = tmp_path / "long"
+    folder.mkdir()
+    seconds, sr = 180.0, 48000
+    t = np.arange(int(seconds * sr)) / sr
+    y = np.stack([0.2 * np.sin(2 * np.pi * (220 + 0.5 * t) * t), 0.1 * np.sin(2 * np.pi * 330 * t)], axis=1)
+    sf.write(folder / "long.wav", y, sr, subtype="PCM_16")
+    assert y.size > audio.BLOCK_SAMPLES
+    local = extract([folder], ["dsp"], db=tmp_path / "local.duckdb")
+    ray = extract_ray([folder], ["dsp"], db=tmp_path / "ray.duckdb", shards=tmp_path / "shards")
+    assert local.stored == ray.stored == 1 and not ray.failures
+    assert_same_store(tmp_path / "local.duckdb", tmp_path / "ray.duckdb") <= 1e-6
+    segments = Store(tmp_path / "ray.duckdb").segments_frame()
+    assert len(segments) >= 59 and segments["end_s"].max() == pytest.approx(seconds, abs=3.0)
+
+
 @pytest.mark.integration
 def test_a_killed_driver_resumes_from_its_shards(ray_cluster, both_engines, few, tmp_path):
     folder, _, _ = both_engines
