@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED = PROJECT_ROOT.parent / "shared"
+SHARED = (PROJECT_ROOT.parent / "shared").resolve()  # the store keeps resolved paths, and ../shared may be a link
 SHARED_DATA = SHARED / "data"
 REFERENCE = SHARED / "reference"
 
