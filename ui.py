@@ -16,6 +16,7 @@ import time
 import weakref
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
@@ -24,11 +25,12 @@ from core import audio
 from core import explore as ex
 from core import uploads
 from core.config import settings
-from core.errors import AccessDenied, BadInput
+from core.errors import AccessDenied, AEBError, BadInput
 from core.models.base import embeds_text, load_model, model_table
 from core.paths import is_url
 from core.preview import Preview, preview_chart, segment_preview
 from core.store import Store
+from core.wording import count_label
 
 #: ``st.session_state`` key holding the segment last clicked in Explore, which
 #: the Search page preselects for "more like this".
@@ -345,12 +347,57 @@ def text_embedding(model_key: str, text: str):
     return tower.embed_text([text])[0]
 
 
+#: Tracks a picker lists at most; more would make the page heavy to send, and nobody scrolls them.
+PICKER_TRACKS = 1_000
+
+
 @st.cache_data(max_entries=2, show_spinner=False)
-def segment_names(db: str, version: tuple) -> pd.Series:
-    """segment_id -> :func:`span_label`, for pickers."""
-    seg = Store(db).segments_frame(with_metadata=False)
-    names = [span_label(Path(p).name, a, b) for p, a, b in zip(seg["path"], seg["start_s"], seg["end_s"])]
-    return pd.Series(names, index=seg["segment_id"].to_numpy())
+def track_names(db: str, version: tuple) -> pd.Series:
+    """track_id -> file name, for pickers (one row per track, never per segment)."""
+    tracks = row_labels(db, version).tracks
+    return pd.Series([Path(p).name for p in tracks["path"]], index=tracks.index)
+
+
+def segment_picker(db: str, version: tuple, picked: int | None, key: str, among: np.ndarray) -> int | None:
+    """A segment of ``among`` (sorted ids: a space's), chosen as a file name filter, a track, then one of its
+    segments; ``picked`` preselected.
+
+    One selectbox over every segment sends each label to the browser: at a
+    million segments that is tens of megabytes and a list nobody can scroll.
+    """
+    labels = row_labels(db, version)
+    names = track_names(db, version)
+    if not len(names):
+        return None
+    picked_track = None
+    if picked is not None:
+        try:
+            picked_track = int(labels.rows(np.array([picked])).iloc[0]["track_id"])
+        except AEBError:
+            picked = None
+    c1, c2, c3 = st.columns([2, 3, 2])
+    typed = c1.text_input("File name contains", key=f"{key}_filter", help="Narrows the track list below.")
+    shown = names[names.str.contains(typed, case=False, regex=False)] if typed else names
+    if len(shown) > PICKER_TRACKS:
+        c1.caption(f"{count_label(len(shown), 'track')} match; the first {PICKER_TRACKS:,} are listed.")
+        shown = shown.iloc[:PICKER_TRACKS]
+    if picked_track is not None and picked_track not in shown.index:
+        shown = pd.concat([names.loc[[picked_track]], shown])
+    if not len(shown):
+        c2.info(f"No file name contains “{typed}”.")
+        return None
+    tracks = list(shown.index)
+    track = c2.selectbox("Track", tracks, index=tracks.index(picked_track) if picked_track in tracks else 0,
+                         format_func=shown.get, key=f"{key}_track_{picked_track}")
+    ids = labels.of_track(int(track))
+    ids = [int(i) for i in ids[np.isin(ids, among)]]
+    if not ids:
+        c3.info("This track has no segment in this space.")
+        return None
+    rows = labels.rows(np.array(ids)).set_index("segment_id")
+    return c3.selectbox("Segment", ids, index=ids.index(picked) if picked in ids else 0,
+                        format_func=lambda i: f"{rows.at[i, 'start_s']:.1f}–{rows.at[i, 'end_s']:.1f} s",
+                        key=f"{key}_segment_{track}_{picked}", help="Points clicked in Explore are preselected here.")
 
 
 def save_upload(upload, subfolder: str = "") -> Path:

@@ -77,3 +77,9 @@ class RowLabels:
         out = pd.concat([frame, track], axis=1)
         meta = [c for c in out.columns if c not in RESERVED_COLUMNS and out[c].notna().any()]
         return out[[*RESERVED_COLUMNS, *meta]]
+
+    def of_track(self, track_id: int) -> np.ndarray:
+        """Segment ids of one track by start time: a picker lists a track's segments, never all of them."""
+        mask = self.segments["track_id"] == track_id
+        ids, starts = self.segments["segment_id"][mask], self.segments["start_s"][mask]
+        return ids[np.lexsort((ids, starts))]

@@ -112,26 +112,21 @@ with tabs[0]:
                 run_query(query, f"“{text}”")
 
 with tabs[1]:
-    names = ui.segment_names(str(store.path), version)
-    default = names.index.get_loc(picked) if picked in names.index else 0
-    sid = st.selectbox("Segment", names.index, index=default, format_func=names.get,
-                       help="Points clicked in Explore are preselected here.")
+    sid = ui.segment_picker(str(store.path), version, picked, key="like", among=space.ids)
     from_explore = sid is not None and sid == picked and ui.SEGMENT_PARAM in st.query_params
     if sid is not None and (st.button("Find similar segments", type="primary") or from_explore):
-        pos = np.searchsorted(space.ids, sid)
-        if pos >= len(space.ids) or space.ids[pos] != sid:
-            st.error(f"This segment has no {key} vector.")
-        else:
-            query_row = ui.row_labels(str(store.path), version).rows(np.array([sid])).iloc[0]
-            q1, q2 = st.columns([2, 4])
-            with q1:
-                st.markdown(f"Query: {ui.labelled(Path(query_row['path']).name, query_row, label_column)}")
-                ui.player(query_row)
-            with q2:
-                ui.look(query_row, width=560)
-            run_query(space.vectors[pos], f"like {names.get(sid)}",
-                      exclude_track=int(space.track_ids[pos]) if exclude_own else None,
-                      query_label=query_row.get(label_column) if label_column else None)
+        pos = int(np.searchsorted(space.ids, sid))  # the picker lists this space's segments only
+        query_row = ui.row_labels(str(store.path), version).rows(np.array([sid])).iloc[0]
+        name = Path(query_row["path"]).name
+        q1, q2 = st.columns([2, 4])
+        with q1:
+            st.markdown(f"Query: {ui.labelled(name, query_row, label_column)}")
+            ui.player(query_row)
+        with q2:
+            ui.look(query_row, width=560)
+        run_query(space.vectors[pos], f"like {ui.span_label(name, query_row['start_s'], query_row['end_s'])}",
+                  exclude_track=int(space.track_ids[pos]) if exclude_own else None,
+                  query_label=query_row.get(label_column) if label_column else None)
 
 with tabs[2]:
     if entry is None:

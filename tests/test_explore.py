@@ -499,3 +499,20 @@ def test_page_puts_a_tag_on_an_axis(page):
     assert not page.exception, [e.value for e in page.exception]
     spec = json.dumps(json.loads(page.get("vega_lite_chart")[0].proto.spec), ensure_ascii=False)
     assert "A: toy · x: tag 'bright' · y: PCA 2" in spec
+
+
+def test_more_like_this_picks_a_track_then_its_segments_never_every_segment(small_db, monkeypatch):
+    monkeypatch.setenv("AEB_DB", str(small_db))
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
+    at.run()
+    at.selectbox(key="search_space").select("toy").run()
+    next(t for t in at.text_input if t.label == "File name contains").input("DRUM").run()
+    track = next(s for s in at.selectbox if s.label == "Track")
+    assert track.options == ["drum_01.wav", "drum_04.wav", "drum_07.wav", "drum_10.wav"]
+    tracks = Store(small_db).tracks_frame()
+    track.set_value(int(tracks.loc[tracks["path"].str.endswith("drum_04.wav"), "track_id"].iloc[0])).run()
+    segment = next(s for s in at.selectbox if s.label == "Segment")
+    assert segment.options == ["0.0–1.0 s", "1.0–2.0 s", "2.0–3.0 s"]  # this track's, in time order, in this space
+    next(b for b in at.button if b.label == "Find similar segments").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(m.value.startswith("Query: drum_04.wav · 0.0–1.0 s") for m in at.markdown)
