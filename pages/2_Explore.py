@@ -345,16 +345,17 @@ if region is not None and keep.sum() > cap:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, coloured: tuple | None, cap: int,
-          _frame, _keep, _colour):
-    """The chart's rows, built once per (views, colour, filter, cap): a click reruns the page but reuses them."""
+def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, zoomed: tuple, coloured: tuple | None,
+          cap: int, _frame, _keep, _colour):
+    """The chart's rows, built once per (views, colour, filter, zoom region, cap): a click reruns the page but reuses
+    them."""
     colour = ex.colour_column(_colour, _keep, chosen=coloured) if _colour is not None else None
     return ex.chart_data(_frame, _keep, cap=cap, strata="colour", colour=colour)
 
 
 filter_key = (filter_column, tuple(filter_values or ()), filter_range, name_filter)
-data, note = drawn(keys, VERSION, colour_key, filter_key, None if coloured is None else tuple(coloured), cap, frame,
-                   keep, colour_values)
+data, note = drawn(keys, VERSION, colour_key, filter_key, tuple(zoom.boxes),
+                   None if coloured is None else tuple(coloured), cap, frame, keep, colour_values)
 if data.empty:
     st.warning(f"No point passes the filters ({note}).")
     st.stop()
