@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.demo import build
@@ -36,10 +37,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(db: Path, cache: Path, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
-    """``streamlit run streamlit_app.py`` on a free localhost port, returned once it answers its health check."""
+def start_app(db: Path, cache: Path, timeout: float = 90.0, env: dict[str, str] | None = None
+              ) -> tuple[subprocess.Popen, str]:
+    """``streamlit run streamlit_app.py`` on a free localhost port, returned once it answers its health check.
+
+    ``env`` adds settings of the app's (such as ``AEB_DRAW_CAP``) to those naming the store and the cache.
+    """
     port = free_port()
-    env = {**os.environ, "AEB_DB": str(db), "AEB_CACHE": str(cache)}
+    env = {**os.environ, "AEB_DB": str(db), "AEB_CACHE": str(cache), **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "streamlit_app.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
@@ -78,15 +83,15 @@ def app(tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def topmost_point(page, view) -> str:
-    """The id of a point of ``view`` that no other point covers, so that a click at its centre hits it."""
+def topmost_point(page, view, avoid: frozenset[str] = frozenset()) -> str:
+    """The id of a point of ``view``, not in ``avoid``, that no other point covers, so that a click at its centre hits it."""
     for path in view.locator("path[aria-label]").all():
         box = path.bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         hit = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.getAttribute('aria-label')", [x, y])
-        if hit == path.get_attribute("aria-label"):
+        if hit == path.get_attribute("aria-label") and hit not in avoid:
             return hit
-    raise AssertionError("every point of the view is covered by another")
+    raise AssertionError("every point of the view is covered by another or to be avoided")
 
 
 def test_click_plays_that_segment_and_highlights_it_in_the_other_view(app):
@@ -247,3 +252,124 @@ def test_a_zip_export_holds_the_selected_clips_with_their_durations(app, page):
         segment = segments[(segments["path"] == row["path"]) & (segments["start_s"] == row["start_s"])].iloc[0]
         expected = min(segment["end_s"], segment["track_duration_s"]) - segment["start_s"]
         assert sf.info(io.BytesIO(archive.read(row["clip"]))).duration == pytest.approx(expected, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------- zoom: a view larger than the drawing cap
+
+DRAW_CAP = 50  # the demo's 294 segments are then six times more than a view draws
+
+
+def overview_bins(page) -> tuple[np.ndarray, np.ndarray]:
+    """The density overview's bins as drawn: their data edges and counts ``(x0, x1, y0, y1, count)`` (n, 5), read from
+    the rects' labels, and their pixel boxes ``(left, right, bottom, top)`` (n, 4)."""
+    rects = page.locator("[data-testid=stVegaLiteChart]").first.locator("g.mark-rect path[aria-label]")
+    edges, pixels = [], []
+    for rect in rects.all():
+        fields = dict(part.split(": ") for part in rect.get_attribute("aria-label").replace("\u2212", "-").split("; "))
+        edges.append([float(fields[k]) for k in ("x (A)", "x1", "y (A)", "y1", "count")])
+        box = rect.bounding_box()
+        pixels.append([box["x"], box["x"] + box["width"], box["y"] + box["height"], box["y"]])
+    return np.array(edges), np.array(pixels)
+
+
+def to_pixels(edges: np.ndarray, pixels: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Where the overview draws the points ``xy`` (n, 2): its two linear scales, fitted on the bins' edges."""
+    out = np.empty_like(xy)
+    for axis in range(2):
+        data, drawn = edges[:, 2 * axis:2 * axis + 2].ravel(), pixels[:, 2 * axis:2 * axis + 2].ravel()
+        slope, offset = np.polyfit(data, drawn, 1)
+        out[:, axis] = offset + slope * xy[:, axis]
+    return out
+
+
+def zoom_around(page, xy: np.ndarray, seed: int, k: int) -> None:
+    """Drag a square on the overview centred on point ``seed`` of ``xy`` (n, 2) holding about its ``k`` nearest points
+    (the side falls midway between the k-th and the next), inside the drawn bins, and press "Zoom in"."""
+    from playwright.sync_api import expect
+
+    page.locator("[data-testid=stVegaLiteChart]").first.scroll_into_view_if_needed()
+    edges, pixels = overview_bins(page)
+    at = to_pixels(edges, pixels, xy)
+    reach = np.sort(np.abs(at - at[seed]).max(axis=1))
+    half = (reach[k - 1] + reach[k]) / 2
+    (left, top), (right, bottom) = at[seed] - half, at[seed] + half
+    left, right = max(left, pixels[:, 0].min() + 1), min(right, pixels[:, 1].max() - 1)
+    top, bottom = max(top, pixels[:, 3].min() + 1), min(bottom, pixels[:, 2].max() - 1)
+    page.mouse.move(float(left), float(top))
+    page.mouse.down()
+    page.mouse.move(float(right), float(bottom), steps=8)
+    page.mouse.up()
+    button = page.get_by_role("button", name="Zoom in")
+    expect(button).to_be_enabled(timeout=60_000)
+    button.click()
+
+
+def region_size(page, crumbs: str) -> int:
+    """The count of points the breadcrumbs ``crumbs`` announce, once the page shows them."""
+    caption = page.get_by_text(f"{crumbs} — ")
+    caption.wait_for(timeout=120_000)
+    return int(caption.inner_text().split(" — ")[1].split()[0].replace(",", ""))
+
+
+def expect_overview_of(page, n: int) -> None:
+    """Wait until the overview's bins count ``n`` points, i.e. the overview of the current region is drawn."""
+    page.wait_for_function("""n => {
+        const rects = document.querySelector('[data-testid=stVegaLiteChart]')
+            ?.querySelectorAll('g.mark-rect path[aria-label]') ?? [];
+        return [...rects].reduce((sum, r) => sum + Number(r.getAttribute('aria-label').split('count: ')[1]), 0) === n;
+    }""", arg=n, timeout=120_000)
+
+
+def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, tmp_path):
+    """The overview counts every point but draws a sample; two box zooms narrow the view A map to a region small enough
+    to draw each of its points, one of which, not drawn before, plays when clicked; "Back" returns one level."""
+    from playwright.sync_api import expect
+
+    from core.reduce import cached_projection
+
+    _, db = app
+    proc, url = start_app(db, tmp_path / "cache", env={"AEB_DRAW_CAP": str(DRAW_CAP)})
+    try:
+        store = Store(db)
+        segments = store.segments_frame().set_index("segment_id")
+        views = open_explore(page, url)
+        expect(views.nth(0).locator("path[aria-label]")).to_have_count(DRAW_CAP, timeout=120_000)
+        expect_overview_of(page, len(segments))
+        sampled = frozenset(views.nth(0).locator("path[aria-label]").evaluate_all(
+            "paths => paths.map(p => p.getAttribute('aria-label'))"))
+        assert len(sampled) == DRAW_CAP
+
+        projection = cached_projection(store, "dsp", "pca")  # view A's map, as the page stored it
+        ids, xy = np.asarray(projection["ids"]), np.asarray(projection["xy"])
+        unseen = np.flatnonzero(~np.isin(ids.astype(str), list(sampled)))
+        crowd = np.sort(np.abs(xy[unseen, None] - xy[None]).max(axis=2), axis=1)[:, 2 * DRAW_CAP]
+        seed = int(unseen[np.argmin(crowd)])  # an undrawn point in the densest part of the map
+
+        zoom_around(page, xy, seed, 2 * DRAW_CAP)
+        first = region_size(page, "whole map › zoom 1")
+        assert DRAW_CAP < first < len(segments)
+        expect_overview_of(page, first)
+
+        zoom_around(page, xy, seed, DRAW_CAP // 2)
+        second = region_size(page, "whole map › zoom 1 › zoom 2")
+        assert 0 < second <= DRAW_CAP
+        for v in range(2):  # each point of the region drawn individually, in both views, and no overview left
+            expect(views.nth(v).locator("path[aria-label]")).to_have_count(second, timeout=120_000)
+        expect(page.locator("g.mark-rect path[aria-label]")).to_have_count(0)
+
+        views.nth(0).scroll_into_view_if_needed()
+        target = topmost_point(page, views.nth(0), avoid=sampled)
+        box = views.nth(0).locator(f"path[aria-label='{target}']").bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.locator("audio").first.wait_for(timeout=60_000)
+        row = segments.loc[int(target)]
+        page.get_by_text(f"{row['start_s']:.2f}–{row['end_s']:.2f} s of").first.wait_for(timeout=60_000)
+        assert Path(row["path"]).name in page.locator("h3", has_text="▶").first.inner_text()
+
+        page.get_by_role("button", name="Back").click()
+        assert region_size(page, "whole map › zoom 1") == first
+        expect_overview_of(page, first)
+        expect(page.get_by_text("zoom 2")).to_have_count(0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
