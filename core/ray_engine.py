@@ -120,12 +120,14 @@ def _read_manifest(path: Path):
     return ds.map_batches(_manifest_paths, batch_format="pandas", fn_kwargs={"folder": str(path.parent)})
 
 
-def entries(paths: list[str | Path]):
+def entries(paths: list[str | Path], batch: int = DEFAULT_BATCH):
     """Every entry the arguments name, as a Ray dataset of (path text, escaped, problem).
 
     Folders and files are found as the local engine finds them
     (:func:`core.audio.find_audio_files`); manifests are read by Ray Data,
     so a list of 10⁷ URLs never passes through the driver; URLs are kept as given.
+    The files the driver found go in blocks of ``batch`` rows: Ray gives each
+    block to one task or actor, so a single block would keep every actor but one idle.
     """
     ray = _ray()
     parts, rows, local = [], [], []
@@ -139,7 +141,8 @@ def entries(paths: list[str | Path]):
     files, problems = audio.find_audio_files(local)
     rows += [(*to_text(f), "") for f in files] + [(*to_text(p), why) for p, why in problems]
     if rows:
-        parts.append(ray.data.from_pandas(pd.DataFrame(rows, columns=["path", "escaped", "problem"])))
+        frame = pd.DataFrame(rows, columns=["path", "escaped", "problem"])
+        parts.append(ray.data.from_pandas([frame.iloc[i:i + batch] for i in range(0, len(frame), batch)]))
     if not parts:
         raise BadInput("No files to extract: give folders, files, URLs or manifests.")
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
@@ -377,7 +380,7 @@ def extract_ray(
     spaces = [p.space for ps in provs.values() for p in ps]
     batch = batch_size or DEFAULT_BATCH
     gpus = ray.cluster_resources().get("GPU", 0)
-    ds = entries(paths).map_batches(
+    ds = entries(paths, batch).map_batches(
         _probe, batch_format="pandas", batch_size=batch,
         compute=ray.data.TaskPoolStrategy(size=workers) if workers else None,
         fn_kwargs=dict(models=keys, spaces=spaces, window_s=window_s, hop_s=hop_s, max_samples=max_samples,

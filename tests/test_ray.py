@@ -26,10 +26,10 @@ from core.cli import main
 from core.errors import BadInput, StoreError
 from core.exchange import export_parquet, import_parquet
 from core.extract import extract, read_metadata_csv
-from core.ray_engine import extract_ray
+from core.ray_engine import entries, extract_ray
 from core.shards import ingest, list_shards
 from core.store import Store
-from tests.conftest import PROJECT_ROOT, tone
+from tests.conftest import PROJECT_ROOT, tone, tone_files
 
 pytestmark = [pytest.mark.slow]
 
@@ -247,6 +247,13 @@ def test_a_killed_actor_is_retried_and_nothing_is_lost_or_duplicated(ray_cluster
     rows = pd.concat([pq.read_table(s, columns=["path"]).to_pandas() for s in shards.glob("part-*.parquet")])
     assert len(rows) == 11 and rows["path"].is_unique  # every file in exactly one shard row
     assert_like_local(tmp_path / "killed.duckdb", folder / "local.duckdb", few)
+
+
+def test_the_files_the_driver_finds_go_in_blocks_of_one_batch(ray_cluster, tmp_path):
+    """One block would reach one task and one actor: the others of the pool would idle (it ran 36 % slower)."""
+    folder = tone_files(tmp_path / "audio", 5, 1.0)
+    ds = entries([folder], batch=2)
+    assert ds.materialize().num_blocks() == 3 and ds.count() == 5
 
 
 def test_a_file_longer_than_one_block_is_decoded_block_by_block_in_its_actor(ray_cluster, tmp_path):
