@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from core.errors import BadInput, DimensionMismatch
 from core.paths import from_text, is_url
-from core.store import Provenance, Store, metadata_columns
+from core.store import Provenance, Store, metadata_columns, parquet_rows
 
 PROVENANCE_KEY = b"aeb:provenance"
 
@@ -146,7 +146,7 @@ def _check_rows(con, path: str | Path, schema: pa.Schema, name: str) -> int:
     """
     value_type = schema.field("vector").type.value_type
     values = "vector" if value_type in (pa.float16(), pa.float32()) else "CAST(vector AS FLOAT[])"
-    source = "read_parquet(?, file_row_number = true)"
+    source, params = parquet_rows(path)
     try:
         (n, no_vector, first_no_vector, shortest, longest, first_length, holes, _, non_finite, no_path,
          bad_start, bad_end, first_bad_segment) = con.execute(f"""
@@ -159,7 +159,7 @@ def _check_rows(con, path: str | Path, schema: pa.Schema, name: str) -> int:
                    count(*) FILTER (start_s IS NULL OR NOT isfinite(CAST(start_s AS DOUBLE))),
                    count(*) FILTER (end_s IS NULL OR NOT isfinite(CAST(end_s AS DOUBLE))),
                    min(file_row_number) FILTER (NOT (start_s >= 0 AND end_s > start_s))
-            FROM {source}""", [str(path)]).fetchone()
+            FROM {source}""", params).fetchone()
     except duckdb.ConversionException:
         raise BadInput(f"{name}: some vector values lie beyond float32's range; "
                        "nothing was imported.") from None
@@ -169,7 +169,7 @@ def _check_rows(con, path: str | Path, schema: pa.Schema, name: str) -> int:
         raise BadInput(f"{name} holds no rows; export some vectors into it first.")
     if shortest != longest:
         bad, length = con.execute(f"SELECT file_row_number, len(vector) FROM {source} WHERE len(vector) != ? "
-                                  "ORDER BY file_row_number LIMIT 1", [str(path), first_length]).fetchone()
+                                  "ORDER BY file_row_number LIMIT 1", [*params, first_length]).fetchone()
         raise BadInput(f"{name}: vectors have different lengths ({first_length} in row 0, {length} in row {bad}).")
     if longest == 0:
         raise BadInput(f"{name}: the vectors are empty.")
@@ -178,7 +178,7 @@ def _check_rows(con, path: str | Path, schema: pa.Schema, name: str) -> int:
     if non_finite:  # or a square beyond float32's range: count exactly (a sum in float64 cannot overflow)
         non_finite, first_non_finite = con.execute(
             f"SELECT count(*), min(file_row_number) FROM {source} WHERE NOT isfinite(list_sum({values}))",
-            [str(path)]).fetchone()
+            params).fetchone()
     if non_finite:
         raise BadInput(f"{name}: {non_finite} vectors hold NaN or infinity (row {first_non_finite} first); "
                        "nothing was imported.")
@@ -204,8 +204,9 @@ def _files(con, path: str | Path, schema: pa.Schema) -> pd.DataFrame:
     pd.DataFrame [columns path, path_escaped, local]
     """
     escaped = "coalesce(path_escaped, FALSE)" if "path_escaped" in schema.names else "FALSE"
-    files = con.execute(f"SELECT DISTINCT CAST(path AS VARCHAR) AS path, {escaped} AS path_escaped "
-                        "FROM read_parquet(?)", [str(path)]).df()
+    source, params = parquet_rows(path)
+    files = con.execute(f"SELECT DISTINCT CAST(path AS VARCHAR) AS path, {escaped} AS path_escaped FROM {source}",
+                        params).df()
     # object, not pandas' string type: a name that is not UTF-8 decodes to surrogates, which Arrow refuses
     files["local"] = pd.Series([text if is_url(text) else str(Path(from_text(text, bool(flag))).expanduser().resolve())
                                 for text, flag in zip(files["path"], files["path_escaped"])], dtype=object)

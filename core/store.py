@@ -1068,7 +1068,7 @@ class Store:
             table = table.append_column("file_row_number", pa.array(np.arange(table.num_rows, dtype=np.int64)))
             source, params = "imp_rows", []
         else:
-            source, params = "read_parquet(?, file_row_number = true)", [str(rows)]
+            source, params = parquet_rows(rows)
         with self.transaction() as con:
             if table is not None:
                 con.register("imp_rows", table)
@@ -1201,6 +1201,16 @@ class Store:
                         [_now()])
             con.unregister("new_tracks")
         return track_of
+
+
+def parquet_rows(path: str | Path) -> tuple[str, list[str]]:
+    """SQL reading one Parquet file with its row numbers (``file_row_number``), and the statement's parameters.
+
+    DuckDB reads a name as a glob pattern, so a file named ``b*.parquet``
+    would bring in ``bX.parquet`` beside it: its ``*``, ``?`` and ``[`` are
+    escaped as one-character classes.
+    """
+    return "read_parquet(?, file_row_number = true)", [re.sub(r"([*?\[])", r"[\1]", str(path))]
 
 
 def metadata_columns(frame: pd.DataFrame) -> list[str]:

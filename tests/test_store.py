@@ -394,6 +394,17 @@ def test_two_spellings_of_a_file_import_as_one_track_with_its_first_rows_metadat
     assert np.array_equal(s.vectors("k")[1], vectors)
 
 
+def test_a_file_named_like_a_glob_pattern_imports_only_itself(tmp_path):
+    import pyarrow.parquet as pq
+
+    table, vectors = _rows(n=6)
+    pq.write_table(table, tmp_path / "b*[1]?.parquet")
+    pq.write_table(_rows(n=9)[0], tmp_path / "bX1Y.parquet")  # what the name matches as a pattern
+    s = Store(tmp_path / "s.duckdb")
+    assert import_parquet(s, tmp_path / "b*[1]?.parquet", "k") == 6
+    assert np.array_equal(s.vectors("k")[1], vectors)
+
+
 def test_a_store_of_schema_1_is_migrated_keeping_its_rows_and_versions(store):
     """Older stores gain the path flag, the staging table and a version sequence that starts past every old version."""
     store.write_tracks([record("/a.wav"), record("/b.wav", seed=1)])
