@@ -91,6 +91,11 @@ def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
+def _unreadable(name: str, exc: Exception) -> BadInput:
+    return BadInput(f"{name} cannot be read as Parquet ({str(exc).splitlines()[0]}); "
+                    "give a file written by `python -m core export` or by pyarrow.")
+
+
 def _schema(path: str | Path, name: str) -> pa.Schema:
     """The file's columns and key-value metadata, read from its footer alone.
 
@@ -102,8 +107,7 @@ def _schema(path: str | Path, name: str) -> pa.Schema:
     try:
         schema = pq.read_schema(str(path))
     except (pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{name} cannot be read as Parquet ({str(exc).splitlines()[0]}); "
-                       "give a file written by `python -m core export` or by pyarrow.") from None
+        raise _unreadable(name, exc) from None
     missing = {"path", "start_s", "end_s", "vector"} - set(schema.names)
     if missing:
         raise BadInput(f"{name} lacks the column(s) {', '.join(sorted(missing))}; "
@@ -245,9 +249,8 @@ def import_parquet(store: Store, path: str | Path, space: str, *, replace: bool 
         with duckdb.connect() as con:  # in memory: the store stays free for readers while the file is checked
             dim = _check_rows(con, path, schema, name)
             files = _files(con, path, schema)
-    except duckdb.Error as exc:
-        raise BadInput(f"{name} cannot be read as Parquet ({str(exc).splitlines()[0]}); "
-                       "give a file written by `python -m core export` or by pyarrow.") from None
+    except duckdb.Error as exc:  # a damaged page, found by the checks' pass over the whole file
+        raise _unreadable(name, exc) from None
     existing = store.space(space)
     if existing is not None and int(existing["dim"]) != dim and not replace:
         raise DimensionMismatch(f"{space} holds {existing['dim']}-D vectors; {name} has {dim}-D ones. "
