@@ -29,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.exchange import vector_column  # noqa: E402
 from core.reduce import canonical_params  # noqa: E402
 from core.store import Provenance, Store  # noqa: E402
 
@@ -62,7 +64,8 @@ def build_store(folder: Path, n: int, dim: int = 32, seed: int = 0) -> Path:
     vectors = (centres[track % 40] + rng.normal(size=(n, dim))).astype(np.float32)
     db = folder / "bench.duckdb"
     store = Store(db)
-    store.add_imported(Provenance("bench", "bench", dim, "1", "", source="imported"), frame, vectors)
+    store.add_imported(Provenance("bench", "bench", dim, "1", "", source="imported"),
+                       pa.Table.from_pandas(frame).append_column("vector", vector_column(vectors)))
     ids, x = store.vectors("bench")
     version = store.data_version("bench")
     for method in ("pca", "std-pca"):

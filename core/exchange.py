@@ -7,8 +7,10 @@ and ``track_channels``, and ``vector`` as a fixed-size list of float32.  The
 space's provenance travels in the file's key-value metadata
 (``aeb:provenance``).
 
-An import is checked row by row before anything is written, and then written
-in one transaction, so a bad file changes nothing.
+An import is checked whole before anything is written, and then written in
+one transaction, so a bad file changes nothing.  DuckDB reads the file in both
+steps (SQL aggregates check it, ``read_parquet`` stores it): the vectors go
+from the file into the store without a copy in Python.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ import os
 import tempfile
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.errors import BadInput, DimensionMismatch
-from core.paths import from_text
-from core.store import Provenance, Store, metadata_columns
+from core.paths import from_text, is_url
+from core.store import Provenance, Store, metadata_columns, parquet_rows
 
 PROVENANCE_KEY = b"aeb:provenance"
 
@@ -60,7 +62,7 @@ def export_parquet(store: Store, space: str, out: str | Path) -> int:
     frame = store.rows(ids)
     ordered = frame[["path", "path_escaped", "start_s", "end_s", *metadata_columns(frame), *_TRACK_COLUMNS]]
     table = pa.Table.from_pandas(ordered, preserve_index=False)
-    table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]))
+    table = table.append_column("vector", vector_column(vectors))
     provenance = {k: info[k] for k in ("space", "model", "dim", "adapter_version", "weights_sha256", "window_s", "hop_s", "source")}
     provenance["created_at"] = str(info["created_at"])
     provenance["tag_names"] = info["tag_names"]
@@ -79,102 +81,151 @@ def export_parquet(store: Store, space: str, out: str | Path) -> int:
     return len(ids)
 
 
-def _vectors(column: pa.ChunkedArray, name: str) -> np.ndarray:
-    """The ``vector`` column as float32 rows, refusing null, ragged, non-numeric or non-finite rows.
+def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """Float32 rows as Arrow's fixed-size lists, over the same buffer (no copy).
 
-    Each of the column's chunks is checked and copied into one preallocated
-    array: the Arrow column is never concatenated (a copy of 2 GB at
-    1,000,000 × 512), and the caller can drop it once this returns.
+    Parameters
+    ----------
+    vectors : np.ndarray [shape=(n, dim), dtype=float32]
     """
-    kind = column.type
-    if not (pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind)):
-        raise BadInput(f"{name}: the vector column holds {kind}, not lists of numbers.")
-    if column.null_count:
-        first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise BadInput(f"{name}: {column.null_count} rows have no vector (row {first} first).")
-    if not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
-        raise BadInput(f"{name}: vectors hold {kind.value_type}, not numbers.")
-    lengths = pc.list_value_length(column).to_numpy()
-    if len(lengths) == 0:
-        raise BadInput(f"{name} holds no rows; export some vectors into it first.")
-    if (lengths != lengths[0]).any():
-        bad = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise BadInput(f"{name}: vectors have different lengths ({lengths[0]} in row 0, {lengths[bad]} in row {bad}).")
-    if lengths[0] == 0:
-        raise BadInput(f"{name}: the vectors are empty.")
-    missing = sum(pc.list_flatten(chunk).null_count for chunk in column.chunks)
-    if missing:
-        raise BadInput(f"{name}: {missing} vector values are missing.")
-    vectors = np.empty((len(column), int(lengths[0])), dtype=np.float32)
-    row = 0
-    for chunk in column.chunks:
-        vectors[row:row + len(chunk)] = pc.list_flatten(chunk).to_numpy(zero_copy_only=False).reshape(len(chunk), -1)
-        row += len(chunk)
-    bad_rows = ~np.isfinite(vectors).all(axis=1)
-    if bad_rows.any():
-        raise BadInput(f"{name}: {int(bad_rows.sum())} vectors hold NaN or infinity (row {int(np.flatnonzero(bad_rows)[0])} "
-                       "first); nothing was imported.")
-    return vectors
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
-def _paths(table: pa.Table, name: str) -> pd.Categorical:
-    """Each row's file as a local path, resolved once per distinct file, never once per row.
+def _unreadable(name: str, exc: Exception) -> BadInput:
+    return BadInput(f"{name} cannot be read as Parquet ({str(exc).splitlines()[0]}); "
+                    "give a file written by `python -m core export` or by pyarrow.")
 
-    A million rows name a few thousand files: the paths are dictionary-encoded
-    in Arrow, and only the distinct (path, escaped) pairs are decoded (see
-    :mod:`core.paths`) and resolved.  Web addresses stay as they are.
 
-    Returns
-    -------
-    pd.Categorical [shape=(n,)]
-        One category per distinct local path.
+def _schema(path: str | Path, name: str) -> pa.Schema:
+    """The file's columns and key-value metadata, read from its footer alone.
 
     Raises
     ------
     BadInput
-        If a row has no path (null, empty, or not text).
+        For a file that is not Parquet, or lacks a column an import needs.
     """
-    column = table.column("path").combine_chunks()
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) or column.null_count:
+    try:
+        schema = pq.read_schema(str(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(name, exc) from None
+    missing = {"path", "start_s", "end_s", "vector"} - set(schema.names)
+    if missing:
+        raise BadInput(f"{name} lacks the column(s) {', '.join(sorted(missing))}; "
+                       "it needs path, start_s, end_s and vector.")
+    kind = schema.field("vector").type
+    if not (pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        raise BadInput(f"{name}: the vector column holds {kind}, not lists of numbers.")
+    if not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+        raise BadInput(f"{name}: vectors hold {kind.value_type}, not numbers.")
+    path_kind = schema.field("path").type
+    if pa.types.is_dictionary(path_kind):
+        path_kind = path_kind.value_type
+    if not (pa.types.is_string(path_kind) or pa.types.is_large_string(path_kind)):
         raise BadInput(f"{name}: some rows have no path.")
-    encoded = column.dictionary_encode()
-    texts = encoded.dictionary.to_pylist()
-    if "" in texts:
-        raise BadInput(f"{name}: some rows have no path.")
-    codes = encoded.indices.to_numpy().astype(np.int64)
-    if "path_escaped" in table.column_names:
-        escaped = table.column("path_escaped").to_numpy(zero_copy_only=False)
-        codes = 2 * codes + np.asarray(pd.Series(escaped).fillna(False), dtype=bool)
-    else:
-        codes = 2 * codes
-    pairs, inverse = np.unique(codes, return_inverse=True)
-    local = []
-    for pair in pairs:
-        text = texts[pair // 2]
-        local.append(text if text.startswith(("http:", "https:"))
-                     else str(Path(from_text(text, bool(pair % 2))).expanduser().resolve()))
-    # Two spellings of one file (``a/../b`` and ``b``) become one category.
-    merged, files = pd.factorize(pd.Series(local, dtype=object))
-    return pd.Categorical.from_codes(merged[inverse.reshape(-1)], categories=pd.Index(files, dtype=object))
-
-
-def _segments(frame, name: str) -> None:
-    """Refuse segment times that are missing, not finite, negative or empty."""
+    if "path_escaped" in schema.names and not (pa.types.is_boolean(schema.field("path_escaped").type)
+                                               or pa.types.is_null(schema.field("path_escaped").type)):
+        raise BadInput(f"{name}: path_escaped must be true or false in every row.")
     for col in ("start_s", "end_s"):
-        values = np.asarray(frame[col], dtype=np.float64) if frame[col].dtype.kind in "fiu" else None
-        if values is None or not np.isfinite(values).all():
+        if not (pa.types.is_floating(schema.field(col).type) or pa.types.is_integer(schema.field(col).type)):
             raise BadInput(f"{name}: {col} must be a finite number of seconds in every row.")
-    bad = ~((frame["start_s"] >= 0) & (frame["end_s"] > frame["start_s"]))
-    if bad.any():
-        raise BadInput(f"{name}: row {int(np.flatnonzero(bad.to_numpy())[0])} has a segment that does not satisfy "
-                       "0 <= start_s < end_s.")
+    return schema
+
+
+def _check_rows(con, path: str | Path, schema: pa.Schema, name: str) -> int:
+    """Refuse null, ragged, holed or non-finite vectors, rows without a path, and bad segment times; returns the dimension.
+
+    One pass of SQL aggregates over the file, run by DuckDB before anything
+    is written; only the first bad row of a kind is looked up, on failure.
+    Finiteness is tested by each vector's squared norm in float32, a SIMD loop
+    that takes half the time of an exact sum (3.6 instead of 5.9 CPU seconds
+    at 1,000,000 × 512, the file's decoding included); a norm that overflows
+    sends the file to the exact test.  A missing value makes the norm fail
+    (``TRY`` gives NULL), but such a file is refused for its holes first.
+    Values are checked as the store will hold them, in float32 (a float64
+    beyond its range becomes an error here, never an infinity in the store).
+
+    Raises
+    ------
+    BadInput
+    """
+    value_type = schema.field("vector").type.value_type
+    values = "vector" if value_type in (pa.float16(), pa.float32()) else "CAST(vector AS FLOAT[])"
+    source, params = parquet_rows(path)
+    try:
+        (n, no_vector, first_no_vector, shortest, longest, first_length, holes, _, non_finite, no_path,
+         bad_start, bad_end, first_bad_segment) = con.execute(f"""
+            SELECT count(*), count(*) FILTER (vector IS NULL), min(file_row_number) FILTER (vector IS NULL),
+                   min(len(vector)), max(len(vector)), arg_min(len(vector), file_row_number),
+                   sum(len(vector) - list_count(vector)),
+                   count({values}),  -- outside TRY: a value beyond float32's range is an error, not a NULL
+                   count(*) FILTER (NOT isfinite(TRY(list_dot_product({values}, {values})))),
+                   count(*) FILTER (path IS NULL OR path = ''),
+                   count(*) FILTER (start_s IS NULL OR NOT isfinite(CAST(start_s AS DOUBLE))),
+                   count(*) FILTER (end_s IS NULL OR NOT isfinite(CAST(end_s AS DOUBLE))),
+                   min(file_row_number) FILTER (NOT (start_s >= 0 AND end_s > start_s))
+            FROM {source}""", params).fetchone()
+    except duckdb.ConversionException:
+        raise BadInput(f"{name}: some vector values lie beyond float32's range; "
+                       "nothing was imported.") from None
+    if no_vector:
+        raise BadInput(f"{name}: {no_vector} rows have no vector (row {first_no_vector} first).")
+    if n == 0:
+        raise BadInput(f"{name} holds no rows; export some vectors into it first.")
+    if shortest != longest:
+        bad, length = con.execute(f"SELECT file_row_number, len(vector) FROM {source} WHERE len(vector) != ? "
+                                  "ORDER BY file_row_number LIMIT 1", [*params, first_length]).fetchone()
+        raise BadInput(f"{name}: vectors have different lengths ({first_length} in row 0, {length} in row {bad}).")
+    if longest == 0:
+        raise BadInput(f"{name}: the vectors are empty.")
+    if holes:
+        raise BadInput(f"{name}: {holes} vector values are missing.")
+    if non_finite:  # or a square beyond float32's range: count exactly (a sum in float64 cannot overflow)
+        non_finite, first_non_finite = con.execute(
+            f"SELECT count(*), min(file_row_number) FROM {source} WHERE NOT isfinite(list_sum({values}))",
+            params).fetchone()
+    if non_finite:
+        raise BadInput(f"{name}: {non_finite} vectors hold NaN or infinity (row {first_non_finite} first); "
+                       "nothing was imported.")
+    if no_path:
+        raise BadInput(f"{name}: some rows have no path.")
+    for col, bad in (("start_s", bad_start), ("end_s", bad_end)):
+        if bad:
+            raise BadInput(f"{name}: {col} must be a finite number of seconds in every row.")
+    if first_bad_segment is not None:
+        raise BadInput(f"{name}: row {first_bad_segment} has a segment that does not satisfy 0 <= start_s < end_s.")
+    return int(longest)
+
+
+def _files(con, path: str | Path, schema: pa.Schema) -> pd.DataFrame:
+    """The local file each distinct ``(path, path_escaped)`` of the rows names, resolved once per pair, never per row.
+
+    A million rows name a few thousand files; only the distinct pairs are
+    decoded (see :mod:`core.paths`) and resolved.  Web addresses stay as
+    they are.
+
+    Returns
+    -------
+    pd.DataFrame [columns path, path_escaped, local]
+    """
+    escaped = "coalesce(path_escaped, FALSE)" if "path_escaped" in schema.names else "FALSE"
+    source, params = parquet_rows(path)
+    files = con.execute(f"SELECT DISTINCT CAST(path AS VARCHAR) AS path, {escaped} AS path_escaped FROM {source}",
+                        params).df()
+    # object, not pandas' string type: a name that is not UTF-8 decodes to surrogates, which Arrow refuses
+    files["local"] = pd.Series([text if is_url(text) else str(Path(from_text(text, bool(flag))).expanduser().resolve())
+                                for text, flag in zip(files["path"], files["path_escaped"])], dtype=object)
+    return files
 
 
 def import_parquet(store: Store, path: str | Path, space: str, *, replace: bool = False) -> int:
     """Store precomputed vectors (columns path, start_s, end_s, vector, optional metadata), all or nothing.
 
     Every row is checked first (columns, paths, segment times, one vector
-    length, no NaN or infinity); then the rows are written in one transaction.
+    length, no NaN or infinity) by DuckDB reading the file, without opening
+    the store; then the store reads the file again into its tables, in one
+    transaction.  The vectors never pass through Python: at 1,000,000 × 512
+    the import holds no copy of them (it held 2 or 3, 7 GB, through Arrow and
+    numpy).
 
     Parameters
     ----------
@@ -193,34 +244,24 @@ def import_parquet(store: Store, path: str | Path, space: str, *, replace: bool 
         When the space already holds vectors and ``replace`` is False.
     """
     name = Path(path).name
+    schema = _schema(path, name)
     try:
-        table = pq.read_table(str(path))
-    except (pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{name} cannot be read as Parquet ({str(exc).splitlines()[0]}); "
-                       "give a file written by `python -m core export` or by pyarrow.") from None
-    missing = {"path", "start_s", "end_s", "vector"} - set(table.column_names)
-    if missing:
-        raise BadInput(f"{name} lacks the column(s) {', '.join(sorted(missing))}; "
-                       "it needs path, start_s, end_s and vector.")
-    vectors = _vectors(table.column("vector"), name)
-    table = table.drop_columns(["vector"])  # the Arrow copy of the vectors is freed here
-    dim = vectors.shape[1]
+        with duckdb.connect() as con:  # in memory: the store stays free for readers while the file is checked
+            dim = _check_rows(con, path, schema, name)
+            files = _files(con, path, schema)
+    except duckdb.Error as exc:  # a damaged page, found by the checks' pass over the whole file
+        raise _unreadable(name, exc) from None
     existing = store.space(space)
     if existing is not None and int(existing["dim"]) != dim and not replace:
         raise DimensionMismatch(f"{space} holds {existing['dim']}-D vectors; {name} has {dim}-D ones. "
                                 "Import under another --model key, or add --replace.")
     try:
-        provenance = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
+        provenance = json.loads((schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
     except ValueError:
         provenance = None
     provenance = provenance if isinstance(provenance, dict) else {}
-    paths = _paths(table, name)
-    rest = table.drop_columns([c for c in table.column_names if c in ("path", "path_escaped") or c.startswith("track_")])
-    frame = rest.to_pandas(strings_to_categorical=True)  # one Python string per distinct value, not per row
-    _segments(frame, name)
-    frame.insert(0, "path", paths)
     tags = provenance.get("tag_names")
     prov = Provenance(space, space, dim, str(provenance.get("adapter_version", "imported")),
                       str(provenance.get("weights_sha256", "")), source="imported",
                       tag_names=tuple(tags) if tags else None)
-    return store.add_imported(prov, frame, vectors, replace=replace)
+    return store.add_imported(prov, path, files, replace=replace)

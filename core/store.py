@@ -30,7 +30,7 @@ Design rules (see DESIGN.md):
 * A damaged or foreign file is refused with a one-line :class:`StoreError`.
 * A store is data, never code: every reading connection (so every one to a
   published collection) runs with DuckDB's ``enable_external_access`` off
-  (nothing here reads or writes files through SQL), a file holding views or
+  (only an import, a writer, reads a file through SQL), a file holding views or
   macros is refused on open, and every table
   name read from the file is checked against the names this module makes
   before it is quoted into a statement.  A crafted file can then neither
@@ -1021,20 +1021,35 @@ class Store:
             for prov, ids, vectors in spaces:
                 _insert_vectors(con, _new_space(con, prov), ids, vectors)
 
-    def add_imported(self, prov: Provenance, frame: pd.DataFrame, vectors: np.ndarray, *, replace: bool = False) -> int:
-        """Store precomputed vectors with their own segments (``path, start_s, end_s``), in one transaction.
+    def add_imported(self, prov: Provenance, rows: str | Path | pa.Table, files: pd.DataFrame | None = None, *,
+                     replace: bool = False) -> int:
+        """Store precomputed vectors with their own segments, read by DuckDB from a Parquet file, in one transaction.
+
+        ``rows`` holds ``path``, optionally ``path_escaped``, ``start_s``,
+        ``end_s``, ``vector`` (a list of numbers) and metadata columns; the
+        ``track_*`` columns of an export describe the track and are not
+        metadata.  A Parquet file is read by SQL (``read_parquet``), so its
+        vectors go from the file into the vector table without passing through
+        Arrow and numpy: 2 GB at 1,000,000 × 512 are neither copied nor held
+        by Python.  An Arrow table (tests, benchmarks) is read the same way.
 
         Tracks are matched by path (file system paths, see :mod:`core.paths`);
         unknown paths become tracks without content hash (their audio may not
         be reachable).  Segments that coincide with existing ones (same path,
         start and end to the microsecond) are reused, so imported vectors can
         be compared with extracted ones there.  The caller validates the rows
-        first; nothing is written when this raises.  The work is per distinct
-        file and in SQL, never per row in Python: pass ``path`` as a
-        ``pd.Categorical`` for a million rows, so that no string is made per row.
+        first (:func:`core.exchange.import_parquet`); nothing is written when
+        this raises.  The work is per distinct file or in SQL, never per row
+        in Python.
 
         Parameters
         ----------
+        rows : str, Path or pa.Table
+            A Parquet file, or a table whose ``vector`` holds finite numbers.
+        files : pd.DataFrame, optional
+            One row per distinct ``(path, path_escaped)`` of ``rows``, with
+            ``local``, the file it names (a path or a URL).  Without it, the
+            paths of ``rows`` are local paths already.
         replace : bool
             Needed when the space already holds vectors: they are all dropped
             and the file's take their place, in the same transaction.
@@ -1046,75 +1061,156 @@ class Store:
         DimensionMismatch
             When it holds vectors of another dimension and ``replace`` is False.
         """
-        frame = frame.reset_index(drop=True)
-        codes, files = pd.factorize(frame["path"])  # one code per distinct file (a Categorical: no per-row work)
-        names = [to_text(p) for p in files]
-        meta_cols = [c for c in frame.columns if c not in ("path", "path_escaped", "start_s", "end_s", "vector")]
-        first_rows = np.unique(codes, return_index=True)[1]
-        durations = frame["end_s"].groupby(codes).max().to_numpy(np.float64)
+        table = rows if isinstance(rows, pa.Table) else None
+        if table is not None:
+            if not np.isfinite(table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)).all():
+                raise StoreError("refusing to store non-finite vectors")
+            table = table.append_column("file_row_number", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+            source, params = "imp_rows", []
+        else:
+            source, params = parquet_rows(rows)
         with self.transaction() as con:
-            live = _one(con.execute("SELECT table_name, dim, source FROM spaces WHERE space = ?", [prov.space]))
-            if live is not None:
-                held = _one(con.execute(f"SELECT count(*) FROM {_ident(live[0])}"))[0]
-                if live[1] != prov.dim and not replace:
-                    raise DimensionMismatch(f"{prov.space} holds {live[1]}-D vectors; the file has {prov.dim}-D ones. "
-                                            "Import under another --model key, or add --replace.")
-                if held and not replace:
-                    raise StoreError(f"{prov.space} already holds {held:,} {live[2]} vectors; add --replace to replace "
-                                     f"them with the file's {len(frame):,}, or import under another --model key.")
-                if replace or live[1] != prov.dim:
-                    con.execute(f"DROP TABLE {_ident(live[0])}")
-                    con.execute("DELETE FROM spaces WHERE space = ?", [prov.space])
-                    con.execute("DELETE FROM projections WHERE space = ?", [prov.space])
-                    live = None
-            staged = _one(con.execute("SELECT table_name FROM staged_spaces WHERE space = ?", [prov.space]))
-            if staged is not None:  # an interrupted re-extraction that the import supersedes
-                con.execute(f"DROP TABLE {_ident(staged[0])}")
-                con.execute("DELETE FROM staged_spaces WHERE space = ?", [prov.space])
-            table = _new_space(con, prov) if live is None else live[0]
-            known = {(p, e): t for t, p, e in con.execute("SELECT track_id, path, path_escaped FROM tracks").fetchall()}
-            new = [i for i, n in enumerate(names) if n not in known]
-            first_track = _one(con.execute("SELECT COALESCE(max(track_id), 0) + 1 FROM tracks"))[0]
-            track_of = np.array([known.get(n, 0) for n in names], dtype=np.int64)
-            track_of[new] = first_track + np.arange(len(new))
-            if new:
-                firsts = frame.iloc[first_rows[new]][meta_cols]
-                metadata = [row.dropna().to_dict() for _, row in firsts.iterrows()] if meta_cols else [{}] * len(new)
-                con.register("new_tracks", pd.DataFrame({
-                    "track_id": track_of[new], "path": [names[i][0] for i in new],
-                    "path_escaped": [names[i][1] for i in new], "duration_s": durations[new],
-                    "metadata": [json.dumps(jsonable(m)) if m else None for m in metadata]}))
-                con.execute("INSERT INTO tracks (track_id, path, path_escaped, duration_s, format, metadata, added_at) "
-                            "SELECT track_id, path, path_escaped, duration_s, 'imported', metadata, ? FROM new_tracks",
-                            [_now()])
-                con.unregister("new_tracks")
-            con.register("imp", pd.DataFrame({"track_id": track_of[codes], "row": np.arange(len(frame)),
-                                              "start_s": frame["start_s"].to_numpy(np.float64),
-                                              "end_s": frame["end_s"].to_numpy(np.float64)}))
+            if table is not None:
+                con.register("imp_rows", table)
+            columns = [c[0] for c in con.execute(f"DESCRIBE SELECT * FROM {source}", params).fetchall()]
+            if files is None:
+                files = con.execute(f"SELECT DISTINCT path FROM {source}", params).df()
+                files["path_escaped"], files["local"] = False, files["path"]
+            # Two spellings of one file (``a/../b`` and ``b``) are one file: one code per distinct local path.
+            codes, local = pd.factorize(files["local"])
+            con.register("imp_files", pd.DataFrame({"path": files["path"], "path_escaped": files["path_escaped"],
+                                                    "file": codes}))
+            escaped = "coalesce(CAST(r.path_escaped AS BOOLEAN), FALSE)" if "path_escaped" in columns else "FALSE"
+            con.execute(
+                f"""CREATE TEMP TABLE imp AS
+                    SELECT r.file_row_number AS row, f.file, CAST(r.start_s AS DOUBLE) AS start_s,
+                           CAST(r.end_s AS DOUBLE) AS end_s
+                    FROM {source} r JOIN imp_files f ON f.path = r.path AND f.path_escaped = {escaped}""", params)
+            con.unregister("imp_files")
+            n_rows = _one(con.execute("SELECT count(*) FROM imp"))[0]
+            vector_table = self._clear_for_import(con, prov, n_rows, replace)
+            track_of = self._import_tracks(con, source, params, columns, [to_text(p) for p in local])
+            con.register("imp_tracks", pd.DataFrame({"file": np.arange(len(track_of)), "track_id": track_of}))
+            con.execute("CREATE TEMP TABLE imp_rows_tracks AS SELECT i.row, t.track_id, i.start_s, i.end_s "
+                        "FROM imp i JOIN imp_tracks t USING (file)")
+            con.unregister("imp_tracks")
             # A segment is the same when its track and its times to the microsecond are: one hash join, where
             # comparing times within a tolerance would compare every segment of a track with every other.
             keyed = """SELECT {cols}, CAST(round(start_s * 1e6) AS BIGINT) AS a, CAST(round(end_s * 1e6) AS BIGINT) AS b
                        FROM {source}"""
-            stored = keyed.format(cols="segment_id, track_id", source="segments WHERE track_id IN (SELECT track_id FROM imp)")
+            stored = keyed.format(cols="segment_id, track_id",
+                                  source="segments WHERE track_id IN (SELECT track_id FROM imp_rows_tracks)")
             con.execute(
                 f"""INSERT INTO segments
                     SELECT (SELECT COALESCE(max(segment_id), 0) FROM segments) + row_number() OVER (ORDER BY i.first_row),
                            i.track_id, -1, i.start_s, i.end_s, FALSE
                     FROM (SELECT track_id, a, b, min(row) AS first_row, arg_min(start_s, row) AS start_s,
                                  arg_min(end_s, row) AS end_s
-                          FROM ({keyed.format(cols="track_id, row, start_s, end_s", source="imp")}) GROUP BY track_id, a, b) i
-                    ANTI JOIN ({stored}) s USING (track_id, a, b)"""
-            )
-            seg_ids = con.execute(
-                f"""SELECT s.segment_id FROM ({keyed.format(cols="track_id, row", source="imp")}) i
+                          FROM ({keyed.format(cols="track_id, row, start_s, end_s", source="imp_rows_tracks")})
+                          GROUP BY track_id, a, b) i
+                    ANTI JOIN ({stored}) s USING (track_id, a, b)""")
+            # Each row's segment, and whether another row names it too (a file may name one segment twice).
+            con.execute(
+                f"""CREATE TEMP TABLE imp_segments AS
+                    SELECT i.row, s.segment_id, count(*) OVER (PARTITION BY s.segment_id) > 1 AS repeated
+                    FROM ({keyed.format(cols="track_id, row", source="imp_rows_tracks")}) i
                     JOIN (SELECT track_id, a, b, min(segment_id) AS segment_id FROM ({stored}) GROUP BY track_id, a, b) s
-                    USING (track_id, a, b) ORDER BY i.row"""
-            ).fetchnumpy()["segment_id"].astype(np.int64)
-            con.unregister("imp")
-            con.execute(f"DELETE FROM {_ident(table)} WHERE segment_id IN (SELECT unnest(?))", [seg_ids])
-            _insert_vectors(con, table, seg_ids, vectors)
+                    USING (track_id, a, b)""")
+            con.execute(f"DELETE FROM {_ident(vector_table)} WHERE segment_id IN (SELECT segment_id FROM imp_segments)")
+            insert = f"""INSERT INTO {_ident(vector_table)}
+                         SELECT s.segment_id, CAST(r.vector AS FLOAT[{int(prov.dim)}])
+                         FROM {source} r JOIN imp_segments s ON s.row = r.file_row_number WHERE {{which}}"""
+            con.execute("SET force_compression = 'uncompressed'")  # see _insert_vectors
+            try:
+                # A parallel join, written by DuckDB straight into the file's blocks: the order of the rows is
+                # lost, which only matters for a segment named twice, whose vectors are stored in the file's order.
+                con.execute(insert.format(which="NOT s.repeated"), params)
+                if _one(con.execute("SELECT count(*) FROM imp_segments WHERE repeated"))[0]:
+                    con.execute(insert.format(which="s.repeated ORDER BY s.row"), params)
+            finally:
+                con.execute("RESET force_compression")
+            for temp in ("imp", "imp_rows_tracks", "imp_segments"):
+                con.execute(f"DROP TABLE {temp}")
+            if table is not None:
+                con.unregister("imp_rows")
             _bump_versions(con, [prov.space])
-        return len(seg_ids)
+        return n_rows
+
+    @staticmethod
+    def _clear_for_import(con, prov: Provenance, rows: int, replace: bool) -> str:
+        """Apply the replace rule to the space an import writes into; returns its vector table, made if new.
+
+        Raises
+        ------
+        DimensionMismatch, StoreError
+            When the space holds vectors and ``replace`` is False.
+        """
+        live = _one(con.execute("SELECT table_name, dim, source FROM spaces WHERE space = ?", [prov.space]))
+        if live is not None:
+            held = _one(con.execute(f"SELECT count(*) FROM {_ident(live[0])}"))[0]
+            if live[1] != prov.dim and not replace:
+                raise DimensionMismatch(f"{prov.space} holds {live[1]}-D vectors; the file has {prov.dim}-D ones. "
+                                        "Import under another --model key, or add --replace.")
+            if held and not replace:
+                raise StoreError(f"{prov.space} already holds {held:,} {live[2]} vectors; add --replace to replace "
+                                 f"them with the file's {rows:,}, or import under another --model key.")
+            if replace or live[1] != prov.dim:
+                con.execute(f"DROP TABLE {_ident(live[0])}")
+                con.execute("DELETE FROM spaces WHERE space = ?", [prov.space])
+                con.execute("DELETE FROM projections WHERE space = ?", [prov.space])
+                live = None
+        staged = _one(con.execute("SELECT table_name FROM staged_spaces WHERE space = ?", [prov.space]))
+        if staged is not None:  # an interrupted re-extraction that the import supersedes
+            con.execute(f"DROP TABLE {_ident(staged[0])}")
+            con.execute("DELETE FROM staged_spaces WHERE space = ?", [prov.space])
+        return _new_space(con, prov) if live is None else live[0]
+
+    @staticmethod
+    def _import_tracks(con, source: str, params: list, columns: list[str], names: list[tuple[str, bool]]) -> np.ndarray:
+        """The track of each imported file (temp table ``imp``'s ``file``), adding the files the store lacks.
+
+        A new track's duration is its last segment's end, and its metadata is
+        its first row's non-null metadata columns.  New tracks are numbered in
+        the order of their first rows.
+
+        Returns
+        -------
+        np.ndarray [shape=(len(names),), dtype=int64]
+        """
+        per_file = con.execute("SELECT file, min(row) AS first_row, max(end_s) AS duration_s FROM imp "
+                               "GROUP BY file ORDER BY first_row").df()
+        known = {(p, e): t for t, p, e in con.execute("SELECT track_id, path, path_escaped FROM tracks").fetchall()}
+        track_of = np.array([known.get(n, 0) for n in names], dtype=np.int64)
+        new = per_file[track_of[per_file["file"].to_numpy()] == 0]
+        if len(new):
+            first_track = _one(con.execute("SELECT COALESCE(max(track_id), 0) + 1 FROM tracks"))[0]
+            track_of[new["file"].to_numpy()] = first_track + np.arange(len(new))
+            meta_cols = [c for c in columns if c not in ("path", "path_escaped", "start_s", "end_s", "vector",
+                                                         "file_row_number") and not c.startswith("track_")]
+            firsts = con.execute(
+                f"SELECT file_row_number, {', '.join(_column(c) for c in meta_cols) or 'NULL AS none'} FROM {source} "
+                "WHERE file_row_number IN (SELECT unnest(?))", [*params, new["first_row"].tolist()]
+            ).df().set_index("file_row_number").loc[new["first_row"], meta_cols]
+            metadata = [row.dropna().to_dict() for _, row in firsts.iterrows()]
+            con.register("new_tracks", pd.DataFrame({
+                "track_id": track_of[new["file"].to_numpy()], "path": [names[f][0] for f in new["file"]],
+                "path_escaped": [names[f][1] for f in new["file"]], "duration_s": new["duration_s"].to_numpy(),
+                "metadata": [json.dumps(jsonable(m)) if m else None for m in metadata]}))
+            con.execute("INSERT INTO tracks (track_id, path, path_escaped, duration_s, format, metadata, added_at) "
+                        "SELECT track_id, path, path_escaped, duration_s, 'imported', metadata, ? FROM new_tracks",
+                        [_now()])
+            con.unregister("new_tracks")
+        return track_of
+
+
+def parquet_rows(path: str | Path) -> tuple[str, list[str]]:
+    """SQL reading one Parquet file with its row numbers (``file_row_number``), and the statement's parameters.
+
+    DuckDB reads a name as a glob pattern, so a file named ``b*.parquet``
+    would bring in ``bX.parquet`` beside it: its ``*``, ``?`` and ``[`` are
+    escaped as one-character classes.
+    """
+    return "read_parquet(?, file_row_number = true)", [re.sub(r"([*?\[])", r"[\1]", str(path))]
 
 
 def metadata_columns(frame: pd.DataFrame) -> list[str]:
@@ -1139,6 +1235,11 @@ def _bump_versions(con, spaces: list[str] | None = None) -> None:
     """Give changed spaces (all when None) a new data version: the next value of one sequence, never reused."""
     where = "" if spaces is None else " WHERE space IN (SELECT unnest(?))"
     con.execute("UPDATE spaces SET data_version = nextval('data_versions')" + where, [] if spaces is None else [spaces])
+
+
+def _column(name: str) -> str:
+    """A column name of an imported file, quoted for a statement."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _ident(name: str) -> str:

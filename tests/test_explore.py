@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -21,6 +22,7 @@ from core import explore as ex
 from core.analyses import store_k_occurrence
 from core.cluster import ClusterError, cached_clusters, cluster
 from core.errors import BadInput
+from core.exchange import vector_column
 from core.store import Provenance, Store, TrackRecord
 from core.wording import count_label
 from tests.conftest import PROJECT_ROOT, tone
@@ -55,8 +57,9 @@ def small_db(tmp_path_factory):
     first = str(folder / "bell_00.wav")
     imported = pd.DataFrame({"path": [first, first, "/nowhere/gone.wav"], "start_s": [0.0, 0.5, 0.0],
                              "end_s": [1.0, 1.5, 1.0]})
-    store.add_imported(Provenance("mine", "mine", 8, "imported", "", source="imported"), imported,
-                       rng.normal(size=(3, 8)).astype(np.float32))
+    store.add_imported(Provenance("mine", "mine", 8, "imported", "", source="imported"),
+                       pa.Table.from_pandas(imported).append_column(
+                           "vector", vector_column(rng.normal(size=(3, 8)).astype(np.float32))))
     return db
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from core import spaces
 from core.errors import StoreError
+from core.exchange import vector_column
 from core.labels import RowLabels
 from core.search import search_store
 from core.store import Provenance, Store, TrackRecord
@@ -30,9 +32,9 @@ def store(tmp_path):
                                    {"m": rng.standard_normal((n, DIM)).astype(np.float32)}, meta))
     s.write_tracks(records)
     s.add_imported(Provenance("imp", "imp", DIM, "imported", "", source="imported"),
-                   pd.DataFrame({"path": ["/elsewhere/x.wav"] * 2, "start_s": [0.0, 1.0], "end_s": [1.0, 2.0],
-                                 "label": ["a", "b"]}),
-                   rng.standard_normal((2, DIM)).astype(np.float32))
+                   pa.Table.from_pandas(pd.DataFrame({"path": ["/elsewhere/x.wav"] * 2, "start_s": [0.0, 1.0],
+                                                      "end_s": [1.0, 2.0], "label": ["a", "b"]}))
+                   .append_column("vector", vector_column(rng.standard_normal((2, DIM)).astype(np.float32))))
     return s
 
 

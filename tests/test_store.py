@@ -293,6 +293,118 @@ def test_import_validates_everything_before_it_writes_and_replaces_only_when_ask
     assert store.data_version("m") > version
 
 
+def _rows(n=600, dim=4, vector=None, **columns):
+    """An import table of n rows over 3 files; ``vector`` replaces the float32 vectors (any Arrow array)."""
+    import pyarrow as pa
+
+    vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
+    table = {"path": [f"/{i % 3}.wav" for i in range(n)], "start_s": [3.0 * (i // 3) for i in range(n)],
+             "end_s": [3.0 * (i // 3) + 3.0 for i in range(n)], **columns}
+    table["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim) if vector is None else vector
+    return pa.table(table), vectors
+
+
+def _with_row(table, column, row, value):
+    """The table with one cell changed, the column keeping its type."""
+    import pyarrow as pa
+
+    values = table.column(column).to_pylist()
+    values[row] = value
+    return table.set_column(table.column_names.index(column), column, pa.array(values, type=table.column(column).type))
+
+
+def test_every_bad_file_is_refused_by_sql_before_the_store_changes(store, tmp_path):
+    """Each defect is found by the checks over the whole file, in any row group, naming its first row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store.write_tracks([record(f"/{i}.wav", n=3, seed=i) for i in range(3)])
+    ids, before = store.vectors("m")
+    version = store.data_version("m")
+    good, _ = _rows()
+    ragged = pa.array([[0.5] * 4] * 599 + [[0.5] * 3], type=pa.list_(pa.float32()))
+    holed = pa.array([[0.5] * 4] * 450 + [[0.5, None, 0.5, 0.5]] + [[0.5] * 4] * 149, type=pa.list_(pa.float32()))
+    beyond = pa.array([[0.5] * 4] * 599 + [[1e300, 0.0, 0.0, 0.0]], type=pa.list_(pa.float64()))
+    cases = {  # the bad row lies past the first row group (row groups of 100 rows)
+        "nan.parquet": (_with_row(good, "vector", 517, [0.1, float("nan"), 0.1, 0.1]), "1 vectors hold NaN .*row 517"),
+        "inf.parquet": (_with_row(good, "vector", 250, [0.1, 0.1, float("-inf"), 0.1]), "row 250 first"),
+        "ragged.parquet": (good.set_column(3, "vector", ragged), r"different lengths \(4 in row 0, 3 in row 599\)"),
+        "holed.parquet": (good.set_column(3, "vector", holed), "1 vector values are missing"),
+        "null.parquet": (_with_row(good, "vector", 333, None), "1 rows have no vector .row 333 first"),
+        "beyond.parquet": (good.set_column(3, "vector", beyond), "beyond float32's range"),
+        "wide.parquet": (_rows(dim=5)[0], "4-D vectors"),
+        "text.parquet": (good.set_column(3, "vector", pa.array([["a"] * 4] * 600)), "not numbers"),
+        "nopath.parquet": (_with_row(good, "path", 401, None), "no path"),
+        "emptypath.parquet": (_with_row(good, "path", 402, ""), "no path"),
+        "nanstart.parquet": (_with_row(good, "start_s", 303, float("nan")), "start_s must be a finite"),
+        "backwards.parquet": (_with_row(good, "end_s", 404, 0.0), "row 404 has a segment"),
+        "noend.parquet": (good.drop_columns(["end_s"]), "lacks the column.s. end_s"),
+        "flag.parquet": (good.append_column("path_escaped", pa.array(["yes"] * 600)), "path_escaped must be"),
+        "empty.parquet": (good.slice(0, 0), "no rows"),
+    }
+    for name, (table, reason) in cases.items():
+        pq.write_table(table, tmp_path / name, row_group_size=100)
+        with pytest.raises((BadInput, DimensionMismatch), match=reason):
+            import_parquet(store, tmp_path / name, "m", replace=name != "wide.parquet")
+    after_ids, after = store.vectors("m")
+    assert after_ids.tolist() == ids.tolist() and np.array_equal(after, before), name
+    assert store.data_version("m") == version and store.space("m")["source"] == "extracted"
+    assert store.info()["tracks"] == 3
+
+
+def test_any_numeric_list_imports_as_the_float32_it_holds(tmp_path):
+    """Lists of float64, of integers, variable-length lists, and a square norm beyond float32 all import exactly."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, vectors = _rows(n=6)
+    vectors[5] = [3e20, -3e20, 1.0, 0.0]  # finite, but its squared norm overflows float32
+    kinds = {"double": pa.array(vectors.astype(np.float64).tolist(), type=pa.large_list(pa.float64())),
+             "floats": pa.array(vectors.tolist(), type=pa.list_(pa.float32())),
+             "ints": pa.array(np.round(vectors[:5] * 10).astype(np.int64).tolist(), type=pa.list_(pa.int32()))}
+    for kind, column in kinds.items():
+        table, _ = _rows(n=len(column), vector=column)
+        pq.write_table(table, tmp_path / f"{kind}.parquet")
+        s = Store(tmp_path / f"{kind}.duckdb")
+        assert import_parquet(s, tmp_path / f"{kind}.parquet", "k") == len(column)
+        ids, x = s.vectors("k")
+        expected = np.round(vectors[:5] * 10) if kind == "ints" else vectors
+        assert np.array_equal(x, expected.astype(np.float32)), kind
+
+
+def test_two_spellings_of_a_file_import_as_one_track_with_its_first_rows_metadata(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "music"
+    (folder / "sub").mkdir(parents=True)
+    table, vectors = _rows(n=4, genre=["jazz", "rock", None, "pop"])
+    paths = [str(folder / "a.wav"), str(folder / "sub" / ".." / "a.wav"), str(folder / "b.wav"), str(folder / "b.wav")]
+    table = table.set_column(0, "path", pa.array(paths)).set_column(1, "start_s", pa.array([0.0, 3.0, 0.0, 3.0]))
+    table = table.set_column(2, "end_s", pa.array([3.0, 6.0, 3.0, 6.0]))
+    pq.write_table(table, tmp_path / "spellings.parquet")
+    s = Store(tmp_path / "s.duckdb")
+    assert import_parquet(s, tmp_path / "spellings.parquet", "k") == 4
+    tracks = s.tracks_frame().set_index("path")
+    assert sorted(tracks.index) == [str(folder / "a.wav"), str(folder / "b.wav")]
+    assert tracks.loc[str(folder / "a.wav"), "duration_s"] == 6.0
+    rows = s.rows(s.vectors("k")[0])
+    assert rows["genre"].iloc[:2].tolist() == ["jazz", "jazz"]
+    assert rows["genre"].iloc[2:].isna().all()  # the first row of b.wav has no genre: its second one's is not taken
+    assert np.array_equal(s.vectors("k")[1], vectors)
+
+
+def test_a_file_named_like_a_glob_pattern_imports_only_itself(tmp_path):
+    import pyarrow.parquet as pq
+
+    table, vectors = _rows(n=6)
+    pq.write_table(table, tmp_path / "b*[1]?.parquet")
+    pq.write_table(_rows(n=9)[0], tmp_path / "bX1Y.parquet")  # what the name matches as a pattern
+    s = Store(tmp_path / "s.duckdb")
+    assert import_parquet(s, tmp_path / "b*[1]?.parquet", "k") == 6
+    assert np.array_equal(s.vectors("k")[1], vectors)
+
+
 def test_a_store_of_schema_1_is_migrated_keeping_its_rows_and_versions(store):
     """Older stores gain the path flag, the staging table and a version sequence that starts past every old version."""
     store.write_tracks([record("/a.wav"), record("/b.wav", seed=1)])
