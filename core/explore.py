@@ -83,8 +83,19 @@ def points_frame(store: Store, ids: np.ndarray, level: str = "segment") -> pd.Da
     if level == "segment":
         frame = frame.drop(columns="segment_id")
     frame.insert(0, "id", np.asarray(ids, dtype=np.int64))
-    frame["name"] = [Path(p).name if isinstance(p, str) else "" for p in frame["path"]]
+    frame["name"] = file_names(frame["path"])
     return frame
+
+
+def file_names(paths: pd.Series) -> np.ndarray:
+    """Each path's file name (``""`` where missing), shape (n,).
+
+    A track's segments share its path, so each distinct path is parsed once: a million segments of a thousand
+    tracks cost a thousand ``Path`` objects, not a million (seconds on the first chart).
+    """
+    codes, distinct = pd.factorize(paths)
+    names = np.array([Path(p).name if isinstance(p, str) else "" for p in distinct] + [""], dtype=object)
+    return names[codes]  # a missing path's code, -1, takes the trailing ""
 
 
 def linked_frame(store: Store, projections: list[tuple[np.ndarray, np.ndarray]],

@@ -109,6 +109,12 @@ def test_linked_frame_joins_views_on_segment_ids_and_leaves_missing_points_out(t
     assert tracks["end_s"].tolist() == [2.0, 1.0] and tracks["track_id"].tolist() == [1, 2]
 
 
+def test_file_names_parse_each_distinct_path_once_in_row_order_and_leave_missing_paths_blank():
+    paths = pd.Series(["music/a/x.wav", None, "music/b/x.wav", "music/a/x.wav", float("nan"), "y.flac", "music/b/x.wav"])
+    assert ex.file_names(paths).tolist() == ["x.wav", "", "x.wav", "x.wav", "", "y.flac", "x.wav"]
+    assert ex.file_names(pd.Series([], dtype=object)).tolist() == []
+
+
 def test_colour_column_folds_the_long_tail_into_other_and_keeps_numbers():
     values = pd.Series([f"c{i}" for i in range(30)] + ["c0"] * 10)
     folded = ex.colour_column(values, max_categories=5)
