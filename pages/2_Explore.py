@@ -306,15 +306,19 @@ if colour_values is not None and not pd.api.types.is_numeric_dtype(colour_values
         help=f"Up to {ex.MAX_CATEGORIES} values get a colour; the others are drawn grey as “other”.") or None
 
 # ---------------------------------------------------------------------------- zoom: density overview of view A
+def zoom_in(stack: dn.ZoomStack, chart_key: str) -> None:
+    """The box drawn on the overview becomes the region, before the button's rerun: one rerun per zoom, not two."""
+    (xa, xb), (ya, yb) = (st.session_state[chart_key]["selection"]["zoom"][axis] for axis in ("x0", "y0"))
+    stack.push(dn.Box(float(min(xa, xb)), float(max(xa, xb)), float(min(ya, yb)), float(max(ya, yb))))
+
+
 zoom = st.session_state.setdefault("explore-zoom", {}).setdefault(keys, dn.ZoomStack())
 xy_a = frame[["x0", "y0"]].to_numpy()
 keep &= zoom.mask(xy_a)
 crumbs = ["whole map", *[f"zoom {i + 1}" for i in range(len(zoom.boxes))]]
 if zoom.boxes:
     z1, z2 = st.columns([1, 4])
-    if z1.button("⬅ Back", key="zoom-back"):
-        zoom.back()
-        st.rerun()
+    z1.button("⬅ Back", key="zoom-back", on_click=zoom.back)
     z2.caption(" › ".join(crumbs) + f" — {int(keep.sum()):,} points in this region")
 region = zoom.current or dn.Box.around(xy_a[keep]) if keep.any() else None
 if region is not None and keep.sum() > cap:
@@ -336,12 +340,10 @@ if region is not None and keep.sum() > cap:
                                                    y2="y1", color=colour, tooltip=["count"]).add_params(box))
     st.caption(f"{int(keep.sum()):,} points, more than the {cap:,} drawn: every point is counted below; "
                "drag a box and press “Zoom in” to draw each point of a region.")
-    event = st.altair_chart(overview, on_select="rerun", key=f"zoom-overview-{len(zoom.boxes)}", width="stretch")
+    chart_key = f"zoom-overview-{len(zoom.boxes)}"
+    event = st.altair_chart(overview, on_select="rerun", key=chart_key, width="stretch")
     picked = (event or {}).get("selection", {}).get("zoom") or {}
-    if st.button("Zoom in", key="zoom-in", disabled=not picked.get("x0")):
-        (xa, xb), (ya, yb) = picked["x0"], picked["y0"]
-        zoom.push(dn.Box(float(min(xa, xb)), float(max(xa, xb)), float(min(ya, yb)), float(max(ya, yb))))
-        st.rerun()
+    st.button("Zoom in", key="zoom-in", disabled=not picked.get("x0"), on_click=zoom_in, args=(zoom, chart_key))
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
