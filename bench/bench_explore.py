@@ -98,13 +98,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(db: Path, cache: Path) -> tuple[subprocess.Popen, str]:
+def serve(settings: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """``streamlit run`` under the ``AEB_*`` ``settings`` given (those of this shell are left out), once it answers."""
     port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AEB_")}, **settings}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
          "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env={**os.environ, "AEB_DB": str(db), "AEB_CACHE": str(cache)},
+        cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -353,7 +355,7 @@ def main() -> None:
             t = time.perf_counter()
             db = build_store(folder, n)
             built = time.perf_counter() - t
-            proc, url = serve(db, Path(tmp) / "cache")
+            proc, url = serve({"AEB_DB": str(db), "AEB_CACHE": str(Path(tmp) / "cache")})
             overview = n if n > cap else None
             try:
                 browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)

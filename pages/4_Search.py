@@ -96,7 +96,7 @@ if tag_spaces:
 
 picked = ui.picked_segment()
 tabs = st.tabs(["Text", "More like this", "Upload a clip", "Zero-shot labels"],
-               default="More like this" if picked is not None else None)
+               default="More like this" if picked is not None else None, key="search-tabs")
 
 with tabs[0]:
     if not text_capable:
