@@ -52,6 +52,20 @@ VISITORS = 3
 MB = 2.0**20
 
 
+#: The catalogue's CLAP, whose hub id the random checkpoint stands in for in a Hugging Face cache of the work folder:
+#: a published space must name a catalogue key or hub id, never a folder of this machine.
+CLAP_KEY, CLAP_HUB_ID = "clap-htsat-unfused", "laion/clap-htsat-unfused"
+
+
+def cache_full_clap(hf_home: Path) -> Path:
+    """The random full-size checkpoint in ``hf_home``'s hub cache under :data:`CLAP_HUB_ID`, as a download leaves it."""
+    repo = hf_home / "hub" / ("models--" + CLAP_HUB_ID.replace("/", "--"))
+    snapshot = save_full_clap(repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    return snapshot
+
+
 def save_full_clap(folder: Path) -> Path:
     """A CLAP checkpoint of LAION's full-size architecture with random weights, saved as the hub's are.
 
@@ -327,8 +341,10 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPUs · 1-minute load {load:.2f} at the start · esc50_subset (414 clips of 5 s)")
     t = time.perf_counter()
-    clap_dir = save_full_clap(work / "clap-full")
-    clap_key = f"clap:{clap_dir}"
+    clap_dir = cache_full_clap(work / "hf")
+    os.environ.update(HF_HOME=str(work / "hf"), HF_HUB_OFFLINE="1")  # for the extraction and the server alike
+    os.environ.pop("HF_HUB_CACHE", None)
+    clap_key = CLAP_KEY
     print(f"CLAP checkpoint (ClapConfig() defaults, random weights): {folder_mb(clap_dir):.0f} MB on disk, "
           f"{time.perf_counter() - t:.0f} s", flush=True)
     db = build_store(work, clap_key)

@@ -34,6 +34,7 @@ from core import audio
 from core import analyses as an
 from core.config import COLLECTION_STORE
 from core.errors import BadInput, check_choice
+from core.models.base import GENERIC_SEPARATOR, split_key
 from core.paths import display, to_text
 from core.reduce import METHODS, cached_projection
 from core.store import Provenance, Store
@@ -95,6 +96,23 @@ def chosen_spaces(store: Store, models: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def refuse_local_models(spaces: Sequence[str]) -> None:
+    """A space of a model folder on this machine (``clap:/home/me/ckpt``) names that folder to every visitor,
+    and the shared app could not load the model for a text or upload query: it must be a catalogue key or hub id.
+
+    Raises
+    ------
+    BadInput
+        For the first such space.
+    """
+    for space in spaces:
+        family, sep, spec = split_key(space)[0].partition(GENERIC_SEPARATOR)
+        if sep and Path(spec).is_absolute():
+            raise BadInput(f"The {family} space of the folder {Path(spec).name!r} names a folder on this machine, "
+                           "which visitors would see and the shared app cannot load; extract with a catalogue key "
+                           "or a hub id (such as clap-htsat-unfused) to publish it, or leave it out with --model.")
+
+
 def publish(db: str | Path, out: str | Path, *, models: Sequence[str] | None = None, audio_mode: str = "ogg",
             max_mb: float | None = None, label: str | None = None, group: str | None = None,
             progress: Callable[[str], None] | None = None) -> PublishReport:
@@ -131,6 +149,7 @@ def publish(db: str | Path, out: str | Path, *, models: Sequence[str] | None = N
     if source.published:
         raise BadInput(f"{source.path.name} is already a published collection; publish from the original store.")
     spaces = chosen_spaces(source, models)
+    refuse_local_models(spaces)
     if not spaces:
         raise BadInput(f"{source.path.name} holds no embeddings to publish; extract a collection first.")
     columns = set(source.track_metadata().columns)

@@ -122,3 +122,18 @@ def test_publish_refuses_an_existing_folder_and_unknown_columns(source, tmp_path
     assert (tmp_path / "taken" / "x").read_text() == "keep me"
     assert cli.main(["publish", "--db", str(db), "--out", str(tmp_path / "new"), "--label", "nope"]) == 2
     assert "not a metadata column" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_publish_refuses_a_model_folder_of_this_machine(source, tmp_path, capsys):
+    """Its path would be shown to every visitor, and the shared app could not load it for a text query."""
+    from tests.test_clap import _save_tiny_clap
+
+    _, folder, _ = source
+    clap_dir = _save_tiny_clap(tmp_path / "my-clap")
+    db = tmp_path / "local.duckdb"
+    assert extract([folder], ["dsp", f"clap:{clap_dir}"], db=db).stored == 12
+    assert cli.main(["publish", "--db", str(db), "--out", str(tmp_path / "pub")]) == 2
+    err = capsys.readouterr().err
+    assert "'my-clap' names a folder on this machine" in err and str(tmp_path) not in err
+    assert not (tmp_path / "pub").exists()
+    assert cli.main(["publish", "--db", str(db), "--out", str(tmp_path / "pub"), "--model", "dsp", "--audio", "none"]) == 0
