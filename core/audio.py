@@ -82,6 +82,14 @@ class AudioError(Exception):
     """A file cannot be used; the message is one line naming the problem."""
 
 
+class OverBudget(AudioError):
+    """A file that would decode to more sample values than allowed, refused before decoding.
+
+    Its own class so that a caller with a budget of its own (Search's query
+    clips) can name that budget rather than ``AEB_MAX_SAMPLES``.
+    """
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioInfo:
     """What the header says, checked for sanity."""
@@ -167,7 +175,7 @@ def info(path: str | Path, *, max_samples: int = DEFAULT_MAX_SAMPLES) -> AudioIn
 
 def _check_budget(frames: int, channels: int, sample_rate: int, max_samples: int) -> None:
     if frames * channels > max_samples:
-        raise AudioError(
+        raise OverBudget(
             f"{frames * channels:,} sample values ({frames / sample_rate:,.0f} s × {sample_rate} Hz × "
             f"{channels} channels) exceed the limit of {max_samples:,} per file (--max-samples, AEB_MAX_SAMPLES)")
 
@@ -182,7 +190,7 @@ def _count_frames(path: str | Path, channels: int, max_samples: int) -> int:
             got = len(_read_into(fh, buf))
             frames += got
             if frames * channels > max_samples:
-                raise AudioError(f"its header states no length and it decodes to more than the limit of "
+                raise OverBudget(f"its header states no length and it decodes to more than the limit of "
                                  f"{max_samples:,} sample values per file (--max-samples, AEB_MAX_SAMPLES)")
             if got < chunk:
                 return frames

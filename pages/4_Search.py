@@ -137,6 +137,10 @@ with tabs[2]:
             try:
                 saved = ui.save_query_clip(up)
                 duration = audio.info(saved, max_samples=ui.cfg().query_budget).duration_s
+            except audio.OverBudget:  # its limit is the query clips' own, not the collection's AEB_MAX_SAMPLES
+                budget = ui.cfg().query_budget
+                st.error(f"{up.name} is too long for a query clip here: at most {budget:,} sample values "
+                         f"({budget / 96_000:,.0f} s of 48 kHz stereo). Upload a shorter excerpt.")
             except (BadInput, audio.AudioError) as exc:  # too large, or not audio: one line naming the file
                 st.error(f"{up.name}: {exc}" if up.name not in str(exc) else str(exc))
             else:

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from core.demo import build
 from core.extract import extract, read_metadata_csv
 from core.store import Store
-from tests.conftest import PROJECT_ROOT, import_noisy_copy
+from tests.conftest import PROJECT_ROOT, import_noisy_copy, tone, tone_files
+from tests.test_hostile import write_bomb
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -373,3 +375,107 @@ def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, t
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------- hostile visitors of a shared app
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A shared-mode server with small upload limits over a store of four tones: (url, server, store, the tmp root).
+
+    Streamlit's own limit (2 MB) is above the app's (1 MB), so that a file in
+    between reaches the page's own check; the quota (1 MB) is small enough
+    for a visitor's second upload to pass it; the per-file decode budget
+    (5e7 sample values) refuses the bomb on Extract as the query budget does
+    on Search.
+    """
+    if not CHROMIUM.exists():
+        pytest.skip("no Chromium at /usr/bin/chromium: `apt-get install chromium` to run the browser test")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    base = tmp_path_factory.mktemp("shared")
+    db = base / "shared.duckdb"
+    extract([tone_files(base / "tones", 4, 3.0)], ["dsp"], db=db)
+    proc, url = start_app(db, base / "cache", env={
+        "AEB_SHARED_MODE": "1", "AEB_AUDIO_ROOT": str(base / "tones"), "AEB_MAX_UPLOAD_MB": "1",
+        "AEB_UPLOAD_QUOTA_MB": "1", "AEB_MAX_SAMPLES": "5e7", "STREAMLIT_SERVER_MAX_UPLOAD_SIZE": "2"})
+    yield url, proc, Store(db), base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM), in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def assert_no_traceback_nor_path(page, base: Path) -> None:
+    text = page.content()
+    assert "Traceback" not in text and 'File "' not in text
+    assert str(base) not in text and str(PROJECT_ROOT) not in text
+
+
+def test_hostile_uploads_on_search_get_one_line_each(shared, page, tmp_path):
+    """Oversize, a FLAC bomb and a quota overrun through Search's own uploader; the server's memory stays put.
+
+    An upload named ``..`` cannot be made by a browser (it sends a file's base
+    name); ``test_visitors`` gives one to :func:`ui.save_upload` directly.
+    """
+    from playwright.sync_api import expect
+
+    url, proc, _, base = shared
+    oversize, bomb, beyond = tmp_path / "oversize.wav", tmp_path / "bomb.flac", tmp_path / "beyond.wav"
+    sf.write(oversize, np.random.default_rng(0).uniform(-0.5, 0.5, 800_000), 22050, "PCM_16")  # 1.6 MB
+    write_bomb(bomb, seconds=64)
+    frames = (2**20 - bomb.stat().st_size) // 2 + 1000  # under 1 MB itself, over the quota with the bomb kept
+    sf.write(beyond, np.random.default_rng(1).uniform(-0.5, 0.5, frames), 22050, "PCM_16")
+    page.goto(f"{url}/Search")
+    page.get_by_role("tab", name="Upload a clip").click()
+    uploader = page.locator("[data-testid=stFileUploader] input[type=file]")
+    uploader.wait_for(state="attached", timeout=120_000)
+    errors = page.locator("[data-testid=stAlertContentError]")
+
+    uploader.set_input_files(str(oversize))
+    expect(errors.first).to_have_text("oversize.wav is larger than 1 MB and was skipped.", timeout=60_000)
+
+    before = peak_rss_mb(proc.pid)
+    uploader.set_input_files(str(bomb))
+    expect(errors.first).to_have_text("bomb.flac is too long for a query clip here: at most 5,760,000 sample values "
+                                      "(60 s of 48 kHz stereo). Upload a shorter excerpt.", timeout=60_000)
+    assert errors.count() == 1 and "\n" not in errors.first.inner_text().strip()
+    assert peak_rss_mb(proc.pid) - before < 500
+    assert_no_traceback_nor_path(page, base)
+
+    uploader.set_input_files(str(beyond))  # the bomb, refused as a query, is kept with this visitor until it leaves
+    expect(errors.first).to_contain_text("The uploads of this shared app are full", timeout=60_000)
+    assert_no_traceback_nor_path(page, base)
+
+
+def test_a_bomb_uploaded_for_extraction_fails_alone(shared, page, tmp_path):
+    """Extract stores the good file uploaded beside a bomb, lists the bomb as failed, and loses nothing stored."""
+    from playwright.sync_api import expect
+
+    url, _, store, base = shared
+    bomb, good = tmp_path / "bomb.flac", tmp_path / "good.wav"
+    write_bomb(bomb, seconds=64)
+    sf.write(good, tone(330, 4.0), 22050)
+    tracks = set(store.tracks_frame()["path"])
+    page.goto(f"{url}/Extract")
+    page.get_by_text("Upload files").click()
+    uploader = page.locator("[data-testid=stFileUploader]")
+    uploader.locator("input[type=file]").set_input_files([str(bomb), str(good)], timeout=60_000)
+    for name in ("bomb.flac", "good.wav"):
+        expect(uploader).to_contain_text(name, timeout=60_000)
+    run = page.get_by_role("button", name="Run extraction")
+    expect(run).to_be_enabled(timeout=60_000)
+    run.click()
+    page.get_by_text("1 stored, 0 up to date, 1 failed").wait_for(timeout=120_000)
+    failures = page.locator("[data-testid=stDataFrame]").last
+    expect(failures).to_contain_text("bomb.flac", timeout=60_000)
+
+    now = set(store.tracks_frame()["path"])
+    assert tracks < now and [Path(p).name for p in now - tracks] == ["good.wav"]
+    failed = store.failures()
+    assert [Path(p).name for p in failed["path"]] == ["bomb.flac"] and "exceed" in failed["message"].iloc[0]
+    assert_no_traceback_nor_path(page, base)
