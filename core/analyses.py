@@ -37,7 +37,7 @@ from core.compare import (
 )
 from core.errors import BadInput, check_k, check_level
 from core.models.base import layer_of, split_key
-from core.reduce import cached_projection
+from core.reduce import ReduceError, cached_projection
 from core.store import Store
 
 #: Space every other model must beat; always part of a stored collection's metrics when present.
@@ -129,6 +129,7 @@ def store_metrics(
     method: str | None = "pca",
     max_points: int = MAX_POINTS,
     probe: bool = False,
+    map_max_points: int | None = None,
 ) -> dict:
     """:func:`~core.compare.metrics_table` for stored models, on the segments (or tracks) they all have, cached.
 
@@ -157,6 +158,11 @@ def store_metrics(
     probe : bool
         With a label, add each model's ``linear_probe``
         (:func:`store_linear_probe`, cached on its own).
+    map_max_points : int, optional
+        A shared app's budget for a visitor's maps (see
+        :func:`core.reduce.cached_projection`): a map the store lacks is
+        computed only within it; over it, trustworthiness is NaN, ``info``
+        says why under ``trustworthiness_note``, and the table is not cached.
 
     Returns
     -------
@@ -167,7 +173,8 @@ def store_metrics(
         value), ``seconds`` and ``cached``.  NaN (a metric that cannot be
         computed) reads back from the cache as None.
     """
-    table = _metrics(store, models, label=label, group=group, k=k, level=level, method=method, max_points=max_points)
+    table = _metrics(store, models, label=label, group=group, k=k, level=level, method=method, max_points=max_points,
+                     map_max_points=map_max_points)
     if probe and label:
         for m in _check_models(store, models):
             found = store_linear_probe(store, m, label=label, group=group, level=level)
@@ -175,7 +182,8 @@ def store_metrics(
     return table
 
 
-def _metrics(store: Store, models: Sequence[str], *, label, group, k, level, method, max_points) -> dict:
+def _metrics(store: Store, models: Sequence[str], *, label, group, k, level, method, max_points,
+             map_max_points=None) -> dict:
     """:func:`store_metrics` without the probe, which is cached apart so that the app can ask for it alone."""
     models = _check_models(store, models)
     check_level(level)
@@ -194,23 +202,27 @@ def _metrics(store: Store, models: Sequence[str], *, label, group, k, level, met
                           max_points=max_points, resample_groups=extra)
     if method:
         for m in models:
-            table[m]["trustworthiness"] = _map_trustworthiness(store, m, method, level)
+            try:
+                table[m]["trustworthiness"] = _map_trustworthiness(store, m, method, level, map_max_points)
+            except ReduceError as exc:  # a visitor's map over the shared app's budget: the rest still stands
+                table[m]["trustworthiness"] = float("nan")
+                table["info"]["trustworthiness_note"] = str(exc)
         table["info"]["trustworthiness_points"] = min(max(per_model.values()), TRUSTWORTHINESS_MAX_POINTS)
     table["info"].update({"level": level, "label": label, "group": group, "method": method, "per_model": per_model,
                           "dropped": int((~keep).sum()), "seconds": time.perf_counter() - started})
-    if not store.read_only:  # a published collection keeps what was computed at publish time only
+    if not store.read_only and "trustworthiness_note" not in table["info"]:  # published: only what publish computed
         store.put_cached(METRICS_KIND, key, version, table)
     table["info"]["cached"] = False
     return table
 
 
-def _map_trustworthiness(store: Store, model: str, method: str, level: str) -> float:
+def _map_trustworthiness(store: Store, model: str, method: str, level: str, max_points: int | None = None) -> float:
     """Trustworthiness@10 of a model's whole map, as ``core.reduce`` stored it with the projection.
 
     Reusing the stored value saves recomputing it (seconds per model); the
     map covers all the model's items, as the map the user sees does.
     """
-    proj = cached_projection(store, model, method, level=level)
+    proj = cached_projection(store, model, method, level=level, max_points=max_points)
     value = proj["info"].get("trustworthiness")
     if value is None:
         value = trustworthiness(spaces.read_vectors(store, model, level)[1], proj["xy"], k=10)

@@ -126,7 +126,9 @@ else:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def metrics(db: str, version: tuple, models: tuple, label, group, k: int, level: str, method: str) -> dict:
-    return an.store_metrics(ui.opened_store(db), list(models), label=label, group=group, k=k, level=level, method=method)
+    budget = ui.cfg().visitor_max_points if ui.cfg().shared_mode else None  # as for the maps above
+    return an.store_metrics(ui.opened_store(db), list(models), label=label, group=group, k=k, level=level,
+                            method=method, map_max_points=budget)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -180,6 +182,8 @@ scored_note = (f"scored on a random sample of {info['sampled']:,} of {info['n']:
 st.caption(f"{scored_note}; trustworthiness on {info['trustworthiness_points'] or 0:,} points"
            + (f"; {info['dropped']:,} {level}s without a {'label or group' if group else 'label'} value left out"
               if info["dropped"] else ""))
+if info.get("trustworthiness_note"):
+    st.info(f"No trustworthiness for this map: {info['trustworthiness_note']}")
 if probes:
     first = next(iter(probes.values()))
     st.caption(f"Linear probe: standardised logistic regression, {first['folds']} folds that never split "

@@ -21,9 +21,10 @@ from core.config import settings
 from core.errors import BadInput, StoreError
 from core.extract import extract
 from core.models.base import load_model
+from core.reduce import cached_projection
 from core.search import embed_clip
 from core.store import Store
-from tests.conftest import PROJECT_ROOT, tone, tone_files
+from tests.conftest import PROJECT_ROOT, import_noisy_copy, tone, tone_files
 from tests.test_hostile import write_bomb
 from tests.test_ui import uploaded
 
@@ -212,3 +213,22 @@ def test_a_visitors_map_is_refused_over_the_budget(shared_root, monkeypatch):
     at.run()
     assert any("at most 1 points" in e.value for e in at.error)
     assert not at.exception
+
+
+def test_compares_trustworthiness_map_keeps_to_the_visitors_budget(shared_root, monkeypatch):
+    """Choosing t-SNE for trustworthiness must not start an unbudgeted map of the whole collection."""
+    cfg = settings()
+    tone_files(shared_root[0] / "more", 12, 3.0)  # enough points for neighbours
+    extract([shared_root[0]], ["dsp"], db=cfg.db, inside=cfg.allows)
+    import_noisy_copy(cfg.db)
+    for space in ("dsp", "noisy"):  # the maps a collection's owner left stored: free for visitors
+        cached_projection(Store(cfg.db), space, "pca")
+    monkeypatch.setenv("AEB_VISITOR_MAX_POINTS", "1")
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages/3_Compare.py"), default_timeout=120)
+    at.run()
+    next(s for s in at.selectbox if s.label == "Trustworthiness of the map").set_value("tsne").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("No trustworthiness for this map" in i.value and "at most 1 points" in i.value for i in at.info)
+    assert not at.error  # the rest of the metrics stand
+    with Store(cfg.db).connect(read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM projections WHERE method = 'tsne'").fetchone()[0] == 0
