@@ -31,6 +31,7 @@ import io
 import os
 import shutil
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -333,7 +334,7 @@ def visit_all(url: str, clap_key: str, uploads: list[str], sampler: Sampler, sho
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/aeb-share"),
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "aeb-share",
                         help="cache folder for the CLAP checkpoint, the store and the published folders")
     args = parser.parse_args()
     work = args.work.expanduser().absolute()

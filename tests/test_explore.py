@@ -390,11 +390,17 @@ def test_extra_colours_from_session_state(page, lazy):
     assert not page.exception and "12 points" in texts(page)
 
 
-def test_search_page_tag_filter_returns_exactly_k_tagged_results(small_db, monkeypatch):
+def open_search(small_db, monkeypatch) -> AppTest:
+    """The Search page on the small store, its "toy" space chosen."""
     monkeypatch.setenv("AEB_DB", str(small_db))
     at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
     at.run()
     at.selectbox(key="search_space").select("toy").run()
+    return at
+
+
+def test_search_page_tag_filter_returns_exactly_k_tagged_results(small_db, monkeypatch):
+    at = open_search(small_db, monkeypatch)
     next(s for s in at.selectbox if s.label == "Tag").select("calm").run()
     next(n for n in at.number_input if n.label == "Results").set_value(5).run()
     next(b for b in at.button if b.label == "Find similar segments").click().run()
@@ -511,10 +517,7 @@ def test_page_puts_a_tag_on_an_axis(page):
 
 
 def test_more_like_this_picks_a_track_then_its_segments_never_every_segment(small_db, monkeypatch):
-    monkeypatch.setenv("AEB_DB", str(small_db))
-    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "4_Search.py"), default_timeout=120)
-    at.run()
-    at.selectbox(key="search_space").select("toy").run()
+    at = open_search(small_db, monkeypatch)
     next(t for t in at.text_input if t.label == "File name contains").input("DRUM").run()
     track = next(s for s in at.selectbox if s.label == "Track")
     assert track.options == ["drum_01.wav", "drum_04.wav", "drum_07.wav", "drum_10.wav"]
