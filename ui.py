@@ -461,16 +461,19 @@ def save_query_clip(upload) -> Path:
 
 def linked_maps(data: pd.DataFrame, titles: list[str], *, key: str, colour: list[str] | str | None = None,
                 colour_title: str | None = None, drag: str = "select", trajectory: bool = False,
-                width: int = 440) -> list[int]:
+                width: int = 440, density: pd.DataFrame | None = None) -> list[int]:
     """Draw :func:`core.explore.linked_spec`'s maps over ``data`` and return the ids selected in them.
 
-    ``data`` is :func:`core.explore.chart_data`'s rows; the rest is the
+    ``data`` is :func:`core.explore.chart_data`'s rows; ``density``, when the
+    rows are a sample, every point's counts per view
+    (:func:`core.density.view_densities`), drawn under them; the rest is the
     spec's layout (see there).  A selection reruns the page; the ids come
     back clicked first, then boxed.
     """
     spec = _linked_spec(ex.mark_bucket(len(data)), tuple(titles), tuple(colour) if isinstance(colour, list) else colour,
-                        colour_title, drag, trajectory, width)
-    event = st.vega_lite_chart({**spec, "datasets": {ex.DATASET: data}}, on_select="rerun", key=key,
+                        colour_title, drag, trajectory, width, density is not None)
+    datasets = {ex.DATASET: data, **({ex.DENSITY: density} if density is not None else {})}
+    event = st.vega_lite_chart({**spec, "datasets": datasets}, on_select="rerun", key=key,
                                selection_mode=ex.selections(len(titles), drag), width="content")
     return ex.selected_ids(selection_of(event), data)
 
@@ -484,7 +487,7 @@ def selection_of(event) -> dict:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _linked_spec(bucket: int, titles: tuple, colour: tuple | str | None, colour_title: str | None, drag: str,
-                 trajectory: bool, width: int) -> dict:
+                 trajectory: bool, width: int, density: bool) -> dict:
     """Built once per layout: Altair validates compound charts on every build (about 1.5 s), which a click must not pay."""
     return ex.linked_spec(bucket, titles, colour=colour, colour_title=colour_title, drag=drag, trajectory=trajectory,
-                          width=width, height=int(width * 0.9))
+                          width=width, height=int(width * 0.9), density=density)

@@ -79,6 +79,38 @@ def bin_points(xy: np.ndarray, box: Box, bins: int = BINS, classes: np.ndarray |
     return frame
 
 
+def view_densities(frame: pd.DataFrame, keep: np.ndarray, n_views: int, bins: int = BINS) -> pd.DataFrame:
+    """Every kept point counted in each view's own coordinates: the layer a drawn sample sits on.
+
+    The sample shows where points are only as far as it reaches; the counts
+    under it show every point, in every view, so a dense region the sample
+    thinned out still reads as dense.
+
+    Parameters
+    ----------
+    frame : pd.DataFrame
+        The linked frame: ``x{i}``, ``y{i}`` for each view ``i``.
+    keep : np.ndarray [shape=(len(frame),), dtype=bool]
+        The points shown (filters and zoom region).
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per non-empty bin of each view: ``view``, the edges ``left,
+        right, bottom, top`` and ``count``.
+    """
+    parts = []
+    for view in range(n_views):
+        xy = frame[[f"x{view}", f"y{view}"]].to_numpy(dtype=np.float64)[keep]
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if len(xy):
+            cells = bin_points(xy, Box.around(xy), bins)
+            parts.append(cells.rename(columns={"x0": "left", "x1": "right", "y0": "bottom", "y1": "top"})
+                         .assign(view=view))
+    columns = ["view", "left", "right", "bottom", "top", "count"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
 @dataclass
 class ZoomStack:
     """The boxes the user zoomed through, outermost first; the last one is the current view.

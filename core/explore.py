@@ -58,6 +58,9 @@ LEGEND_COLUMN_PX = 170
 #: The name under which the page hands :func:`chart_data`'s rows to the spec (``spec["datasets"]``).
 DATASET = "points"
 
+#: The dataset of the counts drawn under a sample (:func:`core.density.view_densities`).
+DENSITY = "density"
+
 #: Selections the chart reports: the clicked points and one box per view.
 PICK = "pick"
 TRACK = "track"
@@ -572,7 +575,7 @@ def mark_bucket(n_points: int) -> int:
 
 def linked_spec(n_points: int, titles: Sequence[str], colour: Sequence[str] | str | None = None,
                 colour_title: str | None = None, drag: str = "select", trajectory: bool = False, width: int = 520,
-                height: int = 500) -> dict:
+                height: int = 500, density: bool = False) -> dict:
     """A Vega-Lite spec with a view per projection; a selection in any view highlights the same points in all.
 
     The spec holds no data: every view reads the dataset named
@@ -593,6 +596,10 @@ def linked_spec(n_points: int, titles: Sequence[str], colour: Sequence[str] | st
         Whether dragging draws a selection box or pans (the wheel then zooms).
     trajectory : bool
         Join the segments of the clicked track in time order.
+    density : bool
+        Draw each view's counts of every point (the dataset :data:`DENSITY`,
+        :func:`core.density.view_densities`) in grey under the points, when
+        the points are a sample.
     """
     bucket = mark_bucket(n_points)
     size = {0: 60, 2_000: 20, 20_000: 8}[bucket]
@@ -623,6 +630,13 @@ def linked_spec(n_points: int, titles: Sequence[str], colour: Sequence[str] | st
             **({"color": colour_enc} if colour_enc is not None else {}),
         ).add_params(pick, brushes[i], *([track] if trajectory else []))
         layers = [points]
+        if density:  # no aria label: the points alone are addressable, as without it
+            cells = alt.Chart(alt.NamedData(name=DENSITY)).mark_rect(color="#52606d", aria=False).encode(
+                x=alt.X("left:Q", axis=None, scale=alt.Scale(zero=False)), x2="right:Q",
+                y=alt.Y("bottom:Q", axis=None, scale=alt.Scale(zero=False)), y2="top:Q",
+                opacity=alt.Opacity("count:Q", scale=alt.Scale(type="log", range=[0.15, 0.6]), legend=None),
+            ).transform_filter(f"datum.view == {i}")
+            layers.insert(0, cells)
         if trajectory:
             line = alt.Chart().mark_line(color="#111111", strokeWidth=1.2).encode(
                 x=x, y=y, detail="track_id:N", order="idx:Q").transform_filter(track)

@@ -349,14 +349,16 @@ if region is not None and keep.sum() > cap:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def drawn(keys: tuple, version: tuple, colour_key: tuple, filter_key: tuple, zoomed: tuple, coloured: tuple | None,
           cap: int, _frame, _keep, _colour):
-    """The chart's rows, built once per (views, colour, filter, zoom region, cap): a click reruns the page but reuses
-    them."""
+    """The chart's rows, and every point's counts under them when they are a sample, built once per (views,
+    colour, filter, zoom region, cap): a click reruns the page but reuses them."""
     colour = ex.colour_column(_colour, _keep, chosen=coloured) if _colour is not None else None
-    return ex.chart_data(_frame, _keep, cap=cap, strata="colour", colour=colour)
+    data, note = ex.chart_data(_frame, _keep, cap=cap, strata="colour", colour=colour)
+    density = dn.view_densities(_frame, _keep, len(keys)) if int(_keep.sum()) > len(data) else None
+    return data, note, density
 
 
 filter_key = (filter_column, tuple(filter_values or ()), filter_range, name_filter)
-data, note = drawn(keys, VERSION, colour_key, filter_key, tuple(zoom.boxes),
+data, note, density = drawn(keys, VERSION, colour_key, filter_key, tuple(zoom.boxes),
                    None if coloured is None else tuple(coloured), cap, frame, keep, colour_values)
 if data.empty:
     st.warning(f"No point passes the filters ({note}).")
@@ -366,7 +368,8 @@ st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to
 chosen = ui.linked_maps(data, [view_title(i, v) for i, v in enumerate(views)],
                         key=f"map-{len(views)}-{drag}-{level}",
                         colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
-                        colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment", width=map_width)
+                        colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment", width=map_width,
+                        density=density)
 # Each level has its own chart, so ids of one level are never read as the other's; a selection follows a switch.
 carried = st.session_state.get(CARRIED_KEY)
 if not chosen and carried and carried[0] != level:

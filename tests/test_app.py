@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.demo import build
 from core.extract import extract, read_metadata_csv
+from core.store import Store
 from tests.conftest import PROJECT_ROOT
 
 PAGES = ["streamlit_app.py", "pages/1_Extract.py", "pages/2_Explore.py", "pages/3_Compare.py", "pages/4_Search.py"]
@@ -135,6 +139,14 @@ def test_explore_counts_every_point_as_density_above_the_drawing_cap(demo_db, mo
     monkeypatch.setenv("AEB_DRAW_CAP", "50")
     at = run("pages/2_Explore.py")
     assert any("more than the 50 drawn" in c.value for c in at.caption)
+    maps = at.get("vega_lite_chart")[-1].proto  # the linked maps, below the overview
+    layers = [view["layer"] for view in json.loads(maps.spec)["hconcat"]]
+    assert [view[0]["data"]["name"] for view in layers] == ["density", "density"]  # under each view's points
+    assert [view[0]["transform"] for view in layers] == [[{"filter": "datum.view == 0"}], [{"filter": "datum.view == 1"}]]
+    datasets = {d.name: pa.ipc.open_stream(d.data.data).read_pandas() for d in maps.datasets}
+    assert len(datasets["points"]) == 50
+    counted = datasets["density"].groupby("view")["count"].sum()
+    assert list(counted) == [Store(demo_db).info()["segments"]] * 2  # every point, in each view
     zoom_in = next(b for b in at.button if b.label == "Zoom in")
     assert zoom_in.disabled  # no box dragged yet
     next(s for s in at.selectbox if s.label == "Colour by").set_value("family").run()
