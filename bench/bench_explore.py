@@ -187,14 +187,19 @@ def first_chart(page, url: str, overview_of: int | None = None) -> tuple[float, 
     return shell, time.perf_counter() - t
 
 
-def find_point(page, x0: float, y0: float, w: float, h: float, step: int = 7):
-    """Hover over the left view until Vega's tooltip names a point; returns (x, y, tooltip text)."""
+def find_point(page, x0: float, y0: float, w: float, h: float, step: int = 7, skip: frozenset = frozenset()):
+    """Hover over the left view until Vega's tooltip names a point whose id is not in ``skip``; returns (x, y,
+    tooltip fields).  The density cells under a sample have tooltips too (their counts), and a tooltip stays up
+    while the pointer crosses empty space, so only a point's fields count."""
     for dy in range(int(h * 0.2), int(h * 0.8), step):
         for dx in range(int(w * 0.1), int(w * 0.4), step):
             page.mouse.move(x0 + dx, y0 + dy)
             tip = page.locator("#vg-tooltip-element.visible")
             if tip.count():
-                return x0 + dx, y0 + dy, tip.inner_text()
+                lines = [line.strip() for line in tip.inner_text().splitlines() if line.strip()]
+                fields = dict(zip(lines[::2], lines[1::2]))
+                if "name" in fields and fields.get("id") not in skip:
+                    return x0 + dx, y0 + dy, fields
     raise RuntimeError("no point found under the mouse")
 
 
@@ -204,11 +209,11 @@ def clicks(page, n_clicks: int = 3, server: Server | None = None) -> list[tuple]
     chart = page.locator("[data-testid=stVegaLiteChart]").last  # the maps; a density overview comes above them
     chart.scroll_into_view_if_needed()
     box = chart.bounding_box()
-    out = []
+    out, clicked = [], set()
     for k in range(n_clicks):
-        x, y, tip = find_point(page, box["x"], box["y"] + k * 17, box["width"], box["height"] - k * 17)
-        lines = [line.strip() for line in tip.splitlines() if line.strip()]
-        fields = dict(zip(lines[::2], lines[1::2]))
+        x, y, fields = find_point(page, box["x"], box["y"] + k * 17, box["width"], box["height"] - k * 17,
+                                  skip=frozenset(clicked))
+        clicked.add(fields["id"])
         start, name = float(fields["start (s)"]), fields["name"]
         mark = server.mark() if server else None
         t = time.perf_counter()

@@ -599,7 +599,9 @@ def linked_spec(n_points: int, titles: Sequence[str], colour: Sequence[str] | st
     density : bool
         Draw each view's counts of every point (the dataset :data:`DENSITY`,
         :func:`core.density.view_densities`) in grey under the points, when
-        the points are a sample.
+        the points are a sample: the sample alone makes a crowded region look
+        as sparse as the cap allows.  A cell's tooltip gives its count, which
+        also replaces a point's tooltip once the pointer leaves that point.
     """
     bucket = mark_bucket(n_points)
     size = {0: 60, 2_000: 20, 20_000: 8}[bucket]
@@ -635,6 +637,7 @@ def linked_spec(n_points: int, titles: Sequence[str], colour: Sequence[str] | st
                 x=alt.X("left:Q", axis=None, scale=alt.Scale(zero=False)), x2="right:Q",
                 y=alt.Y("bottom:Q", axis=None, scale=alt.Scale(zero=False)), y2="top:Q",
                 opacity=alt.Opacity("count:Q", scale=alt.Scale(type="log", range=[0.15, 0.6]), legend=None),
+                tooltip=[alt.Tooltip("count:Q", format=",", title="points in this cell")],
             ).transform_filter(f"datum.view == {i}")
             layers.insert(0, cells)
         if trajectory:

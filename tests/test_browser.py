@@ -323,8 +323,9 @@ def expect_overview_of(page, n: int) -> None:
 
 
 def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, tmp_path):
-    """The overview counts every point but draws a sample; two box zooms narrow the view A map to a region small enough
-    to draw each of its points, one of which, not drawn before, plays when clicked; "Back" returns one level."""
+    """The overview counts every point and each map draws those counts under its sample; two box zooms narrow the
+    view A map to a region small enough to draw each of its points, one of which, not drawn before, plays when clicked;
+    "Back" returns one level."""
     from playwright.sync_api import expect
 
     from core.reduce import cached_projection
@@ -337,6 +338,10 @@ def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, t
         views = open_explore(page, url)
         expect(views.nth(0).locator("path[aria-label]")).to_have_count(DRAW_CAP, timeout=120_000)
         expect_overview_of(page, len(segments))
+        counts_under_sample = page.locator("[data-testid=stVegaLiteChart]").last.locator(
+            "g.mark-rect.role-mark:not([class*=brush])")
+        expect(counts_under_sample).to_have_count(2)  # every point counted in grey under each view's sample
+        assert all(group.locator("path").count() > 0 for group in counts_under_sample.all())
         sampled = frozenset(views.nth(0).locator("path[aria-label]").evaluate_all(
             "paths => paths.map(p => p.getAttribute('aria-label'))"))
         assert len(sampled) == DRAW_CAP
@@ -358,6 +363,7 @@ def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, t
         for v in range(2):  # each point of the region drawn individually, in both views, and no overview left
             expect(views.nth(v).locator("path[aria-label]")).to_have_count(second, timeout=120_000)
         expect(page.locator("g.mark-rect path[aria-label]")).to_have_count(0)
+        expect(counts_under_sample).to_have_count(0)
 
         views.nth(0).scroll_into_view_if_needed()
         target = topmost_point(page, views.nth(0), avoid=sampled)
