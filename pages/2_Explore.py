@@ -322,7 +322,7 @@ if zoom.boxes:
     z2.caption(" › ".join(crumbs) + f" — {int(keep.sum()):,} points in this region")
 region = zoom.current or dn.Box.around(xy_a[keep]) if keep.any() else None
 if region is not None and keep.sum() > cap:
-    if not region.splittable():
+    if not dn.Box.around(xy_a[keep]).splittable():  # the points, not the dragged box: a heap inside it stays a heap
         st.subheader(f"{int(keep.sum()):,} points on one spot")
         page_rows = frame[keep].reset_index(drop=True)
         page = int(st.number_input("Page", 1, max(1, -(-len(page_rows) // N_PLAYERS)), 1, key="zoom-page"))

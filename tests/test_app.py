@@ -134,6 +134,35 @@ def test_extract_page_runs_with_workers_a_batch_size_and_bf16_asked(tmp_path, mo
     assert list(at.dataframe[-1].value["path"]) == [str(folder / "broken.wav")]
 
 
+def test_explore_lists_points_on_one_spot_with_players_when_no_zoom_can_split_them(tmp_path, monkeypatch):
+    """25 silent segments share one vector, hence one spot on every map: no zoom can draw them apart, so above
+    the drawing cap the page lists them, a page of players at a time."""
+    import numpy as np
+    import soundfile as sf
+
+    from core.exchange import vector_column
+    from core.reduce import canonical_params
+    from core.store import Provenance
+
+    sf.write(tmp_path / "silence.wav", np.zeros(25 * 22050, dtype=np.float32), 22050)
+    rows = pa.table({"path": [str(tmp_path / "silence.wav")] * 25, "start_s": np.arange(25.0),
+                     "end_s": np.arange(25.0) + 1}).append_column("vector", vector_column(np.ones((25, 8), np.float32)))
+    store = Store(tmp_path / "heap.duckdb")
+    store.add_imported(Provenance("heap", "heap", 8, "1", "", source="imported"), rows)
+    ids, _ = store.vectors("heap")
+    for method in ("pca", "std-pca"):
+        store.put_projection("heap", "segment", method, json.dumps(canonical_params(method), sort_keys=True),
+                             store.data_version("heap"), ids, np.zeros((25, 2), np.float32), 0.0, {"params": {}})
+    monkeypatch.setenv("AEB_DB", str(tmp_path / "heap.duckdb"))
+    monkeypatch.setenv("AEB_DRAW_CAP", "10")
+    at = run("pages/2_Explore.py")
+    assert [h.value for h in at.subheader] == ["25 points on one spot"]
+    assert len(at.get("audio")) == 10  # the first page of players
+    next(n for n in at.number_input if n.label == "Page").set_value(3).run()
+    assert not at.exception
+    assert len(at.get("audio")) == 5
+
+
 def test_explore_counts_every_point_as_density_above_the_drawing_cap(demo_db, monkeypatch):
     monkeypatch.setenv("AEB_DB", str(demo_db))
     monkeypatch.setenv("AEB_DRAW_CAP", "50")

@@ -66,22 +66,24 @@ def test_draw_cap_setting(monkeypatch):
 
 
 def test_any_point_of_a_million_is_reached_in_three_zooms_with_the_default_cap(monkeypatch):
-    """By construction: 1,000 tight clusters of 1,000 points (a track each) and 100 spread
-    points; each zoom takes the overview bin holding the target, as a box drawn around it."""
+    """By construction: 1,000 tight clusters of 1,000 points (a track each), 100 spread points and a heap of
+    14,900 on one spot; each zoom takes the overview bin holding the target, as a box drawn around it, until the
+    region is drawable or its points cannot be told apart (the page then lists them).  A dragged box always has an
+    area, so only the points' own extent can say that zooming further is useless."""
     monkeypatch.delenv("AEB_DRAW_CAP", raising=False)
     cap = draw_cap()
     rng = np.random.default_rng(1)
     centres = rng.uniform(-50, 50, size=(1_000, 2))
     xy = (np.repeat(centres, 1_000, axis=0) + rng.normal(scale=0.3, size=(1_000_000, 2))).astype(np.float32)
     xy[:100] = rng.uniform(-60, 60, size=(100, 2))
-    xy[100:5_000] = xy[100]                # silent segments on one spot
-    targets = np.concatenate([np.arange(0, 100, 10), [100, 4_999], rng.integers(5_000, len(xy), 20)])
+    xy[100:15_000] = xy[100]               # silent segments on one spot, more than the cap
+    targets = np.concatenate([np.arange(0, 100, 10), [100, 14_999], rng.integers(15_000, len(xy), 20)])
     for target in targets:
         stack, zooms = ZoomStack(), 0
         while True:
             keep = stack.mask(xy)
             region = stack.current or Box.around(xy)
-            if keep.sum() <= cap or not region.splittable():
+            if keep.sum() <= cap or not Box.around(xy[keep]).splittable():  # drawn, or the page lists the heap
                 break
             bins = bin_points(xy[keep], region)
             px, py = xy[target]
