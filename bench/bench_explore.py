@@ -187,6 +187,12 @@ def first_chart(page, url: str, overview_of: int | None = None) -> tuple[float, 
     return shell, time.perf_counter() - t
 
 
+def centre_on_screen(locator) -> None:
+    """Scroll ``locator`` to the middle of the window: scrolled only "into view" it may sit under Streamlit's sticky
+    header, which then hides its top rows from a screenshot and takes the mouse's clicks and drags there."""
+    locator.evaluate("e => e.scrollIntoView({block: 'center'})")
+
+
 def find_point(page, x0: float, y0: float, w: float, h: float, step: int = 7, skip: frozenset = frozenset()):
     """Hover over the left view until Vega's tooltip names a point whose id is not in ``skip``; returns (x, y,
     tooltip fields).  The density cells under a sample have tooltips too (their counts), and a tooltip stays up
@@ -207,7 +213,7 @@ def clicks(page, n_clicks: int = 3, server: Server | None = None) -> list[tuple]
     """(seconds to the painted highlight, seconds to the segment's player) per click, and with ``server`` the rerun's
     (script seconds, reruns, server CPU seconds)."""
     chart = page.locator("[data-testid=stVegaLiteChart]").last  # the maps; a density overview comes above them
-    chart.scroll_into_view_if_needed()
+    centre_on_screen(chart)
     box = chart.bounding_box()
     out, clicked = [], set()
     for k in range(n_clicks):
@@ -258,7 +264,7 @@ def overview_scales(page, region: dn.Box) -> np.ndarray:
     from PIL import Image
 
     chart = page.locator("[data-testid=stVegaLiteChart]").first
-    chart.scroll_into_view_if_needed()
+    centre_on_screen(chart)
     image = np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("RGB")).astype(int)
     frame = chart.bounding_box()
     coloured = image[..., 2] - image[..., 0] > 15

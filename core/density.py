@@ -27,17 +27,34 @@ def draw_cap() -> int:
 
 @dataclass(frozen=True)
 class Box:
-    """A closed region ``[x0, x1] x [y0, y1]`` of the projected plane."""
+    """A closed region ``[x0, x1] x [y0, y1]`` of one view's projected plane (``view`` 0 is map A, 1 map B)."""
 
     x0: float
     x1: float
     y0: float
     y1: float
+    view: int = 0
 
     @classmethod
     def around(cls, xy: np.ndarray) -> "Box":
         """Smallest box holding every point of ``xy`` (shape (n, 2))."""
         return cls(float(xy[:, 0].min()), float(xy[:, 0].max()), float(xy[:, 1].min()), float(xy[:, 1].max()))
+
+    @classmethod
+    def dragged(cls, selection: dict | None) -> "Box | None":
+        """The box a chart's interval selection spans, in the view its fields name (``x1``/``y1``: map B).
+
+        ``selection`` is Streamlit's ``event.selection`` of the overview (its
+        ``zoom`` box is drawn on map A's coordinates) or of the linked maps
+        (``brush0``, ``brush1``); the first box found counts.
+        """
+        for value in (selection or {}).values():
+            xs = [field for field in value if field.startswith("x")] if isinstance(value, dict) else []
+            if len(xs) == 1 and xs[0][1:].isdigit() and f"y{xs[0][1:]}" in value:
+                (xa, xb), (ya, yb) = value[xs[0]], value[f"y{xs[0][1:]}"]
+                return cls(float(min(xa, xb)), float(max(xa, xb)), float(min(ya, yb)), float(max(ya, yb)),
+                           int(xs[0][1:]))
+        return None
 
     def splittable(self) -> bool:
         """Whether binning can separate points inside: a box with no width or height at float
@@ -137,9 +154,14 @@ class ZoomStack:
     def current(self) -> Box | None:
         return self.boxes[-1] if self.boxes else None
 
-    def mask(self, xy: np.ndarray) -> np.ndarray:
-        """Points (n,) of the current view; every level narrows the previous one."""
-        keep = np.ones(len(xy), dtype=bool)
+    def mask(self, *views: np.ndarray) -> np.ndarray:
+        """Points (n,) of the current region; every level narrows the previous one.
+
+        ``views`` holds each map's coordinates (n, 2), map A first: a box
+        dragged on map B narrows by B's coordinates, so a cluster that only B
+        separates can be zoomed into there.
+        """
+        keep = np.ones(len(views[0]), dtype=bool)
         for box in self.boxes:
-            keep &= region_mask(xy, box)
+            keep &= region_mask(views[box.view], box)
         return keep

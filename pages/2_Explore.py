@@ -307,20 +307,25 @@ if colour_values is not None and not pd.api.types.is_numeric_dtype(colour_values
 
 # ---------------------------------------------------------------------------- zoom: density overview of view A
 def zoom_in(stack: dn.ZoomStack, chart_key: str) -> None:
-    """The box drawn on the overview becomes the region, before the button's rerun: one rerun per zoom, not two."""
-    (xa, xb), (ya, yb) = (st.session_state[chart_key]["selection"]["zoom"][axis] for axis in ("x0", "y0"))
-    stack.push(dn.Box(float(min(xa, xb)), float(max(xa, xb)), float(min(ya, yb)), float(max(ya, yb))))
+    """The box drawn on the overview or on a map becomes the region, before the button's rerun: one rerun per zoom,
+    not two."""
+    box = dn.Box.dragged(st.session_state[chart_key]["selection"])
+    if box is not None:
+        stack.push(box)
 
 
 zoom = st.session_state.setdefault("explore-zoom", {}).setdefault(keys, dn.ZoomStack())
 xy_a = frame[["x0", "y0"]].to_numpy()
-keep &= zoom.mask(xy_a)
-crumbs = ["whole map", *[f"zoom {i + 1}" for i in range(len(zoom.boxes))]]
+keep &= zoom.mask(*(frame[[f"x{i}", f"y{i}"]].to_numpy() for i in range(len(views))))
+crumbs = ["whole map", *[f"zoom {i + 1}" + (" (B)" if box.view else "") for i, box in enumerate(zoom.boxes)]]
 if zoom.boxes:
-    z1, z2 = st.columns([1, 4])
+    z1, z2, z3 = st.columns([1, 1, 4])
     z1.button("⬅ Back", key="zoom-back", on_click=zoom.back)
-    z2.caption(" › ".join(crumbs) + f" — {int(keep.sum()):,} points in this region")
-region = zoom.current or dn.Box.around(xy_a[keep]) if keep.any() else None
+    z2.button("Whole map", key="zoom-out", on_click=zoom.to_level, args=(0,), disabled=len(zoom.boxes) < 2)
+    z3.caption(" › ".join(crumbs) + f" — {int(keep.sum()):,} points in this region")
+# The overview bins map A: a box dragged on B has no extent there, so the region's points set it.
+on_a = zoom.current if zoom.current is not None and zoom.current.view == 0 else None
+region = on_a or dn.Box.around(xy_a[keep]) if keep.any() else None
 if region is not None and keep.sum() > cap:
     if not dn.Box.around(xy_a[keep]).splittable():  # the points, not the dragged box: a heap inside it stays a heap
         st.subheader(f"{int(keep.sum()):,} points on one spot")
@@ -339,7 +344,8 @@ if region is not None and keep.sum() > cap:
     overview = (alt.Chart(bins).mark_rect().encode(x=alt.X("x0:Q", title="x (A)"), x2="x1", y=alt.Y("y0:Q", title="y (A)"),
                                                    y2="y1", color=colour, tooltip=["count"]).add_params(box))
     st.caption(f"{int(keep.sum()):,} points, more than the {cap:,} drawn: every point is counted below; "
-               "drag a box and press “Zoom in” to draw each point of a region.")
+               "drag a box here and press “Zoom in”, or on either map and press “Zoom to the box”, to draw each "
+               "point of a region.")
     chart_key = f"zoom-overview-{len(zoom.boxes)}"
     event = st.altair_chart(overview, on_select="rerun", key=chart_key, width="stretch")
     picked = (event or {}).get("selection", {}).get("zoom") or {}
@@ -365,11 +371,15 @@ if data.empty:
     st.stop()
 
 st.caption(f"{note}. Click a point to hear it, shift-click to add, drag a box to select many; double-click clears.")
-chosen = ui.linked_maps(data, [view_title(i, v) for i, v in enumerate(views)],
-                        key=f"map-{len(views)}-{drag}-{level}",
+map_key = f"map-{len(views)}-{drag}-{level}-{len(zoom.boxes)}"  # a zoom starts its maps with no box left over
+chosen = ui.linked_maps(data, [view_title(i, v) for i, v in enumerate(views)], key=map_key,
                         colour=ex.colour_scale(data["colour"]) if "colour" in data else None,
                         colour_title=colour_title, drag=drag, trajectory=trajectory and level == "segment", width=map_width,
                         density=density)
+if density is not None and drag == "select":
+    st.button("Zoom to the box", key="zoom-map", on_click=zoom_in, args=(zoom, map_key),
+              disabled=dn.Box.dragged(ui.selection_of(st.session_state.get(map_key))) is None,
+              help="Narrow both maps to the points inside the box dragged on either map, until each is drawn.")
 # Each level has its own chart, so ids of one level are never read as the other's; a selection follows a switch.
 carried = st.session_state.get(CARRIED_KEY)
 if not chosen and carried and carried[0] != level:

@@ -181,3 +181,31 @@ def test_explore_counts_every_point_as_density_above_the_drawing_cap(demo_db, mo
     next(s for s in at.selectbox if s.label == "Colour by").set_value("family").run()
     assert not at.exception
     assert any("more than the 50 drawn" in c.value for c in at.caption)
+
+
+def test_a_box_dragged_on_map_b_zooms_both_maps_to_the_points_inside_it_in_b(demo_db, monkeypatch):
+    """A cluster that only map B separates can be zoomed into there: the region is B's box, in B's coordinates."""
+    import numpy as np
+
+    from core.reduce import cached_projection
+
+    monkeypatch.setenv("AEB_DB", str(demo_db))
+    monkeypatch.setenv("AEB_DRAW_CAP", "50")
+    at = run("pages/2_Explore.py")
+    assert next(b for b in at.button if b.label == "Zoom to the box").disabled  # nothing dragged on the maps yet
+    projection = cached_projection(Store(demo_db), "dsp", "std-pca")  # map B, as the page stored it
+    ids, xy = np.asarray(projection["ids"]), np.asarray(projection["xy"], dtype=np.float64)
+    (x_lo, y_lo), (x_hi, y_hi) = np.quantile(xy, 0.25, axis=0), np.quantile(xy, 0.75, axis=0)
+    inside = ids[(xy[:, 0] >= x_lo) & (xy[:, 0] <= x_hi) & (xy[:, 1] >= y_lo) & (xy[:, 1] <= y_hi)]
+    assert 0 < len(inside) < len(ids)
+    at.session_state["map-2-select-segment-0"] = {"selection": {"pick": [], "brush0": {}, "brush1": {
+        "x1": [float(x_hi), float(x_lo)], "y1": [float(y_lo), float(y_hi)]}}}  # dragged right to left
+    at.run()
+    next(b for b in at.button if b.label == "Zoom to the box").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value == f"whole map › zoom 1 (B) — {len(inside):,} points in this region" for c in at.caption)
+    maps = at.get("vega_lite_chart")[-1].proto
+    drawn = {d.name: pa.ipc.open_stream(d.data.data).read_pandas() for d in maps.datasets}["points"]
+    assert set(drawn["id"]) <= set(inside.tolist()) and len(drawn) == min(len(inside), 50)
+    next(b for b in at.button if b.label.endswith("Back")).click().run()
+    assert not any("zoom 1" in c.value for c in at.caption)

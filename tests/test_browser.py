@@ -261,6 +261,12 @@ def test_a_zip_export_holds_the_selected_clips_with_their_durations(app, page):
 DRAW_CAP = 50  # the demo's 294 segments are then six times more than a view draws
 
 
+def centre_on_screen(locator) -> None:
+    """Scroll ``locator`` to the middle of the window, clear of Streamlit's sticky header, which would take a drag or
+    a click meant for a chart scrolled only "into view" under it."""
+    locator.evaluate("e => e.scrollIntoView({block: 'center'})")
+
+
 def overview_bins(page) -> tuple[np.ndarray, np.ndarray]:
     """The density overview's bins as drawn: their data edges and counts ``(x0, x1, y0, y1, count)`` (n, 5), read from
     the rects' labels, and their pixel boxes ``(left, right, bottom, top)`` (n, 4)."""
@@ -289,7 +295,7 @@ def zoom_around(page, xy: np.ndarray, seed: int, k: int) -> None:
     (the side falls midway between the k-th and the next), inside the drawn bins, and press "Zoom in"."""
     from playwright.sync_api import expect
 
-    page.locator("[data-testid=stVegaLiteChart]").first.scroll_into_view_if_needed()
+    centre_on_screen(page.locator("[data-testid=stVegaLiteChart]").first)
     edges, pixels = overview_bins(page)
     at = to_pixels(edges, pixels, xy)
     reach = np.sort(np.abs(at - at[seed]).max(axis=1))
@@ -325,7 +331,7 @@ def expect_overview_of(page, n: int) -> None:
 def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, tmp_path):
     """The overview counts every point and each map draws those counts under its sample; two box zooms narrow the
     view A map to a region small enough to draw each of its points, one of which, not drawn before, plays when clicked;
-    "Back" returns one level."""
+    "Back" returns one level, and a box dragged on map B zooms by B's coordinates."""
     from playwright.sync_api import expect
 
     from core.reduce import cached_projection
@@ -365,7 +371,7 @@ def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, t
         expect(page.locator("g.mark-rect path[aria-label]")).to_have_count(0)
         expect(counts_under_sample).to_have_count(0)
 
-        views.nth(0).scroll_into_view_if_needed()
+        centre_on_screen(views.nth(0))
         target = topmost_point(page, views.nth(0), avoid=sampled)
         box = views.nth(0).locator(f"path[aria-label='{target}']").bounding_box()
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -378,6 +384,18 @@ def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, t
         assert region_size(page, "whole map › zoom 1") == first
         expect_overview_of(page, first)
         expect(page.get_by_text("zoom 2")).to_have_count(0)
+
+        # A box dragged on map B zooms too, by B's coordinates: the middle of its drawn points.
+        centre_on_screen(views.nth(1))
+        spread = views.nth(1).bounding_box()
+        page.mouse.move(spread["x"] + spread["width"] * 0.2, spread["y"] + spread["height"] * 0.2)
+        page.mouse.down()
+        page.mouse.move(spread["x"] + spread["width"] * 0.8, spread["y"] + spread["height"] * 0.8, steps=8)
+        page.mouse.up()
+        button = page.get_by_role("button", name="Zoom to the box")
+        expect(button).to_be_enabled(timeout=60_000)
+        button.click()
+        assert 0 < region_size(page, "whole map › zoom 1 › zoom 2 (B)") < first
     finally:
         proc.terminate()
         proc.wait(timeout=30)

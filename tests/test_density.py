@@ -50,6 +50,20 @@ def test_zoom_stack_narrows_goes_back_and_jumps_to_a_breadcrumb():
     assert stack.boxes == [] and stack.back() is None
 
 
+def test_a_box_on_map_b_narrows_by_b_coordinates_and_each_level_by_its_own_map():
+    a = np.array([[0.0, 0.0], [2.0, 2.0], [3.0, 3.0], [9.0, 9.0]])
+    b = np.array([[5.0, 5.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0]])
+    stack = ZoomStack([Box(0, 5, 0, 5), Box(4, 6, 4, 6, view=1)])
+    assert stack.mask(a, b).tolist() == [True, False, True, False]
+
+
+def test_the_dragged_box_is_read_from_whichever_chart_and_map_it_was_drawn_on():
+    assert Box.dragged({"zoom": {"x0": [3, 1], "y0": [0, 2]}}) == Box(1, 3, 0, 2)  # the overview: map A
+    assert Box.dragged({"pick": [{"id": 4}], "brush0": {}, "brush1": {"x1": [1, 2], "y1": [5, 4]}}) == Box(1, 2, 4, 5, 1)
+    assert Box.dragged({"pick": [], "brush0": {}, "brush1": {}}) is None
+    assert Box.dragged(None) is None
+
+
 def test_coincident_points_cannot_be_split():
     xy = np.full((100, 2), 0.25)
     assert not Box.around(xy).splittable()

@@ -73,7 +73,7 @@ def page(small_db, monkeypatch):
 
 
 def select(at: AppTest, selection: dict) -> AppTest:
-    at.session_state["map-2-select-segment"] = {"selection": {"pick": [], "brush0": {}, "brush1": {}, **selection}}  # two views, drag selects
+    at.session_state["map-2-select-segment-0"] = {"selection": {"pick": [], "brush0": {}, "brush1": {}, **selection}}  # two views, drag selects
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

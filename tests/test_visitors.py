@@ -180,7 +180,7 @@ def test_no_absolute_path_reaches_the_rendered_pages(shared_root, tmp_path):
     search = pages["pages/4_Search.py"]
     next(b for b in search.button if b.label == "Find similar segments").click().run()
     explore = pages["pages/2_Explore.py"]
-    explore.session_state["map-2-select-segment"] = {"selection": {"pick": [{"id": 1}], "box": [{"id": 2}]}}
+    explore.session_state["map-2-select-segment-0"] = {"selection": {"pick": [{"id": 1}], "box": [{"id": 2}]}}
     explore.run()
     assert explore.subheader[0].value.startswith("▶") and len(search.get("audio")) == 2  # the query and the other track
     for page, at in pages.items():
