@@ -392,6 +392,9 @@ def test_two_zooms_reach_and_play_a_point_the_overview_did_not_draw(app, page, t
         page.mouse.down()
         page.mouse.move(spread["x"] + spread["width"] * 0.8, spread["y"] + spread["height"] * 0.8, steps=8)
         page.mouse.up()
+        inside = [views.nth(v).locator("path[stroke='#111111']") for v in range(2)]
+        inside[0].first.wait_for(timeout=60_000)  # B's box highlights the same points in A
+        assert inside[0].count() == inside[1].count() > 0
         button = page.get_by_role("button", name="Zoom to the box")
         expect(button).to_be_enabled(timeout=60_000)
         button.click()

@@ -288,8 +288,9 @@ def test_linked_spec_highlights_through_conditions_on_shared_data():
     params = {p["name"]: p for p in spec["params"]}
     assert set(params) == {"pick", "track", "brush0", "brush1"} and len(params["pick"]["views"]) == 2
     points = spec["hconcat"][1]["layer"][1]
-    test = points["encoding"]["opacity"]["condition"][0]["test"]
-    assert {"param": "brush0", "empty": False} in test["or"]  # a box in A highlights in B
+    state = points["transform"][0]
+    assert state["as"] == "highlight" and "vlSelectionTest('brush0_store', datum)" in state["calculate"]  # A's box in B
+    assert points["encoding"]["opacity"]["condition"][0]["test"] == "datum.highlight == 2"
     assert points["encoding"]["color"]["sort"] == ["p", "q"]
     assert spec["hconcat"][0]["layer"][0]["transform"] == [{"filter": {"param": "track", "empty": False}}]
     zoom = ex.linked_spec(100, ["A"], drag="zoom")
