@@ -106,3 +106,16 @@ def test_any_point_of_a_million_is_reached_in_three_zooms_with_the_default_cap(m
             zooms += 1
         assert stack.mask(xy)[target], target
         assert zooms <= 3, (target, zooms)
+
+
+def test_bins_agree_with_numpy_histogram_on_edges_and_rounding():
+    rng = np.random.default_rng(3)
+    xy = np.concatenate([rng.normal(size=(20_000, 2)), np.linspace(-1, 1, 61)[:, None].repeat(2, axis=1)])
+    box = Box(-1.0, 1.0, -1.0, 1.0)
+    inside = xy[region_mask(xy, box)]
+    expected, _, _ = np.histogram2d(inside[:, 0], inside[:, 1], bins=60, range=[[-1, 1], [-1, 1]])
+    got = np.zeros((60, 60))
+    bins = bin_points(xy, box, bins=60)
+    edges = np.linspace(-1, 1, 61)
+    got[np.searchsorted(edges, bins["x0"]), np.searchsorted(edges, bins["y0"])] = bins["count"]
+    assert (got == expected).all()  # points on an edge (the 61 diagonal ones among them) go where numpy puts them
