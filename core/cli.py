@@ -203,7 +203,8 @@ def cmd_project(args) -> int:
     store = _existing_store(args.db)
     space = _stored_space(store, args.model)
     with _step_bar("point") as progress:
-        result = cached_projection(store, space, args.method, level=args.level, progress=progress)
+        result = cached_projection(store, space, args.method, level=args.level, progress=progress,
+                                   sample_above=args.sample_above, fit_sample=args.fit_sample)
     out = {"model": space, "method": args.method, "level": args.level, "n": int(len(result["ids"])),
            "seconds": result["seconds"], "cached": result["cached"],
            "trustworthiness": result["info"].get("trustworthiness"), **{
@@ -410,6 +411,20 @@ def cmd_publish(args) -> int:
 # ---------------------------------------------------------------------- parser
 
 
+def _whole(minimum: int):
+    """An argparse type: a whole number, at least ``minimum``, written as ``50000``, ``50_000`` or ``5e4``."""
+    def whole(text: str) -> int:
+        try:
+            value = float(text.replace("_", ""))
+        except ValueError:
+            value = float("nan")
+        if not (value == value and minimum <= value < 2**63 and value == int(value)):
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, such as 50000, not {text!r}")
+        return int(value)
+
+    return whole
+
+
 def _sample_count(text: str) -> int:
     from core.config import sample_count
 
@@ -484,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--method", required=True, choices=["pca", "std-pca", "tsne", "umap"])
     p.add_argument("--level", default="segment", choices=["segment", "track"])
+    p.add_argument("--sample-above", type=_whole(0), metavar="N",
+                   help="fit t-SNE and UMAP of more than N points on a sample and place the rest (default 100,000)")
+    p.add_argument("--fit-sample", type=_whole(3), metavar="N", help="points of that sample (default 50,000)")
     db_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_project)

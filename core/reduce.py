@@ -118,10 +118,9 @@ def project(x: np.ndarray, method: str, params: dict | None = None, seed: int = 
         info["explained_variance"] = [float(v) for v in pca.explained_variance_ratio_]
         report(n, n, f"{method.upper()} of {n:,} points")
         return np.asarray(xy, dtype=np.float32), info
-    sample_above = SAMPLE_ABOVE if sample_above is None else sample_above
-    fit_sample = FIT_SAMPLE if fit_sample is None else fit_sample
-    sampled = n > sample_above and fit_sample < n
-    fit_rows = np.sort(np.random.default_rng(seed).choice(n, fit_sample, replace=False)) if sampled else None
+    fit_size = _fit_size(method, n, sample_above, fit_sample)
+    sampled = fit_size is not None
+    fit_rows = np.sort(np.random.default_rng(seed).choice(n, fit_size, replace=False)) if sampled else None
     fit_x = x[fit_rows] if sampled else x
     m = len(fit_x)
     step = f"fitting {'t-SNE' if method == 'tsne' else 'UMAP'} on {m:,} points"
@@ -140,6 +139,13 @@ def project(x: np.ndarray, method: str, params: dict | None = None, seed: int = 
         report(start + len(rows), len(rest), f"placing {len(rest):,} points into the map")
     info["fit_sample"], info["placed"] = m, len(rest)
     return xy, info
+
+
+def _fit_size(method: str, n: int, sample_above: int | None, fit_sample: int | None) -> int | None:
+    """How many of ``n`` points a ``method`` map is fit on when not on all of them (``None``: all)."""
+    sample_above = SAMPLE_ABOVE if sample_above is None else sample_above
+    fit_sample = FIT_SAMPLE if fit_sample is None else fit_sample
+    return fit_sample if method in ("tsne", "umap") and n > sample_above and fit_sample < n else None
 
 
 def _fit_tsne(x: np.ndarray, params: dict, seed: int, share_done: Callable[[float], None]):
@@ -184,7 +190,8 @@ def _place(model, x: np.ndarray) -> np.ndarray:
 
 def cached_projection(store: Store, space: str, method: str, level: str = "segment", params: dict | None = None,
                       with_trust: bool = True, on_compute: Callable[[int], None] | None = None,
-                      progress: ProgressFn | None = None, max_points: int | None = None) -> dict:
+                      progress: ProgressFn | None = None, max_points: int | None = None,
+                      sample_above: int | None = None, fit_sample: int | None = None) -> dict:
     """The projection of a space, from the store's cache or computed and stored.
 
     ``on_compute(n)`` is called before a computation starts (not on a cache
@@ -195,6 +202,13 @@ def cached_projection(store: Store, space: str, method: str, level: str = "segme
     store does not hold is computed only for at most that many points, one
     visitor at a time, and is returned without being stored (the store is
     shared, or read-only).  A read-only store never stores one either.
+
+    ``sample_above`` and ``fit_sample`` go to :func:`project`.  Given, they
+    also decide whether the stored map will do: one fit on another sample (or
+    on every point, where a sample is asked for) is computed again and
+    replaced.  Left out, any stored map of these parameters is used, however
+    it was fit, so that a map computed once in full on a big machine is the
+    one the app shows.
 
     Raises
     ------
@@ -214,31 +228,35 @@ def cached_projection(store: Store, space: str, method: str, level: str = "segme
     key = json.dumps(params, sort_keys=True)
     version = store.data_version(space)
     hit = store.get_projection(space, level, method, key, version)
-    if hit is not None:
+    if hit is not None and (sample_above is None and fit_sample is None
+                            or hit["info"].get("fit_sample") == _fit_size(method, len(hit["ids"]), sample_above,
+                                                                          fit_sample)):
         return {**hit, "cached": True}
     ids, x = read_vectors(store, space, level)
+    sampling = {"sample_above": sample_above, "fit_sample": fit_sample}
     if max_points is None:
         return _computed(store, space, method, level, params, ids, x, with_trust, on_compute, progress,
-                         keep=not store.read_only)
+                         keep=not store.read_only, **sampling)
     if len(ids) > max_points:
         raise ReduceError(f"This shared app computes new maps of at most {max_points:,} points for a visitor, and this "
                           f"one has {len(ids):,}; choose the default settings, whose maps are stored.")
     if not _VISITOR_JOB.acquire(blocking=False):
         raise ReduceError("Another visitor's map is being computed; try again in a moment.")
     try:
-        return _computed(store, space, method, level, params, ids, x, with_trust, on_compute, progress, keep=False)
+        return _computed(store, space, method, level, params, ids, x, with_trust, on_compute, progress, keep=False,
+                         **sampling)
     finally:
         _VISITOR_JOB.release()
 
 
 def _computed(store: Store, space: str, method: str, level: str, params: dict, ids: np.ndarray, x: np.ndarray,
               with_trust: bool, on_compute: Callable[[int], None] | None, progress: ProgressFn | None,
-              keep: bool) -> dict:
+              keep: bool, sample_above: int | None, fit_sample: int | None) -> dict:
     """:func:`cached_projection`'s computation, stored when ``keep``."""
     if on_compute is not None:
         on_compute(len(ids))
     t = time.perf_counter()
-    xy, info = project(x, method, params, progress=progress)
+    xy, info = project(x, method, params, progress=progress, sample_above=sample_above, fit_sample=fit_sample)
     seconds = time.perf_counter() - t
     if with_trust:
         info["trustworthiness"] = trustworthiness(x, xy, k=10)

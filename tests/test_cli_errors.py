@@ -85,6 +85,9 @@ CASES = {
                                    "--max-samples", "lots"],
     "metrics -k 1000000000": ["metrics", "--model", "dsp", "-k", "1000000000", "--db", "{d}/s.duckdb"],
     "metrics -k 0": ["metrics", "--model", "dsp", "-k", "0", "--db", "{d}/s.duckdb"],
+    "project --fit-sample 2": ["project", "--model", "dsp", "--method", "tsne", "--fit-sample", "2", "--db", "{d}/s.duckdb"],
+    "project --sample-above not a number": ["project", "--model", "dsp", "--method", "umap", "--sample-above", "many",
+                                            "--db", "{d}/s.duckdb"],
     "search -k -1": ["search", "--model", "dsp", "--audio", "{d}/audio/0.wav", "-k", "-1", "--db", "{d}/s.duckdb"],
     # paths
     "extract a path that does not exist": ["extract", "{d}/nowhere", "--model", "dsp", "--db", "{d}/new.duckdb"],

@@ -110,6 +110,27 @@ def test_cli_project_says_the_map_was_fit_on_a_sample(store, monkeypatch, capsys
     assert "fit on a sample of 60 and the other 60 placed" in capsys.readouterr().out
 
 
+def test_cli_project_sampling_settings_refit_a_map_fit_otherwise_and_reuse_one_fit_alike(store, capsys):
+    import json
+
+    from core import cli, reduce
+
+    def run(*flags):
+        assert cli.main(["project", "--model", "m", "--method", "tsne", "--db", str(store.path), "--json", *flags]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert "fit_sample" not in run()  # 120 points: under the default threshold, fit on all
+    out = run("--sample-above", "50", "--fit-sample", "4e1")
+    assert (out["cached"], out["fit_sample"], out["placed"]) == (False, 40, 80)
+    assert run("--sample-above", "1_00", "--fit-sample", "40")["cached"]  # 120 > 100: the same 40-point fit will do
+    assert run()["fit_sample"] == 40  # without settings any stored map is used: the app shows what was computed
+    full = run("--sample-above", "1000")
+    assert not full["cached"] and "fit_sample" not in full and run()["cached"]
+    assert cli.main(["project", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())  # the help gives the defaults the code uses
+    assert f"(default {reduce.SAMPLE_ABOVE:,})" in shown and f"(default {reduce.FIT_SAMPLE:,})" in shown
+
+
 @pytest.mark.slow
 def test_umap_places_the_points_it_was_not_fit_on():
     x = blobs(n_per=100)
