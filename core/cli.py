@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from core import audio
-from core.config import db_path
+from core.config import db_path, sample_count, whole_number
 from core.errors import AEBError, BadInput
 from core.jsonable import jsonable
 from core.models.base import model_table, normalise_key, parse_layers, stored_name
@@ -411,27 +411,21 @@ def cmd_publish(args) -> int:
 # ---------------------------------------------------------------------- parser
 
 
-def _whole(minimum: int):
-    """An argparse type: a whole number, at least ``minimum``, written as ``50000``, ``50_000`` or ``5e4``."""
-    def whole(text: str) -> int:
+def _argument(parse):
+    """An argparse type from a parser of :mod:`core.config`: its ``BadInput`` becomes argparse's one-line usage
+    error instead of a traceback."""
+    def checked(text: str):
         try:
-            value = float(text.replace("_", ""))
-        except ValueError:
-            value = float("nan")
-        if not (value == value and minimum <= value < 2**63 and value == int(value)):
-            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, such as 50000, not {text!r}")
-        return int(value)
+            return parse(text)
+        except BadInput as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    return whole
+    return checked
 
 
-def _sample_count(text: str) -> int:
-    from core.config import sample_count
-
-    try:
-        return sample_count(text)
-    except BadInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _points(name: str, minimum: int):
+    return _argument(lambda text: whole_number(text, name, minimum, f"a whole number of at least {minimum}, such as "
+                                                                    "50000"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -455,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment", type=float, default=audio.DEFAULT_WINDOW_S, help="segment window in seconds")
     p.add_argument("--hop", type=float, default=audio.DEFAULT_HOP_S, help="segment hop in seconds")
     p.add_argument("--metadata", help="CSV with a 'path' column (relative to the folder given)")
-    p.add_argument("--max-samples", type=_sample_count, default=None,
+    p.add_argument("--max-samples", type=_argument(sample_count), default=None,
                    help="refuse files holding more decoded sample values (seconds × rate × channels) than this "
                         "(default: AEB_MAX_SAMPLES or 2e9)")
     p.add_argument("--device", help="where the models run: cpu, cuda or cuda:N (default: a GPU when there is one)")
@@ -499,9 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--method", required=True, choices=["pca", "std-pca", "tsne", "umap"])
     p.add_argument("--level", default="segment", choices=["segment", "track"])
-    p.add_argument("--sample-above", type=_whole(0), metavar="N",
+    p.add_argument("--sample-above", type=_points("--sample-above", 0), metavar="N",
                    help="fit t-SNE and UMAP of more than N points on a sample and place the rest (default 100,000)")
-    p.add_argument("--fit-sample", type=_whole(3), metavar="N", help="points of that sample (default 50,000)")
+    p.add_argument("--fit-sample", type=_points("--fit-sample", 3), metavar="N", help="points of that sample (default 50,000)")
     db_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_project)

@@ -35,20 +35,27 @@ COLLECTION_STORE = "collection.duckdb"
 QUERY_MAX_SAMPLES = 60 * 48_000 * 2
 
 
-def sample_count(text: str, name: str = "--max-samples") -> int:
-    """A positive whole number of sample values, written as ``2000000000``, ``2_000_000_000`` or ``2e9``.
+def whole_number(text: str, name: str, minimum: int = 1, what: str = "a positive whole number") -> int:
+    """A whole number of at least ``minimum``, written as ``2000000000``, ``2_000_000_000`` or ``2e9``: sizes
+    this large are easier to type and read that way.
 
     Raises
     ------
     BadInput
+        Saying that ``name`` must be ``what``.
     """
     try:
         value = float(str(text).replace("_", ""))
     except ValueError:
         value = float("nan")
-    if not (value == value and 1 <= value < 2**63 and value == int(value)):
-        raise BadInput(f"{name} must be a positive whole number of sample values such as 2e9, not {text!r}.")
+    if not (value == value and minimum <= value < 2**63 and value == int(value)):
+        raise BadInput(f"{name} must be {what}, not {text!r}.")
     return int(value)
+
+
+def sample_count(text: str, name: str = "--max-samples") -> int:
+    """A decode budget: a positive whole number of sample values (see :func:`whole_number`)."""
+    return whole_number(text, name, 1, "a positive whole number of sample values such as 2e9")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,10 +141,7 @@ def db_path() -> Path:
 
 
 def _whole(name: str, default: int) -> int:
-    text = os.environ.get(name, str(default))
-    if not text.strip().isdigit():
-        raise BadInput(f"{name} must be a whole number, not {text!r}.")
-    return int(text)
+    return whole_number(os.environ.get(name, str(default)), name, 0, "a whole number")
 
 
 def settings() -> Settings:

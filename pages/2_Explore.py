@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -200,9 +201,12 @@ views = [view_controls(i, col) for i, col in enumerate(view_columns)]
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def linked(db: str, version: tuple, level: str, keys: tuple, _projs: list) -> pd.DataFrame:
-    """Every point with every view's coordinates; read-only, shared by the reruns that clicks cause."""
-    return ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in _projs], level=level)
+def linked(db: str, version: tuple, level: str, keys: tuple, _projs: list) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Every point with every view's coordinates, and each view's coordinates (n, 2) as one array for the zoom
+    (copying them out of the table cost every rerun 30 ms at a million points); read-only, shared by the reruns
+    that clicks cause."""
+    frame = ex.linked_frame(ui.opened_store(db), [(p["ids"], p["xy"]) for p in _projs], level=level)
+    return frame, [frame[[f"x{i}", f"y{i}"]].to_numpy() for i in range(len(keys))]
 
 
 
@@ -223,7 +227,7 @@ projections = [placed(v, col) for v, col in zip(views, view_columns)]
 for col, proj in zip(view_columns, projections):
     col.caption(f"{len(proj['ids']):,} points · " + placement_note(proj))
 keys = tuple(view_key(v) for v in views)
-frame = linked(DB, VERSION, level, keys, projections)
+frame, coordinates = linked(DB, VERSION, level, keys, projections)
 if len(views) == 2 and views[0]["space"] != views[1]["space"]:
     difference = ex.views_difference(frame, level)
     if difference:
@@ -247,7 +251,7 @@ with st.expander("Filter by metadata", expanded=False):
 def derived_colour(db: str, version: tuple, level: str, keys: tuple, kind: str, space: str, k: int,
                    min_size: int | None) -> tuple[str, pd.Series, str]:
     """:func:`core.explore.derived_colour` for the drawn points, kept for the reruns that clicks cause."""
-    ids = linked(db, version, level, keys, projections)["id"].to_numpy()
+    ids = linked(db, version, level, keys, projections)[0]["id"].to_numpy()
     return ex.derived_colour(ui.opened_store(db), space=space, ids=ids, level=level, kind=kind, k=k,
                              min_cluster_size=min_size)
 
@@ -325,19 +329,20 @@ def zoom_in(stack: dn.ZoomStack, chart_key: str) -> None:
 
 filter_key = (filter_column, tuple(filter_values or ()), filter_range, name_filter)
 zoom = st.session_state.setdefault("explore-zoom", {}).setdefault(keys, dn.ZoomStack())
-xy_a = frame[["x0", "y0"]].to_numpy()
+xy_a = coordinates[0]
 if zoom.boxes:
-    keep &= zoom.mask(*(frame[[f"x{i}", f"y{i}"]].to_numpy() for i in range(len(views))))
+    keep &= zoom.mask(*coordinates)
     crumbs = ["whole map", *[f"zoom {i + 1}" + (" (B)" if box.view else "") for i, box in enumerate(zoom.boxes)]]
     z1, z2, z3 = st.columns([1, 1, 4])
     z1.button("⬅ Back", key="zoom-back", on_click=zoom.back)
     z2.button("Whole map", key="zoom-out", on_click=zoom.to_level, args=(0,), disabled=len(zoom.boxes) < 2)
     z3.caption(" › ".join(crumbs) + f" — {int(keep.sum()):,} points in this region")
 # The overview bins map A: a box dragged on B has no extent there, so the region's points set it.
+extent = dn.Box.around(xy_a[keep]) if keep.any() else None
 on_a = zoom.current if zoom.current is not None and zoom.current.view == 0 else None
-region = on_a or dn.Box.around(xy_a[keep]) if keep.any() else None
+region = on_a or extent if extent is not None else None
 if region is not None and keep.sum() > cap:
-    if not dn.Box.around(xy_a[keep]).splittable():  # the points, not the dragged box: a heap inside it stays a heap
+    if not extent.splittable():  # the points, not the dragged box: a heap inside it stays a heap
         st.subheader(f"{int(keep.sum()):,} points on one spot")
         page_rows = frame[keep].reset_index(drop=True)
         page = int(st.number_input("Page", 1, max(1, -(-len(page_rows) // N_PLAYERS)), 1, key="zoom-page"))
